@@ -1,0 +1,2 @@
+//! Placeholder: filled in by the owning work item.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Granary benchmarks live in `benches/benches/`.
