@@ -1,0 +1,332 @@
+//! Arithmetic in the prime field of `p = 2^256 − 189` and the Sloth permutation.
+//!
+//! `p` is the largest prime below `2^256` and `p ≡ 3 (mod 4)`, so a square root is a single
+//! exponentiation `x^((p+1)/4)`. Because `2^256 ≡ 189 (mod p)`, a 512-bit product reduces with two
+//! multiply-by-189 folds (pseudo-Mersenne reduction) instead of Montgomery form: hand-rolled
+//! 4 × 64-bit limbs, no dependency.
+//!
+//! **Encoding.** A field element is 32 bytes, little-endian. Only values `< p` are canonical; the
+//! `189` values in `[p, 2^256)` are rejected by [`Fe::from_bytes`] (see `docs/proofs.md`,
+//! "Field encoding").
+//!
+//! **Sloth** ([`sloth_forward`]) is the slow direction (a square root, ~255 sequential
+//! squarings); [`sloth_inverse`] is one squaring per round.
+
+/// `2^256 − p`.
+const C: u64 = 189;
+
+/// The modulus `p = 2^256 − 189` as little-endian limbs.
+pub const MODULUS: [u64; 4] = [0u64.wrapping_sub(C), u64::MAX, u64::MAX, u64::MAX];
+
+/// A canonical field element (`< p`), four little-endian 64-bit limbs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Fe(pub(crate) [u64; 4]);
+
+impl Fe {
+    /// Zero.
+    pub const ZERO: Self = Self([0; 4]);
+
+    /// Decodes 32 little-endian bytes; `None` if the value is `≥ p`.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Option<Self> {
+        let mut l = [0u64; 4];
+        for (i, limb) in l.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[8 * i..8 * i + 8]);
+            *limb = u64::from_le_bytes(w);
+        }
+        is_canonical(&l).then_some(Self(l))
+    }
+
+    /// Encodes as 32 little-endian bytes.
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, limb) in self.0.iter().enumerate() {
+            out[8 * i..8 * i + 8].copy_from_slice(&limb.to_le_bytes());
+        }
+        out
+    }
+
+    /// A small constant.
+    pub const fn from_u64(v: u64) -> Self {
+        Self([v, 0, 0, 0])
+    }
+
+    /// Whether the canonical value is even.
+    pub fn is_even(self) -> bool {
+        self.0[0] & 1 == 0
+    }
+
+    /// `self + other mod p`.
+    pub fn add(self, other: Self) -> Self {
+        let (s, carry) = add4(&self.0, &other.0);
+        // A carry means the sum is s + 2^256 ≡ s + 189.
+        let s = if carry { add_small(&s, C).0 } else { s };
+        Self(canonicalize(s))
+    }
+
+    /// `−self mod p`.
+    pub fn neg(self) -> Self {
+        if self == Self::ZERO {
+            return self;
+        }
+        Self(sub4(&MODULUS, &self.0).0)
+    }
+
+    /// `self − other mod p`.
+    pub fn sub(self, other: Self) -> Self {
+        self.add(other.neg())
+    }
+
+    /// `self · other mod p`.
+    pub fn mul(self, other: Self) -> Self {
+        Self(canonicalize(mul_loose(&self.0, &other.0)))
+    }
+
+    /// `self² mod p`.
+    pub fn square(self) -> Self {
+        Self(canonicalize(sqr_loose(&self.0)))
+    }
+
+    /// `self^((p+1)/4)`: a square root of `self` if it is a quadratic residue, otherwise a square
+    /// root of `−self`.
+    pub fn pow_sqrt_exponent(self) -> Self {
+        Self(canonicalize(pow_sqrt_loose(&self.0)))
+    }
+}
+
+/// One Sloth round forward (slow): the square root of `x` or of `−x`, with the root's parity
+/// recording which (even root: `x` was a square; odd root: `−x` was).
+pub fn sloth_round_forward(x: Fe) -> Fe {
+    let r = x.pow_sqrt_exponent();
+    let is_square = r.square() == x;
+    let r_even = if r.is_even() { r } else { r.neg() };
+    if is_square { r_even } else { r_even.neg() }
+}
+
+/// One Sloth round backward (fast): `y²` if `y` is even, else `−y²`.
+pub fn sloth_round_inverse(y: Fe) -> Fe {
+    let s = y.square();
+    if y.is_even() { s } else { s.neg() }
+}
+
+/// Sloth with `rounds` rounds: `x ← sqrt±(x) + i` between rounds (the round constant breaks the
+/// algebraic shortcut of composing square roots into one exponentiation).
+pub fn sloth_forward(mut x: Fe, rounds: u32) -> Fe {
+    for i in 0..rounds {
+        if i > 0 {
+            x = x.add(Fe::from_u64(u64::from(i)));
+        }
+        x = sloth_round_forward(x);
+    }
+    x
+}
+
+/// Inverse of [`sloth_forward`]: `rounds` squarings.
+pub fn sloth_inverse(mut y: Fe, rounds: u32) -> Fe {
+    for i in (0..rounds).rev() {
+        y = sloth_round_inverse(y);
+        if i > 0 {
+            y = y.sub(Fe::from_u64(u64::from(i)));
+        }
+    }
+    y
+}
+
+fn is_canonical(l: &[u64; 4]) -> bool {
+    !(l[3] == u64::MAX && l[2] == u64::MAX && l[1] == u64::MAX && l[0] >= MODULUS[0])
+}
+
+/// Maps any value `< 2^256` to `[0, p)`.
+#[inline(always)]
+fn canonicalize(l: [u64; 4]) -> [u64; 4] {
+    // l ≥ p ⟺ l + 189 ≥ 2^256; in that case l − p = (l + 189) mod 2^256.
+    let (s, carry) = add_small(&l, C);
+    if carry { s } else { l }
+}
+
+#[inline(always)]
+fn add_small(a: &[u64; 4], b: u64) -> ([u64; 4], bool) {
+    let mut out = *a;
+    let (v, mut c) = out[0].overflowing_add(b);
+    out[0] = v;
+    for limb in out.iter_mut().skip(1) {
+        let (v, c2) = limb.overflowing_add(u64::from(c));
+        *limb = v;
+        c = c2;
+    }
+    (out, c)
+}
+
+#[inline(always)]
+fn add4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], bool) {
+    let mut out = [0u64; 4];
+    let mut c = false;
+    for i in 0..4 {
+        let (v1, c1) = a[i].overflowing_add(b[i]);
+        let (v2, c2) = v1.overflowing_add(u64::from(c));
+        out[i] = v2;
+        c = c1 | c2;
+    }
+    (out, c)
+}
+
+#[inline(always)]
+fn sub4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], bool) {
+    let mut out = [0u64; 4];
+    let mut borrow = false;
+    for i in 0..4 {
+        let (v1, b1) = a[i].overflowing_sub(b[i]);
+        let (v2, b2) = v1.overflowing_sub(u64::from(borrow));
+        out[i] = v2;
+        borrow = b1 | b2;
+    }
+    (out, borrow)
+}
+
+/// Reduces a 512-bit value to `< 2^256` (not necessarily canonical) using `2^256 ≡ 189`.
+#[inline(always)]
+fn reduce_wide(w: &[u64; 8]) -> [u64; 4] {
+    let mut r = [0u64; 4];
+    let mut carry: u128 = 0;
+    for i in 0..4 {
+        let t = u128::from(w[i]) + u128::from(w[i + 4]) * u128::from(C) + carry;
+        r[i] = t as u64;
+        carry = t >> 64;
+    }
+    // carry < 190: fold once more.
+    let (r, c) = add_small(&r, (carry as u64) * C);
+    if c {
+        // Wrapped past 2^256: r is now tiny, adding 189 cannot overflow again.
+        add_small(&r, C).0
+    } else {
+        r
+    }
+}
+
+#[inline(always)]
+fn mul_loose(a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
+    let mut w = [0u64; 8];
+    for i in 0..4 {
+        let mut carry: u128 = 0;
+        for j in 0..4 {
+            let t = u128::from(a[i]) * u128::from(b[j]) + u128::from(w[i + j]) + carry;
+            w[i + j] = t as u64;
+            carry = t >> 64;
+        }
+        w[i + 4] = carry as u64;
+    }
+    reduce_wide(&w)
+}
+
+#[inline(always)]
+fn sqr_loose(a: &[u64; 4]) -> [u64; 4] {
+    // Cross products once, doubled, plus the diagonal.
+    let mut w = [0u64; 8];
+    for i in 0..4 {
+        let mut carry: u128 = 0;
+        for j in (i + 1)..4 {
+            let t = u128::from(a[i]) * u128::from(a[j]) + u128::from(w[i + j]) + carry;
+            w[i + j] = t as u64;
+            carry = t >> 64;
+        }
+        w[i + 4] = carry as u64;
+    }
+    let mut top = 0u64;
+    for limb in w.iter_mut() {
+        let next = *limb >> 63;
+        *limb = (*limb << 1) | top;
+        top = next;
+    }
+    let mut carry: u128 = 0;
+    for i in 0..4 {
+        let d = u128::from(a[i]) * u128::from(a[i]);
+        let t = u128::from(w[2 * i]) + (d & u128::from(u64::MAX)) + carry;
+        w[2 * i] = t as u64;
+        let t2 = u128::from(w[2 * i + 1]) + (d >> 64) + (t >> 64);
+        w[2 * i + 1] = t2 as u64;
+        carry = t2 >> 64;
+    }
+    reduce_wide(&w)
+}
+
+#[inline(always)]
+fn sqr_n(mut a: [u64; 4], n: u32) -> [u64; 4] {
+    for _ in 0..n {
+        a = sqr_loose(&a);
+    }
+    a
+}
+
+/// `x^((p+1)/4) = x^(2^254 − 47)`, where `2^254 − 47 = (2^248 − 1)·2^6 + 17`: an addition chain of
+/// 255 squarings and 13 multiplications.
+#[inline(always)]
+fn pow_sqrt_loose(x: &[u64; 4]) -> [u64; 4] {
+    let x1 = *x;
+    let x2 = mul_loose(&sqr_loose(&x1), &x1); // 2^2 − 1
+    let x3 = mul_loose(&sqr_loose(&x2), &x1); // 2^3 − 1
+    let x6 = mul_loose(&sqr_n(x3, 3), &x3);
+    let x8 = mul_loose(&sqr_n(x6, 2), &x2);
+    let x12 = mul_loose(&sqr_n(x6, 6), &x6);
+    let x24 = mul_loose(&sqr_n(x12, 12), &x12);
+    let x48 = mul_loose(&sqr_n(x24, 24), &x24);
+    let x96 = mul_loose(&sqr_n(x48, 48), &x48);
+    let x192 = mul_loose(&sqr_n(x96, 96), &x96);
+    let x240 = mul_loose(&sqr_n(x192, 48), &x48);
+    let x248 = mul_loose(&sqr_n(x240, 8), &x8);
+    let x17 = mul_loose(&sqr_n(x1, 4), &x1);
+    mul_loose(&sqr_n(x248, 6), &x17)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::reference;
+
+    fn fe_strategy() -> impl Strategy<Value = Fe> {
+        prop_oneof![
+            any::<[u8; 32]>().prop_filter_map("canonical", |b| Fe::from_bytes(&b)),
+            (0u64..1000).prop_map(|v| Fe(sub4(&MODULUS, &[v + 1, 0, 0, 0]).0)),
+            (0u64..1000).prop_map(Fe::from_u64),
+        ]
+    }
+
+    #[test]
+    fn modulus_edges() {
+        let p_minus_1 = Fe(sub4(&MODULUS, &[1, 0, 0, 0]).0);
+        assert_eq!(p_minus_1.add(Fe::from_u64(1)), Fe::ZERO);
+        assert_eq!(Fe::from_bytes(&[0xff; 32]), None);
+        let mut p_bytes = [0xff; 32];
+        p_bytes[0] = MODULUS[0] as u8;
+        assert_eq!(Fe::from_bytes(&p_bytes), None);
+        p_bytes[0] -= 1;
+        assert_eq!(Fe::from_bytes(&p_bytes), Some(p_minus_1));
+        // (−1)² = 1 and −1 is a non-residue for p ≡ 3 mod 4.
+        assert_eq!(p_minus_1.square(), Fe::from_u64(1));
+        assert_ne!(p_minus_1.pow_sqrt_exponent().square(), p_minus_1);
+    }
+
+    proptest! {
+        #[test]
+        fn mul_and_square_match_reference(a in fe_strategy(), b in fe_strategy()) {
+            prop_assert_eq!(a.mul(b).0, reference::mul_mod_p(&a.0, &b.0));
+            prop_assert_eq!(a.square().0, reference::mul_mod_p(&a.0, &a.0));
+            prop_assert_eq!(a.add(b).0, reference::add_mod_p(&a.0, &b.0));
+        }
+
+        #[test]
+        fn sloth_round_trips(x in fe_strategy(), rounds in 1u32..4) {
+            let y = sloth_forward(x, rounds);
+            prop_assert_eq!(sloth_inverse(y, rounds), x);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn sqrt_exponent_matches_reference(x in fe_strategy()) {
+            prop_assert_eq!(x.pow_sqrt_exponent().0, reference::pow_sqrt_exponent(&x.0));
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Granary's proof engine, sans-IO: sealed replicas (DRG-PoRep with Sloth), BLAKE3-native Merkle
+//! commitments, seal proofs and storage challenges (PoSt).
+//!
+//! No module performs IO. Callers hand in byte slices, or implement
+//! [`challenge::ReplicaReader`] to serve replica bytes from files. See `docs/proofs.md` for the
+//! construction, every formula and the measured parameters.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod drg;
+pub mod field;
+pub mod keyhash;
+pub mod merkle;
+pub mod platform;
+pub mod reference;
+pub mod seal;
+
+pub use drg::{BlockIdx, Graph};
+pub use merkle::{ChunkIdx, ChunkOpening, MerkleTree};
+pub use platform::Platform;
+pub use seal::{DataId, NodeId, ReplicaId, SealParams};
