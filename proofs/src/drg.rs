@@ -42,6 +42,12 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Maps a uniform `r` to `[0, n)` by a multiply-high (Lemire): no division on the hot path.
+#[inline(always)]
+fn below(r: u64, n: u64) -> u64 {
+    ((u128::from(r) * u128::from(n)) >> 64) as u64
+}
+
 impl Graph {
     /// The graph with `blocks` nodes seeded by `seed` (the replica id).
     pub fn new(seed: &[u8; 32], blocks: u64) -> Self {
@@ -77,12 +83,14 @@ impl Graph {
         let mut out = [0u64; PARENTS];
         out[0] = j - 1;
         for p in out.iter_mut().skip(1) {
+            // One 64-bit draw per parent: the bucket from its low 32 bits, the distance from the
+            // multiply-high of all 64 (dominated by the high bits).
             let r = splitmix(&mut state);
-            let bucket = (r % buckets) + 1;
+            let bucket = (((r & 0xFFFF_FFFF) * buckets) >> 32) + 1;
             let largest = meta.min(1u64 << bucket);
             let smallest = (largest >> 1).max(2).min(largest);
             let span = largest - smallest + 1;
-            let distance = smallest + (splitmix(&mut state) % span);
+            let distance = smallest + below(r, span);
             *p = (meta - distance.min(meta)) / m;
         }
         Some(out)

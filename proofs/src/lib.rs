@@ -11,9 +11,11 @@ pub mod drg;
 pub mod field;
 pub mod keyhash;
 pub mod merkle;
+pub mod params;
 pub mod platform;
 pub mod reference;
 pub mod seal;
+pub mod seal_proof;
 
 pub use drg::{BlockIdx, Graph};
 pub use merkle::{ChunkIdx, ChunkOpening, MerkleTree};

@@ -43,9 +43,9 @@ impl SealParams {
     /// Parameter-format version, hashed into the replica id.
     pub const VERSION: u32 = 1;
 
-    /// The defaults of `docs/proofs.md`: 1 Sloth round per block.
+    /// The defaults of `docs/proofs.md` ([`crate::params::DEFAULT_ROUNDS`] rounds per block).
     pub const DEFAULT: Self = Self {
-        rounds: 1,
+        rounds: crate::params::DEFAULT_ROUNDS,
         nonce: 0,
     };
 
