@@ -56,32 +56,6 @@ impl Fe {
         self.0[0] & 1 == 0
     }
 
-    /// `self + other mod p`.
-    pub fn add(self, other: Self) -> Self {
-        let (s, carry) = add4(&self.0, &other.0);
-        // A carry means the sum is s + 2^256 ≡ s + 189.
-        let s = if carry { add_small(&s, C).0 } else { s };
-        Self(canonicalize(s))
-    }
-
-    /// `−self mod p`.
-    pub fn neg(self) -> Self {
-        if self == Self::ZERO {
-            return self;
-        }
-        Self(sub4(&MODULUS, &self.0).0)
-    }
-
-    /// `self − other mod p`.
-    pub fn sub(self, other: Self) -> Self {
-        self.add(other.neg())
-    }
-
-    /// `self · other mod p`.
-    pub fn mul(self, other: Self) -> Self {
-        Self(canonicalize(mul_loose(&self.0, &other.0)))
-    }
-
     /// `self² mod p`.
     pub fn square(self) -> Self {
         Self(canonicalize(sqr_loose(&self.0)))
@@ -94,19 +68,57 @@ impl Fe {
     }
 }
 
+impl std::ops::Add for Fe {
+    type Output = Self;
+    /// `self + other mod p`.
+    fn add(self, other: Self) -> Self {
+        let (s, carry) = add4(&self.0, &other.0);
+        // A carry means the sum is s + 2^256 ≡ s + 189.
+        let s = if carry { add_small(&s, C).0 } else { s };
+        Self(canonicalize(s))
+    }
+}
+
+impl std::ops::Neg for Fe {
+    type Output = Self;
+    /// `−self mod p`.
+    fn neg(self) -> Self {
+        if self == Self::ZERO {
+            return self;
+        }
+        Self(sub4(&MODULUS, &self.0).0)
+    }
+}
+
+impl std::ops::Sub for Fe {
+    type Output = Self;
+    /// `self − other mod p`.
+    fn sub(self, other: Self) -> Self {
+        self + (-other)
+    }
+}
+
+impl std::ops::Mul for Fe {
+    type Output = Self;
+    /// `self · other mod p`.
+    fn mul(self, other: Self) -> Self {
+        Self(canonicalize(mul_loose(&self.0, &other.0)))
+    }
+}
+
 /// One Sloth round forward (slow): the square root of `x` or of `−x`, with the root's parity
 /// recording which (even root: `x` was a square; odd root: `−x` was).
 pub fn sloth_round_forward(x: Fe) -> Fe {
     let r = x.pow_sqrt_exponent();
     let is_square = r.square() == x;
-    let r_even = if r.is_even() { r } else { r.neg() };
-    if is_square { r_even } else { r_even.neg() }
+    let r_even = if r.is_even() { r } else { -r };
+    if is_square { r_even } else { -r_even }
 }
 
 /// One Sloth round backward (fast): `y²` if `y` is even, else `−y²`.
 pub fn sloth_round_inverse(y: Fe) -> Fe {
     let s = y.square();
-    if y.is_even() { s } else { s.neg() }
+    if y.is_even() { s } else { -s }
 }
 
 /// Sloth with `rounds` rounds: `x ← sqrt±(x) + i` between rounds (the round constant breaks the
@@ -114,7 +126,7 @@ pub fn sloth_round_inverse(y: Fe) -> Fe {
 pub fn sloth_forward(mut x: Fe, rounds: u32) -> Fe {
     for i in 0..rounds {
         if i > 0 {
-            x = x.add(Fe::from_u64(u64::from(i)));
+            x = x + Fe::from_u64(u64::from(i));
         }
         x = sloth_round_forward(x);
     }
@@ -126,7 +138,7 @@ pub fn sloth_inverse(mut y: Fe, rounds: u32) -> Fe {
     for i in (0..rounds).rev() {
         y = sloth_round_inverse(y);
         if i > 0 {
-            y = y.sub(Fe::from_u64(u64::from(i)));
+            y = y - Fe::from_u64(u64::from(i));
         }
     }
     y
@@ -295,7 +307,7 @@ mod tests {
     #[test]
     fn modulus_edges() {
         let p_minus_1 = Fe(sub4(&MODULUS, &[1, 0, 0, 0]).0);
-        assert_eq!(p_minus_1.add(Fe::from_u64(1)), Fe::ZERO);
+        assert_eq!(p_minus_1 + Fe::from_u64(1), Fe::ZERO);
         assert_eq!(Fe::from_bytes(&[0xff; 32]), None);
         let mut p_bytes = [0xff; 32];
         p_bytes[0] = MODULUS[0] as u8;
@@ -310,9 +322,9 @@ mod tests {
     proptest! {
         #[test]
         fn mul_and_square_match_reference(a in fe_strategy(), b in fe_strategy()) {
-            prop_assert_eq!(a.mul(b).0, reference::mul_mod_p(&a.0, &b.0));
+            prop_assert_eq!((a * b).0, reference::mul_mod_p(&a.0, &b.0));
             prop_assert_eq!(a.square().0, reference::mul_mod_p(&a.0, &a.0));
-            prop_assert_eq!(a.add(b).0, reference::add_mod_p(&a.0, &b.0));
+            prop_assert_eq!((a + b).0, reference::add_mod_p(&a.0, &b.0));
         }
 
         #[test]

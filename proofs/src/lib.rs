@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod adversary;
 pub mod challenge;
 pub mod drg;
 pub mod field;

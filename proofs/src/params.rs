@@ -10,7 +10,7 @@ pub const DEFAULT_UNIT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_ROUNDS: u32 = 3;
 
 /// Default PoSt answer deadline, milliseconds (from challenge sent to answer received).
-pub const DEFAULT_DEADLINE_MS: u64 = 2_000;
+pub const DEFAULT_DEADLINE_MS: u64 = 1_000;
 
 /// Measured cost of one Sloth round (a 256-bit modular square root) on the reference machine
 /// (AMD EPYC, 2 cores shared), nanoseconds, from `cargo run -p granary-proofs --example measure

@@ -187,7 +187,7 @@ pub fn seal_in_place(
     replica_id: &ReplicaId,
     data: &mut [u8],
 ) -> Result<(), SealError> {
-    if data.is_empty() || data.len() % BLOCK_LEN != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(BLOCK_LEN) {
         return Err(SealError::Length { len: data.len() });
     }
     let blocks = (data.len() / BLOCK_LEN) as u64;
@@ -258,9 +258,9 @@ pub fn unseal_range_on(
                 &mut keys[..n],
             );
         }
-        for l in 0..n {
+        for (l, key) in keys.iter().enumerate().take(n) {
             let b = j + l as u64;
-            let plain = unseal_block(block(replica, b), &keys[l], params.rounds)
+            let plain = unseal_block(block(replica, b), key, params.rounds)
                 .ok_or(UnsealError::NotCanonical { block: BlockIdx(b) })?;
             let o = (b - range.start) as usize * BLOCK_LEN;
             out[o..o + BLOCK_LEN].copy_from_slice(&plain);
@@ -290,7 +290,7 @@ pub fn unseal_range_par(
 }
 
 fn check_unseal(replica: &[u8], range: &Range<u64>, out: &[u8]) -> Result<u64, UnsealError> {
-    if replica.is_empty() || replica.len() % BLOCK_LEN != 0 {
+    if replica.is_empty() || !replica.len().is_multiple_of(BLOCK_LEN) {
         return Err(UnsealError::Length { len: replica.len() });
     }
     let blocks = (replica.len() / BLOCK_LEN) as u64;

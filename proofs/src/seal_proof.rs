@@ -212,7 +212,7 @@ pub fn prove(
     Ok(SealProof { openings })
 }
 
-fn block_in<'a>(chunks: &'a [ChunkOpening], b: u64) -> Option<&'a [u8]> {
+fn block_in(chunks: &[ChunkOpening], b: u64) -> Option<&[u8]> {
     let c = chunk_of(b);
     let o = chunks.binary_search_by_key(&c, |x| x.chunk).ok()?;
     let off = (b * BLOCK_LEN as u64 - c.0 * CHUNK_LEN as u64) as usize;
@@ -227,7 +227,7 @@ pub fn verify(
     proof: &SealProof,
 ) -> Result<(), SealVerifyError> {
     let len = statement.len;
-    if len == 0 || len % BLOCK_LEN as u64 != 0 {
+    if len == 0 || !len.is_multiple_of(BLOCK_LEN as u64) {
         return Err(SealVerifyError::Length { len });
     }
     if proof.openings.len() != k {
