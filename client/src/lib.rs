@@ -1,1 +1,22 @@
-//! placeholder
+//! Granary client: turns a dataset into encrypted, erasure-coded, content-addressed shards and
+//! reads it back — whole, by file, or by byte range — verifying every byte.
+//!
+//! Modules, in data-path order: [`walk`] → [`pack`] (with [`crypto`], [`erasure`]) →
+//! [`store`] → [`read`]; [`manifest`] and [`capability`] are the formats a user keeps.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod capability;
+pub mod crypto;
+pub mod erasure;
+pub mod ids;
+pub mod manifest;
+pub mod pack;
+pub mod read;
+pub mod store;
+pub mod walk;
+
+pub use capability::Capability;
+pub use erasure::ErasureParams;
+pub use pack::{PackOptions, PackReport, Source, pack};
+pub use read::{Dataset, ReadError, ReadStats};

@@ -1,0 +1,867 @@
+//! The pack pipeline: dataset → manifest → encrypted, erasure-coded shards in a [`ShardStore`].
+//!
+//! ```text
+//!  producer thread ──segments──► encoder workers (N) ──shard ids──► collector (caller's thread)
+//!  walk, read, hash,             encrypt, RS-encode, hash shards,    orders segments, builds the
+//!  dedup, cut the stream         outboards, store.put_segment        manifest and root record
+//! ```
+//! The channels are bounded, so memory stays at about `2 × workers` segments whatever the
+//! dataset's size. Files are concatenated into one *dataset stream* cut into fixed-size
+//! segments (small files packed, big files split). Identical files are stored once. With a
+//! base manifest (an earlier version of the dataset, same key), files whose path, size and mtime
+//! are unchanged keep their old bytes: only new and changed files are read, encrypted and
+//! encoded, and nothing already stored shifts.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    io::{Read, Seek},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use granary_protocol::verified;
+
+use crate::{
+    capability::Capability,
+    crypto::{self, FileCipher},
+    erasure::{Coder, ErasureError, ErasureParams},
+    ids::{ContentHash, DatasetId, DatasetKey, ShardId},
+    manifest::{Entry, EntryKind, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc},
+    store::{PutShard, ShardStore, StoreError},
+    walk::{self, WalkEntry, WalkKind},
+};
+
+/// Default maximum shard length: segments are `k × 1 MiB`.
+pub const DEFAULT_SHARD_SIZE: u32 = 1 << 20;
+/// Read block for large files.
+const READ_BLOCK: usize = 1 << 20;
+
+/// Called with the number of plaintext bytes read so far.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How to pack.
+#[derive(Clone)]
+pub struct PackOptions {
+    /// k + m.
+    pub erasure: ErasureParams,
+    /// Maximum shard length; a segment holds up to `k × shard_size` bytes.
+    pub shard_size: u32,
+    /// Encrypt (private dataset) or not (public).
+    pub encrypt: bool,
+    /// Key to use when encrypting; a fresh one is generated if `None` (a base's key is reused).
+    pub key: Option<DatasetKey>,
+    /// Skip unreadable paths with a warning instead of failing.
+    pub skip_unreadable: bool,
+    /// Encoder threads; 0 means one per core.
+    pub workers: usize,
+    /// An earlier version of this dataset: unchanged files keep their stored bytes.
+    pub base: Option<Arc<IndexedManifest>>,
+    /// Progress reports.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for PackOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackOptions")
+            .field("erasure", &self.erasure)
+            .field("shard_size", &self.shard_size)
+            .field("encrypt", &self.encrypt)
+            .field("workers", &self.workers)
+            .field("base", &self.base.is_some())
+            .finish()
+    }
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        Self {
+            erasure: ErasureParams::DEVNET,
+            shard_size: DEFAULT_SHARD_SIZE,
+            encrypt: true,
+            key: None,
+            skip_unreadable: false,
+            workers: 0,
+            base: None,
+            progress: None,
+        }
+    }
+}
+
+/// What to pack.
+pub enum Source {
+    /// A directory tree or a single file.
+    Path(PathBuf),
+    /// A stream (stdin): stored as one file named `name`.
+    Reader {
+        /// Name of the single file in the dataset.
+        name: Vec<u8>,
+        /// The bytes.
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Path(p) => write!(f, "Source::Path({})", p.display()),
+            Self::Reader { name, .. } => {
+                write!(f, "Source::Reader({})", String::from_utf8_lossy(name))
+            }
+        }
+    }
+}
+
+/// What a pack did.
+#[derive(Debug, Clone)]
+pub struct PackReport {
+    /// The capability to read the dataset back.
+    pub capability: Capability,
+    /// Regular files in the dataset.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Plaintext bytes of all files.
+    pub bytes: u64,
+    /// Bytes of new stream (encrypted and erasure-coded in this run).
+    pub new_bytes: u64,
+    /// Files whose bytes were kept from the base version without reading them.
+    pub reused_files: u64,
+    /// Files stored once because an identical one was already in the dataset.
+    pub dedup_files: u64,
+    /// Segments encoded in this run (data, not manifest).
+    pub new_segments: u64,
+    /// Shard bytes (data + parity) produced in this run.
+    pub shard_bytes: u64,
+    /// Length of the manifest blob.
+    pub manifest_len: u64,
+    /// Paths skipped, with why.
+    pub warnings: Vec<String>,
+}
+
+/// Why a pack failed. Nothing is half-published: the capability exists only on success.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// The dataset could not be walked.
+    #[error(transparent)]
+    Walk(#[from] walk::WalkError),
+    /// Some paths could not be read (and `skip_unreadable` was off).
+    #[error("{} path(s) could not be read (use --skip-unreadable to pack the rest):\n{}", .0.len(), .0.join("\n"))]
+    Unreadable(Vec<String>),
+    /// Reading a file failed part-way.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// Which file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file changed while it was being packed.
+    #[error("{path} changed while it was being packed ({what}); pack it again once it is stable")]
+    FileChanged {
+        /// Which file.
+        path: String,
+        /// What differed.
+        what: &'static str,
+    },
+    /// Bad k/m.
+    #[error(transparent)]
+    Erasure(#[from] ErasureError),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A base manifest was given for an encrypted pack without its key, or vice versa.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// A slice of a segment that belongs to one file: decrypt/encrypt it with that file's key.
+struct Piece {
+    cipher: FileCipher,
+    file_offset: u64,
+    start: usize,
+    end: usize,
+}
+
+struct SegmentJob {
+    seq: u64,
+    bytes: Vec<u8>,
+    pieces: Vec<Piece>,
+}
+
+struct SegmentDone {
+    seq: u64,
+    len: u32,
+    shard_len: u32,
+    shards: Vec<ShardId>,
+    hints: Vec<Option<[u8; 32]>>,
+    shard_bytes: u64,
+}
+
+/// Encrypts, encodes and stores one segment.
+fn encode_segment(
+    coder: &Coder,
+    store: &dyn ShardStore,
+    mut job: SegmentJob,
+) -> Result<SegmentDone, PackError> {
+    for p in &job.pieces {
+        p.cipher
+            .apply(p.file_offset, &mut job.bytes[p.start..p.end]);
+    }
+    let set = coder.encode(&job.bytes)?;
+    let outboards: Vec<verified::Outboard> = set
+        .shards()
+        .map(|s| verified::outboard(s, s.len() as u64))
+        .collect::<Result<_, _>>()
+        .map_err(|source| PackError::Read {
+            path: "<memory>".into(),
+            source,
+        })?;
+    let puts: Vec<PutShard<'_>> = set
+        .shards()
+        .zip(&outboards)
+        .map(|(bytes, ob)| PutShard {
+            id: ob.root.into(),
+            bytes,
+            outboard: ob,
+        })
+        .collect();
+    let hints = store.put_segment(&puts)?;
+    Ok(SegmentDone {
+        seq: job.seq,
+        len: job.bytes.len() as u32,
+        shard_len: set.shard_len as u32,
+        shards: puts.iter().map(|p| p.id).collect(),
+        hints,
+        shard_bytes: set.buf.len() as u64,
+    })
+}
+
+/// Cuts the dataset stream into segments and sends them to the encoders.
+struct Producer<'a> {
+    segment_size: usize,
+    bytes: Vec<u8>,
+    pieces: Vec<Piece>,
+    seq: u64,
+    stream_pos: u64,
+    encrypt: bool,
+    tx: Sender<SegmentJob>,
+    abort: &'a AtomicBool,
+    read_bytes: &'a AtomicU64,
+    progress: Option<ProgressFn>,
+}
+
+impl Producer<'_> {
+    fn append(&mut self, cipher: &FileCipher, mut file_offset: u64, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            let room = self.segment_size - self.bytes.len();
+            let take = room.min(data.len());
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(&data[..take]);
+            if self.encrypt {
+                self.pieces.push(Piece {
+                    cipher: cipher.clone(),
+                    file_offset,
+                    start,
+                    end: start + take,
+                });
+            }
+            data = &data[take..];
+            file_offset += take as u64;
+            self.stream_pos += take as u64;
+            if self.bytes.len() == self.segment_size && !self.flush() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the current segment; false if the pipeline is shutting down.
+    fn flush(&mut self) -> bool {
+        if self.bytes.is_empty() {
+            return true;
+        }
+        let job = SegmentJob {
+            seq: self.seq,
+            bytes: std::mem::replace(&mut self.bytes, Vec::with_capacity(self.segment_size)),
+            pieces: std::mem::take(&mut self.pieces),
+        };
+        self.seq += 1;
+        !self.abort.load(Ordering::Relaxed) && self.tx.send(job).is_ok()
+    }
+
+    fn note_read(&self, n: usize) {
+        let total = self.read_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if let Some(p) = &self.progress {
+            p(total);
+        }
+    }
+}
+
+/// Signature of a file's state, to notice changes while it is read.
+#[derive(PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+}
+
+impl FileStamp {
+    fn of(md: &fs::Metadata) -> Self {
+        Self {
+            len: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+        }
+    }
+}
+
+/// Per-run state of the producer beyond segment cutting.
+struct FilePacker<'a, 'p> {
+    out: &'a mut Producer<'p>,
+    key: Option<&'a DatasetKey>,
+    dedup: HashMap<ContentHash, (u64, u64)>,
+    skip_unreadable: bool,
+    warnings: Vec<String>,
+    dedup_files: u64,
+    scratch: Vec<u8>,
+}
+
+enum Packed {
+    Kind(EntryKind),
+    Skipped,
+    Aborted,
+}
+
+impl FilePacker<'_, '_> {
+    fn pack_file(&mut self, we: &WalkEntry) -> Result<Packed, PackError> {
+        let path = we.abs.display().to_string();
+        let read_err = |source| PackError::Read {
+            path: path.clone(),
+            source,
+        };
+        let mut f = match fs::File::open(&we.abs) {
+            Ok(f) => f,
+            Err(e) if self.skip_unreadable => {
+                self.warnings.push(format!("skipped {path}: {e}"));
+                return Ok(Packed::Skipped);
+            }
+            Err(e) => return Err(PackError::Unreadable(vec![format!("{path}: {e}")])),
+        };
+        let before = FileStamp::of(&f.metadata().map_err(read_err)?);
+        let changed = |what| PackError::FileChanged {
+            path: path.clone(),
+            what,
+        };
+        let size = before.len;
+        if size <= self.out.segment_size as u64 {
+            // Small: one read into memory, then hash, so the bytes hashed are the bytes stored.
+            self.scratch.clear();
+            (&mut f)
+                .take(size + 1)
+                .read_to_end(&mut self.scratch)
+                .map_err(read_err)?;
+            self.out.note_read(self.scratch.len());
+            let after = FileStamp::of(&f.metadata().map_err(read_err)?);
+            if self.scratch.len() as u64 != size || after != before {
+                return Err(changed(
+                    "its size or modification time changed during the read",
+                ));
+            }
+            let hash = ContentHash(*blake3::hash(&self.scratch).as_bytes());
+            if let Some(&(offset, _)) = self.dedup.get(&hash).filter(|(_, s)| *s == size) {
+                self.dedup_files += 1;
+                return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
+            }
+            let offset = self.out.stream_pos;
+            let cipher = FileCipher::new(self.key, &hash);
+            let data = std::mem::take(&mut self.scratch);
+            let ok = self.out.append(&cipher, 0, &data);
+            self.scratch = data;
+            if !ok {
+                return Ok(Packed::Aborted);
+            }
+            self.dedup.insert(hash, (offset, size));
+            return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
+        }
+        // Large: hash first (the key derives from the content), then read again to store,
+        // hashing again to prove the bytes stored are the bytes hashed.
+        let mut block = vec![0u8; READ_BLOCK];
+        let mut hasher = blake3::Hasher::new();
+        let mut n_total = 0u64;
+        loop {
+            let n = f.read(&mut block).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&block[..n]);
+            n_total += n as u64;
+        }
+        if n_total != size {
+            return Err(changed("its size changed during the read"));
+        }
+        let hash = ContentHash(*hasher.finalize().as_bytes());
+        if let Some(&(offset, _)) = self.dedup.get(&hash).filter(|(_, s)| *s == size) {
+            self.dedup_files += 1;
+            return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
+        }
+        f.rewind().map_err(read_err)?;
+        let offset = self.out.stream_pos;
+        let cipher = FileCipher::new(self.key, &hash);
+        let mut check = blake3::Hasher::new();
+        let mut pos = 0u64;
+        loop {
+            let n = f.read(&mut block).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            if pos + n as u64 > size {
+                return Err(changed("it grew during the read"));
+            }
+            check.update(&block[..n]);
+            self.out.note_read(n);
+            if !self.out.append(&cipher, pos, &block[..n]) {
+                return Ok(Packed::Aborted);
+            }
+            pos += n as u64;
+        }
+        let after = FileStamp::of(&f.metadata().map_err(read_err)?);
+        if pos != size || check.finalize() != hash.as_hash() || after != before {
+            return Err(changed("its content differs between the two reads"));
+        }
+        self.dedup.insert(hash, (offset, size));
+        Ok(Packed::Kind(file_kind(size, hash, offset, None)))
+    }
+
+    fn pack_reader(&mut self, reader: &mut dyn Read) -> Result<Packed, PackError> {
+        let seed = crypto::random_seed();
+        let cipher = FileCipher::new(self.key, &seed);
+        let offset = self.out.stream_pos;
+        let mut block = vec![0u8; READ_BLOCK];
+        let mut hasher = blake3::Hasher::new();
+        let mut pos = 0u64;
+        loop {
+            let n = match reader.read(&mut block) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(PackError::Read {
+                        path: "<stdin>".into(),
+                        source,
+                    });
+                }
+            };
+            hasher.update(&block[..n]);
+            self.out.note_read(n);
+            if !self.out.append(&cipher, pos, &block[..n]) {
+                return Ok(Packed::Aborted);
+            }
+            pos += n as u64;
+        }
+        let hash = ContentHash(*hasher.finalize().as_bytes());
+        Ok(Packed::Kind(file_kind(pos, hash, offset, Some(seed))))
+    }
+}
+
+fn file_kind(
+    size: u64,
+    hash: ContentHash,
+    offset: u64,
+    key_seed: Option<ContentHash>,
+) -> EntryKind {
+    EntryKind::File {
+        size,
+        hash,
+        offset,
+        key_seed,
+    }
+}
+
+/// What the producer thread hands back.
+struct Produced {
+    entries: Vec<Entry>,
+    warnings: Vec<String>,
+    reused_files: u64,
+    dedup_files: u64,
+    new_bytes: u64,
+}
+
+/// Walks and reads the source, feeding segments to `tx`.
+fn produce(
+    source: Source,
+    opts: &PackOptions,
+    key: Option<&DatasetKey>,
+    mut out: Producer<'_>,
+) -> Result<Option<Produced>, PackError> {
+    let start_pos = out.stream_pos;
+    let mut warnings = Vec::new();
+    let mut entries = Vec::new();
+    let mut reused_files = 0;
+    let base_by_path: HashMap<&[u8], &Entry> = opts
+        .base
+        .as_ref()
+        .map(|b| {
+            b.manifest
+                .entries
+                .iter()
+                .map(|e| (e.path.as_slice(), e))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut dedup = HashMap::new();
+    if let Some(b) = &opts.base {
+        for e in &b.manifest.entries {
+            if let EntryKind::File {
+                size,
+                hash,
+                offset,
+                key_seed: None,
+            } = e.kind
+            {
+                dedup.insert(hash, (offset, size));
+            }
+        }
+    }
+    let mut fp = FilePacker {
+        out: &mut out,
+        key,
+        dedup,
+        skip_unreadable: opts.skip_unreadable,
+        warnings: Vec::new(),
+        dedup_files: 0,
+        scratch: Vec::new(),
+    };
+    match source {
+        Source::Reader { name, mut reader } => match fp.pack_reader(&mut *reader)? {
+            Packed::Kind(kind) => entries.push(Entry {
+                path: name,
+                mode: 0o644,
+                mtime_ns: now_ns(),
+                kind,
+            }),
+            Packed::Aborted => return Ok(None),
+            Packed::Skipped => {}
+        },
+        Source::Path(root) => {
+            let w = walk::walk(&root)?;
+            for issue in &w.skipped {
+                warnings.push(format!(
+                    "skipped {}: {}",
+                    issue.path.display(),
+                    issue.reason
+                ));
+            }
+            if !w.unreadable.is_empty() {
+                let list: Vec<String> = w
+                    .unreadable
+                    .iter()
+                    .map(|i| format!("{}: {}", i.path.display(), i.reason))
+                    .collect();
+                if !opts.skip_unreadable {
+                    return Err(PackError::Unreadable(list));
+                }
+                warnings.extend(list.into_iter().map(|l| format!("skipped {l}")));
+            }
+            for we in &w.entries {
+                let kind = match &we.kind {
+                    WalkKind::Dir => EntryKind::Dir,
+                    WalkKind::Symlink { target } => EntryKind::Symlink {
+                        target: target.clone(),
+                    },
+                    WalkKind::File { size } => {
+                        let base = base_by_path.get(we.rel.as_slice()).filter(|b| {
+                            b.mtime_ns == we.mtime_ns
+                                && matches!(b.kind, EntryKind::File { size: s, key_seed: None, .. } if s == *size)
+                        });
+                        if let Some(b) = base {
+                            reused_files += 1;
+                            b.kind.clone()
+                        } else {
+                            match fp.pack_file(we)? {
+                                Packed::Kind(k) => k,
+                                Packed::Skipped => continue,
+                                Packed::Aborted => return Ok(None),
+                            }
+                        }
+                    }
+                };
+                entries.push(Entry {
+                    path: we.rel.clone(),
+                    mode: we.mode,
+                    mtime_ns: we.mtime_ns,
+                    kind,
+                });
+            }
+        }
+    }
+    warnings.append(&mut fp.warnings);
+    let dedup_files = fp.dedup_files;
+    if !out.flush() {
+        return Ok(None);
+    }
+    Ok(Some(Produced {
+        entries,
+        warnings,
+        reused_files,
+        dedup_files,
+        new_bytes: out.stream_pos - start_pos,
+    }))
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Maps node ids to the manifest's node table.
+#[derive(Default)]
+struct NodeTable {
+    ids: Vec<[u8; 32]>,
+    index: HashMap<[u8; 32], u16>,
+}
+
+impl NodeTable {
+    fn from_ids(ids: &[[u8; 32]]) -> Self {
+        let mut t = Self::default();
+        for id in ids {
+            t.hint(Some(*id));
+        }
+        t
+    }
+
+    fn hint(&mut self, node: Option<[u8; 32]>) -> u16 {
+        let Some(node) = node else { return NO_HINT };
+        if let Some(&i) = self.index.get(&node) {
+            return i;
+        }
+        if self.ids.len() >= NO_HINT as usize {
+            return NO_HINT;
+        }
+        let i = self.ids.len() as u16;
+        self.ids.push(node);
+        self.index.insert(node, i);
+        i
+    }
+}
+
+fn desc(done: SegmentDone, nodes: &mut NodeTable) -> SegmentDesc {
+    SegmentDesc {
+        len: done.len,
+        shard_len: done.shard_len,
+        shards: done.shards,
+        placement: done.hints.into_iter().map(|h| nodes.hint(h)).collect(),
+    }
+}
+
+/// Runs the encoder workers over `jobs` and collects finished segments in order.
+fn collect_segments(
+    coder: &Coder,
+    store: &dyn ShardStore,
+    workers: usize,
+    jobs: Receiver<SegmentJob>,
+    abort: &AtomicBool,
+) -> Result<Vec<SegmentDone>, PackError> {
+    std::thread::scope(|s| {
+        let (done_tx, done_rx) = bounded::<Result<SegmentDone, PackError>>(workers * 2);
+        for _ in 0..workers {
+            let jobs = jobs.clone();
+            let done_tx = done_tx.clone();
+            s.spawn(move || {
+                for job in jobs {
+                    if abort.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let r = encode_segment(coder, store, job);
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    if done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut pending = BTreeMap::new();
+        let mut ordered = Vec::new();
+        let mut first_err = None;
+        for r in done_rx {
+            match r {
+                Ok(d) => {
+                    pending.insert(d.seq, d);
+                    while let Some(d) = pending.remove(&(ordered.len() as u64)) {
+                        ordered.push(d);
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(ordered),
+        }
+    })
+}
+
+/// Packs `source` into `store` and returns the capability and a report.
+pub fn pack(
+    source: Source,
+    store: &dyn ShardStore,
+    opts: &PackOptions,
+) -> Result<PackReport, PackError> {
+    let coder = Coder::new(opts.erasure)?;
+    if let Some(b) = &opts.base {
+        if b.manifest.erasure != opts.erasure {
+            return Err(PackError::Options(format!(
+                "the base dataset uses {} erasure coding; an update must use the same",
+                b.manifest.erasure
+            )));
+        }
+    }
+    let key = opts
+        .encrypt
+        .then(|| opts.key.clone().unwrap_or_else(DatasetKey::generate));
+    let segment_size = opts.erasure.data as usize * opts.shard_size.max(1024) as usize;
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.workers
+    };
+    let base_len = opts.base.as_ref().map_or(0, |b| b.stream_len());
+    let abort = AtomicBool::new(false);
+    let read_bytes = AtomicU64::new(0);
+    let (job_tx, job_rx) = bounded::<SegmentJob>(workers * 2);
+
+    let (produced, done) = std::thread::scope(|s| {
+        let producer = Producer {
+            segment_size,
+            bytes: Vec::with_capacity(segment_size),
+            pieces: Vec::new(),
+            seq: 0,
+            stream_pos: base_len,
+            encrypt: key.is_some(),
+            tx: job_tx,
+            abort: &abort,
+            read_bytes: &read_bytes,
+            progress: opts.progress.clone(),
+        };
+        let key_ref = key.as_ref();
+        let abort_ref = &abort;
+        let handle = s.spawn(move || {
+            let r = produce(source, opts, key_ref, producer);
+            if r.is_err() {
+                abort_ref.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let done = collect_segments(&coder, store, workers, job_rx, &abort);
+        let produced = handle
+            .join()
+            .unwrap_or_else(|_| Err(PackError::Options("the reader thread panicked".into())));
+        (produced, done)
+    });
+    // A producer error explains an encoder abort better than the other way round.
+    let produced = produced?;
+    let done = done?;
+    let produced = produced.ok_or_else(|| PackError::Options("packing was aborted".into()))?;
+
+    let mut nodes = NodeTable::from_ids(opts.base.as_ref().map_or(&[][..], |b| &b.manifest.nodes));
+    let mut segments = opts
+        .base
+        .as_ref()
+        .map(|b| b.manifest.segments.clone())
+        .unwrap_or_default();
+    let new_segments = done.len() as u64;
+    let shard_bytes: u64 = done.iter().map(|d| d.shard_bytes).sum();
+    segments.extend(done.into_iter().map(|d| desc(d, &mut nodes)));
+
+    let mut entries = produced.entries;
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let (mut files, mut dirs, mut symlinks, mut bytes) = (0, 0, 0, 0);
+    for e in &entries {
+        match &e.kind {
+            EntryKind::File { size, .. } => {
+                files += 1;
+                bytes += size;
+            }
+            EntryKind::Dir => dirs += 1,
+            EntryKind::Symlink { .. } => symlinks += 1,
+        }
+    }
+    let manifest = Manifest {
+        created_unix: (now_ns() / 1_000_000_000) as u64,
+        erasure: opts.erasure,
+        segment_size: segment_size as u32,
+        nodes: nodes.ids,
+        segments,
+        entries,
+    };
+    let (id, manifest_len) = store_manifest(&coder, store, &manifest, key.as_ref(), segment_size)?;
+    Ok(PackReport {
+        capability: Capability { id, key },
+        files,
+        dirs,
+        symlinks,
+        bytes,
+        new_bytes: produced.new_bytes,
+        reused_files: produced.reused_files,
+        dedup_files: produced.dedup_files,
+        new_segments,
+        shard_bytes,
+        manifest_len,
+        warnings: produced.warnings,
+    })
+}
+
+/// Encrypts and stores the manifest, then the root record; returns the dataset id.
+fn store_manifest(
+    coder: &Coder,
+    store: &dyn ShardStore,
+    manifest: &Manifest,
+    key: Option<&DatasetKey>,
+    segment_size: usize,
+) -> Result<(DatasetId, u64), PackError> {
+    let mut blob = manifest.encode();
+    let nonce = crypto::random_nonce();
+    if let Some(k) = key {
+        crypto::apply_manifest_cipher(k, &nonce, &mut blob);
+    }
+    let mut nodes = NodeTable::default();
+    let mut manifest_segments = Vec::new();
+    for (seq, chunk) in blob.chunks(segment_size).enumerate() {
+        let job = SegmentJob {
+            seq: seq as u64,
+            bytes: chunk.to_vec(),
+            pieces: Vec::new(),
+        };
+        manifest_segments.push(desc(encode_segment(coder, store, job)?, &mut nodes));
+    }
+    let root = RootRecord {
+        erasure: coder.params(),
+        key_check: key.map(crypto::key_check),
+        manifest_nonce: nonce,
+        manifest_len: blob.len() as u64,
+        manifest_hash: ContentHash(*blake3::hash(&blob).as_bytes()),
+        manifest_segments,
+        nodes: nodes.ids,
+    };
+    let bytes = root.encode();
+    let id = DatasetId(*blake3::hash(&bytes).as_bytes());
+    store.put_root(&id, &bytes)?;
+    Ok((id, blob.len() as u64))
+}

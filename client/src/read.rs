@@ -1,0 +1,583 @@
+//! Reading a dataset back: the root record, the manifest, then whole datasets, single files or
+//! byte ranges, every byte verified.
+//!
+//! A healthy read touches only the data shards that cover the bytes asked for, and only those
+//! byte ranges (the code is systematic). When a shard is missing or fails verification it is
+//! treated as lost: the same byte range is read from other shards of the segment until k are
+//! in hand, and Reed–Solomon rebuilds it. Whole files are also checked against the BLAKE3 of
+//! their plaintext kept in the manifest.
+
+use std::{
+    collections::HashSet,
+    fs,
+    io::Write,
+    ops::Range,
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    capability::Capability,
+    crypto::{self, FileCipher},
+    erasure::{Coder, ErasureError},
+    ids::DatasetKey,
+    manifest::{
+        Entry, EntryKind, FormatError, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc,
+    },
+    store::{FetchError, ShardLoc, ShardStore},
+};
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The root record could not be fetched.
+    #[error("cannot fetch the dataset's root record: {0}")]
+    Root(FetchError),
+    /// The root record or manifest is malformed or from a newer version.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The capability's key is not this dataset's key.
+    #[error("the key in this capability does not open this dataset (wrong or mistyped key)")]
+    WrongKey,
+    /// The dataset is private and the capability has no key.
+    #[error("this dataset is encrypted: the capability needs its key (granary:<id>#<key>)")]
+    KeyRequired,
+    /// Too many shards of a segment are lost.
+    #[error("segment {segment}: {source}")]
+    Segment {
+        /// Segment index (manifest segments are counted separately, in `what`).
+        segment: usize,
+        /// Why.
+        source: SegmentError,
+    },
+    /// The manifest blob did not match the hash in the root record.
+    #[error("the manifest does not match its hash in the root record")]
+    ManifestMismatch,
+    /// No such path in the dataset.
+    #[error("no path {0:?} in this dataset")]
+    NoSuchPath(String),
+    /// The path is not a regular file.
+    #[error("{0:?} is not a regular file")]
+    NotAFile(String),
+    /// The byte range is outside the file.
+    #[error("range {start}..{end} is outside {path:?} ({size} bytes)")]
+    RangeOutOfBounds {
+        /// The file.
+        path: String,
+        /// Start asked for.
+        start: u64,
+        /// End asked for.
+        end: u64,
+        /// File size.
+        size: u64,
+    },
+    /// A whole file's plaintext did not hash to the manifest's value.
+    #[error("{0:?}: content does not match its hash in the manifest")]
+    ContentMismatch(String),
+    /// The destination already has something at a path.
+    #[error("{0} already exists; extract into a new or empty directory")]
+    DestinationExists(PathBuf),
+    /// Writing the output failed (a full disk shows up as "No space left on device").
+    #[error("writing {path}: {source}")]
+    Io {
+        /// What was being written.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Why a segment could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// Fewer than k shards could be read and verified.
+    #[error("only {available} of {needed} shards needed could be read; lost: {lost}")]
+    TooManyLost {
+        /// Verified shards on hand.
+        available: usize,
+        /// k.
+        needed: usize,
+        /// Why each lost shard failed.
+        lost: String,
+    },
+    /// The codec failed.
+    #[error(transparent)]
+    Erasure(#[from] ErasureError),
+}
+
+/// Counters of what reads had to do.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Shard reads that returned verified bytes.
+    pub shard_reads: u64,
+    /// Shard reads that failed (missing, corrupt, unreachable).
+    pub shard_failures: u64,
+    /// Byte ranges rebuilt with Reed–Solomon.
+    pub rebuilds: u64,
+}
+
+/// Reads segments of one segment table through a store, rebuilding lost shards.
+struct SegmentReader<'a> {
+    coder: &'a Coder,
+    store: &'a dyn ShardStore,
+    segments: &'a [SegmentDesc],
+    nodes: &'a [[u8; 32]],
+}
+
+impl SegmentReader<'_> {
+    fn loc(&self, seg: &SegmentDesc, i: usize) -> ShardLoc {
+        let hint = seg.placement[i];
+        ShardLoc {
+            id: seg.shards[i],
+            len: seg.shard_len as u64,
+            hint: (hint != NO_HINT).then(|| self.nodes[hint as usize]),
+            index: i as u8,
+        }
+    }
+
+    /// Reads `range` (within the segment's length) of segment `idx`.
+    fn read(
+        &self,
+        idx: usize,
+        range: Range<u64>,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<u8>, ReadError> {
+        let seg = &self.segments[idx];
+        let wrap = |source| ReadError::Segment {
+            segment: idx,
+            source,
+        };
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        if range.is_empty() {
+            return Ok(out);
+        }
+        let sl = seg.shard_len as u64;
+        let k = self.coder.params().data as usize;
+        let first = (range.start / sl) as usize;
+        let last = ((range.end - 1) / sl) as usize;
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        let wanted: Vec<(usize, Range<u64>)> = (first..=last)
+            .map(|i| {
+                let s = i as u64 * sl;
+                (i, range.start.max(s) - s..range.end.min(s + sl) - s)
+            })
+            .collect();
+        let all_same_column = wanted.iter().all(|(_, r)| *r == wanted[0].1);
+        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; self.coder.params().total()];
+        for (i, r) in &wanted {
+            match self.store.read_range(&self.loc(seg, *i), r.clone()) {
+                Ok(b) => {
+                    stats.shard_reads += 1;
+                    pieces[*i] = Some(b);
+                }
+                Err(e) => {
+                    stats.shard_failures += 1;
+                    failed.push((*i, e.to_string()));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            // Rebuild each lost column range from k other shards of the segment.
+            let columns: Vec<Range<u64>> = if all_same_column {
+                vec![wanted[0].1.clone()]
+            } else {
+                failed
+                    .iter()
+                    .map(|(i, _)| wanted[*i - first].1.clone())
+                    .collect()
+            };
+            let mut bad: HashSet<usize> = failed.iter().map(|(i, _)| *i).collect();
+            for col in columns {
+                let mut shards: Vec<Option<Vec<u8>>> = vec![None; self.coder.params().total()];
+                let mut have = 0;
+                for j in 0..self.coder.params().total() {
+                    if have == k {
+                        break;
+                    }
+                    if bad.contains(&j) {
+                        continue;
+                    }
+                    let reuse = pieces[j].as_ref().filter(|_| {
+                        all_same_column || wanted.iter().any(|(w, r)| *w == j && *r == col)
+                    });
+                    if let Some(p) = reuse {
+                        shards[j] = Some(p.clone());
+                        have += 1;
+                        continue;
+                    }
+                    match self.store.read_range(&self.loc(seg, j), col.clone()) {
+                        Ok(b) => {
+                            stats.shard_reads += 1;
+                            shards[j] = Some(b);
+                            have += 1;
+                        }
+                        Err(e) => {
+                            stats.shard_failures += 1;
+                            bad.insert(j);
+                            failed.push((j, e.to_string()));
+                        }
+                    }
+                }
+                if have < k {
+                    let lost = failed
+                        .iter()
+                        .map(|(i, e)| format!("shard {i}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(wrap(SegmentError::TooManyLost {
+                        available: have,
+                        needed: k,
+                        lost,
+                    }));
+                }
+                self.coder
+                    .reconstruct_data(&mut shards)
+                    .map_err(|e| wrap(SegmentError::Erasure(e)))?;
+                stats.rebuilds += 1;
+                for (i, r) in &wanted {
+                    if pieces[*i].is_none() && *r == col {
+                        pieces[*i] = shards[*i].take();
+                    }
+                }
+            }
+        }
+        for (i, _) in &wanted {
+            match pieces[*i].take() {
+                Some(p) => out.extend_from_slice(&p),
+                None => {
+                    return Err(wrap(SegmentError::TooManyLost {
+                        available: 0,
+                        needed: k,
+                        lost: format!("shard {i} could not be rebuilt"),
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An opened dataset: its root record and verified, decrypted manifest.
+#[derive(Debug)]
+pub struct Dataset {
+    /// The capability it was opened with.
+    pub capability: Capability,
+    /// Its root record.
+    pub root: RootRecord,
+    /// Its manifest, indexed.
+    pub index: IndexedManifest,
+    coder: Coder,
+}
+
+impl Dataset {
+    /// Fetches and checks the root record and the manifest.
+    pub fn open(cap: &Capability, store: &dyn ShardStore) -> Result<Self, ReadError> {
+        let bytes = store.get_root(&cap.id).map_err(ReadError::Root)?;
+        let root = RootRecord::decode(&bytes)?;
+        let key: Option<&DatasetKey> = match (&root.key_check, &cap.key) {
+            (Some(tag), Some(k)) => {
+                if crypto::key_check(k) != *tag {
+                    return Err(ReadError::WrongKey);
+                }
+                Some(k)
+            }
+            (Some(_), None) => return Err(ReadError::KeyRequired),
+            (None, _) => None,
+        };
+        let coder = Coder::new(root.erasure).map_err(|e| FormatError::Invalid {
+            what: "root record",
+            detail: e.to_string(),
+        })?;
+        let reader = SegmentReader {
+            coder: &coder,
+            store,
+            segments: &root.manifest_segments,
+            nodes: &root.nodes,
+        };
+        let mut blob = Vec::with_capacity(root.manifest_len as usize);
+        let mut stats = ReadStats::default();
+        for (i, s) in root.manifest_segments.iter().enumerate() {
+            blob.extend(reader.read(i, 0..s.len as u64, &mut stats)?);
+        }
+        if blake3::hash(&blob).as_bytes() != &root.manifest_hash.0 {
+            return Err(ReadError::ManifestMismatch);
+        }
+        if let Some(k) = key {
+            crypto::apply_manifest_cipher(k, &root.manifest_nonce, &mut blob);
+        }
+        let index = Manifest::decode(&blob)?;
+        if index.manifest.erasure != root.erasure {
+            return Err(FormatError::Invalid {
+                what: "manifest",
+                detail: "erasure parameters differ from the root record's".into(),
+            }
+            .into());
+        }
+        Ok(Self {
+            capability: cap.clone(),
+            root,
+            coder: Coder::new(index.manifest.erasure).map_err(|e| FormatError::Invalid {
+                what: "manifest",
+                detail: e.to_string(),
+            })?,
+            index,
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.index.manifest
+    }
+
+    fn segments<'a>(&'a self, store: &'a dyn ShardStore) -> SegmentReader<'a> {
+        SegmentReader {
+            coder: &self.coder,
+            store,
+            segments: &self.index.manifest.segments,
+            nodes: &self.index.manifest.nodes,
+        }
+    }
+
+    fn cipher(&self, entry: &Entry) -> Option<FileCipher> {
+        match &entry.kind {
+            EntryKind::File { hash, key_seed, .. } => Some(FileCipher::new(
+                self.capability
+                    .key
+                    .as_ref()
+                    .filter(|_| self.root.key_check.is_some()),
+                key_seed.as_ref().unwrap_or(hash),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The file entry at `path`.
+    pub fn file(&self, path: &str) -> Result<&Entry, ReadError> {
+        let p = path.trim_start_matches('/').as_bytes();
+        let e = self
+            .index
+            .find(p)
+            .ok_or_else(|| ReadError::NoSuchPath(path.to_string()))?;
+        match e.kind {
+            EntryKind::File { .. } => Ok(e),
+            _ => Err(ReadError::NotAFile(path.to_string())),
+        }
+    }
+
+    /// Reads bytes `range` of a file, verified shard by shard and decrypted.
+    pub fn read_range(
+        &self,
+        store: &dyn ShardStore,
+        entry: &Entry,
+        range: Range<u64>,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<u8>, ReadError> {
+        let EntryKind::File { size, offset, .. } = entry.kind else {
+            return Err(ReadError::NotAFile(entry.display_path()));
+        };
+        if range.start > range.end || range.end > size {
+            return Err(ReadError::RangeOutOfBounds {
+                path: entry.display_path(),
+                start: range.start,
+                end: range.end,
+                size,
+            });
+        }
+        let reader = self.segments(store);
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for (seg, r) in self
+            .index
+            .segment_pieces(offset + range.start..offset + range.end)
+        {
+            out.extend(reader.read(seg, r, stats)?);
+        }
+        if let Some(c) = self.cipher(entry) {
+            c.apply(range.start, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Streams a whole file to `out`, segment by segment, and checks its plaintext hash.
+    pub fn write_file(
+        &self,
+        store: &dyn ShardStore,
+        entry: &Entry,
+        out: &mut dyn Write,
+        stats: &mut ReadStats,
+    ) -> Result<u64, ReadError> {
+        let EntryKind::File {
+            size, offset, hash, ..
+        } = entry.kind
+        else {
+            return Err(ReadError::NotAFile(entry.display_path()));
+        };
+        let reader = self.segments(store);
+        let cipher = self.cipher(entry);
+        let mut hasher = blake3::Hasher::new();
+        let mut pos = 0u64;
+        for (seg, r) in self.index.segment_pieces(offset..offset + size) {
+            let mut bytes = reader.read(seg, r, stats)?;
+            if let Some(c) = &cipher {
+                c.apply(pos, &mut bytes);
+            }
+            hasher.update(&bytes);
+            out.write_all(&bytes).map_err(|source| ReadError::Io {
+                path: entry.display_path(),
+                source,
+            })?;
+            pos += bytes.len() as u64;
+        }
+        if hasher.finalize() != hash.as_hash() {
+            return Err(ReadError::ContentMismatch(entry.display_path()));
+        }
+        Ok(size)
+    }
+
+    /// Writes the whole dataset under `dest` (which must not exist, or be empty).
+    ///
+    /// Each file is written to a temporary name and renamed only once its hash checks out;
+    /// symlinks are created last, so no file is ever written through one.
+    pub fn extract(
+        &self,
+        store: &dyn ShardStore,
+        dest: &Path,
+        progress: Option<&dyn Fn(u64)>,
+        stats: &mut ReadStats,
+    ) -> Result<ExtractReport, ReadError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ReadError::Io {
+                path: path.clone(),
+                source,
+            }
+        };
+        if dest.exists() {
+            let mut rd = fs::read_dir(dest).map_err(io(dest))?;
+            if rd.next().is_some() {
+                return Err(ReadError::DestinationExists(dest.to_path_buf()));
+            }
+        }
+        fs::create_dir_all(dest).map_err(io(dest))?;
+        let target = |e: &Entry| dest.join(std::ffi::OsStr::from_bytes(&e.path));
+        let entries = &self.index.manifest.entries;
+        let mut report = ExtractReport::default();
+        for e in entries {
+            if let EntryKind::Dir = e.kind {
+                fs::create_dir_all(target(e)).map_err(io(&target(e)))?;
+                report.dirs += 1;
+            }
+        }
+        // Files in stream order, so each segment is read once.
+        let mut files: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::File { .. }))
+            .collect();
+        files.sort_by_key(|e| match e.kind {
+            EntryKind::File { offset, .. } => offset,
+            _ => 0,
+        });
+        let mut written = 0u64;
+        let mut cache: Option<(usize, Vec<u8>)> = None;
+        let reader = self.segments(store);
+        for e in files {
+            let EntryKind::File {
+                size, offset, hash, ..
+            } = e.kind
+            else {
+                continue;
+            };
+            let path = target(e);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let tmp = partial_name(&path);
+            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+            let cipher = self.cipher(e);
+            let mut hasher = blake3::Hasher::new();
+            let mut pos = 0u64;
+            let result = (|| {
+                for (seg, r) in self.index.segment_pieces(offset..offset + size) {
+                    if cache.as_ref().is_none_or(|(i, _)| *i != seg) {
+                        let len = self.index.manifest.segments[seg].len as u64;
+                        cache = Some((seg, reader.read(seg, 0..len, stats)?));
+                    }
+                    let Some((_, seg_bytes)) = &cache else {
+                        continue;
+                    };
+                    let mut bytes = seg_bytes[r.start as usize..r.end as usize].to_vec();
+                    if let Some(c) = &cipher {
+                        c.apply(pos, &mut bytes);
+                    }
+                    hasher.update(&bytes);
+                    f.write_all(&bytes).map_err(io(&path))?;
+                    pos += bytes.len() as u64;
+                }
+                if hasher.finalize() != hash.as_hash() {
+                    return Err(ReadError::ContentMismatch(e.display_path()));
+                }
+                f.sync_data().map_err(io(&path))?;
+                f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+                    .map_err(io(&path))?;
+                let _ = f.set_modified(mtime(e.mtime_ns));
+                fs::rename(&tmp, &path).map_err(io(&path))
+            })();
+            if let Err(err) = result {
+                let _ = fs::remove_file(&tmp);
+                return Err(err);
+            }
+            written += size;
+            report.files += 1;
+            report.bytes += size;
+            if let Some(p) = progress {
+                p(written);
+            }
+        }
+        for e in entries {
+            match &e.kind {
+                EntryKind::Symlink { target: t } => {
+                    let p = target(e);
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(t), &p)
+                        .map_err(io(&p))?;
+                    report.symlinks += 1;
+                }
+                EntryKind::Dir => {
+                    let p = target(e);
+                    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(e.mode & 0o7777));
+                }
+                EntryKind::File { .. } => {}
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn partial_name(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".granary-partial-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn mtime(ns: i64) -> std::time::SystemTime {
+    let base = std::time::UNIX_EPOCH;
+    if ns >= 0 {
+        base + std::time::Duration::from_nanos(ns as u64)
+    } else {
+        base - std::time::Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// What an extraction wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractReport {
+    /// Files written and verified.
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// File bytes written.
+    pub bytes: u64,
+}

@@ -1,0 +1,106 @@
+//! Where shards go: the [`ShardStore`] trait, with a directory-backed implementation
+//! ([`dir::DirStore`]) for local packing and tests, and a network one over QUIC nodes.
+//!
+//! Every read returns bytes already verified against the shard id; a store never hands the
+//! reassembly code bytes it has not checked.
+
+use std::ops::Range;
+
+use granary_protocol::verified::{Outboard, VerifyError};
+
+use crate::ids::{DatasetId, ShardId};
+
+pub mod dir;
+
+/// Where a shard is, as far as the manifest knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardLoc {
+    /// Its id (BLAKE3 of its bytes).
+    pub id: ShardId,
+    /// Its length.
+    pub len: u64,
+    /// The node it was first put on, if recorded.
+    pub hint: Option<[u8; 32]>,
+    /// Its position in the segment: 0..k data, k..k+m parity (placement uses it).
+    pub index: u8,
+}
+
+/// One shard handed to [`ShardStore::put_segment`].
+#[derive(Debug)]
+pub struct PutShard<'a> {
+    /// Its id.
+    pub id: ShardId,
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// Its verified-streaming outboard (root = id).
+    pub outboard: &'a Outboard,
+}
+
+/// A write that did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Local I/O failed (a full disk shows up here as "No space left on device").
+    #[error("writing {path}: {source}")]
+    Io {
+        /// File being written.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not enough nodes took the shards.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A node refused (quota, disk full, authentication).
+    #[error("refused by {node}: {reason}")]
+    Rejected {
+        /// Which node.
+        node: String,
+        /// Its reason.
+        reason: String,
+    },
+}
+
+/// A read that did not return verified bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No holder has the shard.
+    #[error("shard {0} not found")]
+    NotFound(ShardId),
+    /// Bytes came back but did not match the shard id.
+    #[error("shard {id} failed verification: {source}")]
+    Corrupt {
+        /// Which shard.
+        id: ShardId,
+        /// What did not match.
+        source: VerifyError,
+    },
+    /// Holders are unreachable or too slow.
+    #[error("shard {id} unavailable: {reason}")]
+    Unavailable {
+        /// Which shard.
+        id: ShardId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A place to put and get shards.
+pub trait ShardStore: Send + Sync {
+    /// Stores the k + m shards of one segment, spread over distinct nodes where the store spans
+    /// nodes. Returns, for each shard, the node it went to (a placement hint).
+    fn put_segment(&self, shards: &[PutShard<'_>]) -> Result<Vec<Option<[u8; 32]>>, StoreError>;
+
+    /// Stores a small record (a root record) whole, on several nodes, named by its hash.
+    fn put_root(&self, id: &DatasetId, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Fetches a root record, verified against its hash.
+    fn get_root(&self, id: &DatasetId) -> Result<Vec<u8>, FetchError>;
+
+    /// Reads `range` of a shard, verified against its id.
+    fn read_range(&self, shard: &ShardLoc, range: Range<u64>) -> Result<Vec<u8>, FetchError>;
+
+    /// Which of `ids` the store already holds (uploads skip those).
+    fn has_shards(&self, ids: &[ShardId]) -> Result<Vec<bool>, StoreError>;
+}
