@@ -13,6 +13,7 @@ pub mod ids;
 pub mod manifest;
 pub mod pack;
 pub mod read;
+pub mod sample;
 pub mod store;
 pub mod walk;
 

@@ -517,7 +517,6 @@ impl Dataset {
                 if hasher.finalize() != hash.as_hash() {
                     return Err(ReadError::ContentMismatch(e.display_path()));
                 }
-                f.sync_data().map_err(io(&path))?;
                 f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
                     .map_err(io(&path))?;
                 let _ = f.set_modified(mtime(e.mtime_ns));

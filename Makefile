@@ -1,0 +1,32 @@
+# Granary. One cargo profile (dev, optimised) for tests, binaries and benches so RocksDB's C++
+# compiles once; the target dir lives outside the clone so repeated builds stay warm.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/granary-target
+CARGO ?= cargo
+BIN := $(CARGO_TARGET_DIR)/debug
+
+.PHONY: setup build test lint fmt bench demo devnet clean-devnet
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace --bins
+
+## The README's test command: lint, then every test.
+test: setup lint
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Criterion benchmarks, each printing its ratio to a limit measured in the same run.
+bench: setup
+	$(CARGO) bench -p granary-benches --profile dev
+
+## The README's main job.
+demo: build
+	$(BIN)/granary demo

@@ -1,0 +1,408 @@
+//! `granary`: put datasets into a Granary store and get them back, verified.
+
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use granary_client::{
+    Capability, Dataset, ErasureParams, PackOptions, ReadError, ReadStats, Source,
+    manifest::EntryKind,
+    pack,
+    pack::PackError,
+    store::{ShardStore, dir::DirStore},
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+mod demo;
+
+/// Exit codes that scripts can rely on.
+pub(crate) mod exit {
+    /// Data could not be read back intact (too many shards lost, verification failed).
+    pub(crate) const DATA: u8 = 3;
+    /// The capability, key or path is wrong.
+    pub(crate) const NOT_FOUND: u8 = 4;
+    /// The input changed or could not be read while packing.
+    pub(crate) const INPUT: u8 = 5;
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "granary", version, about = "Content-addressed, erasure-coded, encrypted dataset storage")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct StoreArgs {
+    /// A local shard store directory (created if missing).
+    #[arg(long, env = "GRANARY_STORE")]
+    store: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+struct OutputArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Store a directory, a file, or stdin (`-`); prints the capability to read it back.
+    Put {
+        /// What to store.
+        path: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Data shards per segment (k).
+        #[arg(long, default_value_t = 4)]
+        k: u8,
+        /// Parity shards per segment (m): up to m shards of any segment may be lost.
+        #[arg(long, default_value_t = 2)]
+        m: u8,
+        /// Store unencrypted (anyone with the id can read it).
+        #[arg(long)]
+        public: bool,
+        /// A new version of this dataset: unchanged files are not read or stored again.
+        #[arg(long, value_name = "CAP")]
+        update: Option<String>,
+        /// Skip unreadable files with a warning instead of failing.
+        #[arg(long)]
+        skip_unreadable: bool,
+        /// Name of the file when reading stdin.
+        #[arg(long, default_value = "stdin")]
+        name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Get a whole dataset into DEST (default: a directory named after the dataset id).
+    Get {
+        /// The capability.
+        cap: String,
+        /// Destination directory (must not exist, or be empty).
+        dest: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Write one file (or a byte range of it) to stdout.
+    Cat {
+        /// The capability.
+        cap: String,
+        /// Path of the file inside the dataset.
+        path: String,
+        /// Byte range `A-B` (B exclusive), `A-` or `-N` (last N bytes).
+        #[arg(long)]
+        range: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the paths of a dataset.
+    Ls {
+        /// The capability.
+        cap: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pack a generated sample dataset, lose m shards of every segment, rebuild and verify.
+    Demo(demo::DemoArgs),
+}
+
+fn progress(quiet: bool, len: u64, what: &str) -> ProgressBar {
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Peak resident memory of this process so far, in KiB.
+pub(crate) fn peak_rss_kib() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) == 0 {
+            ru.ru_maxrss as u64
+        } else {
+            0
+        }
+    }
+}
+
+fn parse_cap(s: &str) -> Result<Capability> {
+    s.parse::<Capability>()
+        .map_err(|e| anyhow!(e).context(exit_tag(exit::NOT_FOUND)))
+}
+
+/// Marks an error with the exit code it should produce.
+#[derive(Debug)]
+struct ExitTag(u8);
+
+impl std::fmt::Display for ExitTag {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Silent: it only carries the exit code; the message is the error it wraps.
+        Ok(())
+    }
+}
+
+fn exit_tag(code: u8) -> ExitTag {
+    ExitTag(code)
+}
+
+fn read_error(e: ReadError) -> anyhow::Error {
+    let code = match &e {
+        ReadError::WrongKey
+        | ReadError::KeyRequired
+        | ReadError::NoSuchPath(_)
+        | ReadError::NotAFile(_)
+        | ReadError::Root(_)
+        | ReadError::RangeOutOfBounds { .. } => exit::NOT_FOUND,
+        ReadError::Io { .. } | ReadError::DestinationExists(_) => 1,
+        _ => exit::DATA,
+    };
+    anyhow!(e).context(exit_tag(code))
+}
+
+fn parse_range(spec: &str, size: u64) -> Result<std::ops::Range<u64>> {
+    let bad = || anyhow!("bad --range {spec:?}: use A-B, A- or -N").context(exit_tag(2));
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let r = match (a.is_empty(), b.is_empty()) {
+        (false, false) => a.parse().map_err(|_| bad())?..b.parse().map_err(|_| bad())?,
+        (false, true) => a.parse().map_err(|_| bad())?..size,
+        (true, false) => size.saturating_sub(b.parse().map_err(|_| bad())?)..size,
+        (true, true) => return Err(bad()),
+    };
+    Ok(r)
+}
+
+fn open(cap: &str, store: &dyn ShardStore) -> Result<Dataset> {
+    let cap = parse_cap(cap)?;
+    Dataset::open(&cap, store).map_err(read_error)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Put {
+            path,
+            store,
+            k,
+            m,
+            public,
+            update,
+            skip_unreadable,
+            name,
+            out,
+        } => {
+            let store = DirStore::open(&store.store, false)
+                .with_context(|| format!("opening store {}", store.store.display()))?;
+            let mut opts = PackOptions {
+                erasure: ErasureParams { data: k, parity: m },
+                encrypt: !public,
+                skip_unreadable,
+                ..PackOptions::default()
+            };
+            if let Some(base) = update {
+                let ds = open(&base, &store)?;
+                opts.key = ds.capability.key.clone();
+                opts.encrypt = ds.root.key_check.is_some();
+                opts.erasure = ds.manifest().erasure;
+                opts.base = Some(Arc::new(ds.index));
+            }
+            let (source, total) = if path.as_os_str() == "-" {
+                (
+                    Source::Reader {
+                        name: name.into_bytes(),
+                        reader: Box::new(io::stdin()),
+                    },
+                    0,
+                )
+            } else {
+                let total = granary_client::walk::walk(&path)
+                    .map(|w| {
+                        w.entries
+                            .iter()
+                            .map(|e| match e.kind {
+                                granary_client::walk::WalkKind::File { size } => size,
+                                _ => 0,
+                            })
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                (Source::Path(path.clone()), total)
+            };
+            let pb = progress(out.quiet, total, "packing");
+            let pb2 = pb.clone();
+            opts.progress = Some(Arc::new(move |n| pb2.set_position(n)));
+            let t = Instant::now();
+            let report = pack(source, &store, &opts).map_err(|e| {
+                let code = match e {
+                    PackError::FileChanged { .. } | PackError::Unreadable(_) | PackError::Read { .. } => {
+                        exit::INPUT
+                    }
+                    _ => 1,
+                };
+                anyhow!(e).context(exit_tag(code))
+            })?;
+            pb.finish_and_clear();
+            let secs = t.elapsed().as_secs_f64();
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if out.json {
+                let v = serde_json::json!({
+                    "capability": report.capability.to_string(),
+                    "files": report.files, "dirs": report.dirs, "symlinks": report.symlinks,
+                    "bytes": report.bytes, "new_bytes": report.new_bytes,
+                    "reused_files": report.reused_files, "dedup_files": report.dedup_files,
+                    "segments": report.new_segments, "shard_bytes": report.shard_bytes,
+                    "seconds": secs, "peak_rss_kib": peak_rss_kib(),
+                    "warnings": report.warnings,
+                });
+                println!("{v}");
+            } else {
+                eprintln!(
+                    "stored {} files, {} dirs, {} symlinks: {:.1} MB ({:.1} MB new, {} files unchanged, {} duplicates) in {:.2}s ({:.0} MB/s), erasure {}",
+                    report.files,
+                    report.dirs,
+                    report.symlinks,
+                    report.bytes as f64 / 1e6,
+                    report.new_bytes as f64 / 1e6,
+                    report.reused_files,
+                    report.dedup_files,
+                    secs,
+                    report.new_bytes as f64 / 1e6 / secs.max(1e-9),
+                    opts.erasure
+                );
+                println!("{}", report.capability);
+            }
+            Ok(())
+        }
+        Cmd::Get {
+            cap,
+            dest,
+            store,
+            out,
+        } => {
+            let store = DirStore::open(&store.store, false)?;
+            let ds = open(&cap, &store)?;
+            let dest = dest.unwrap_or_else(|| PathBuf::from(ds.capability.id.to_string()));
+            let total: u64 = ds.manifest().entries.iter().map(|e| e.size()).sum();
+            let pb = progress(out.quiet, total, "getting");
+            let t = Instant::now();
+            let mut stats = ReadStats::default();
+            let report = ds
+                .extract(&store, &dest, Some(&|n| pb.set_position(n)), &mut stats)
+                .map_err(read_error)?;
+            pb.finish_and_clear();
+            let secs = t.elapsed().as_secs_f64();
+            if out.json {
+                let v = serde_json::json!({
+                    "dest": dest.display().to_string(), "files": report.files, "dirs": report.dirs,
+                    "symlinks": report.symlinks, "bytes": report.bytes, "seconds": secs,
+                    "shard_reads": stats.shard_reads, "shard_failures": stats.shard_failures,
+                    "rebuilds": stats.rebuilds, "peak_rss_kib": peak_rss_kib(),
+                });
+                println!("{v}");
+            } else {
+                eprintln!(
+                    "got {} files ({:.1} MB) into {} in {:.2}s ({:.0} MB/s), all verified; {} shard failures routed around, {} ranges rebuilt",
+                    report.files,
+                    report.bytes as f64 / 1e6,
+                    dest.display(),
+                    secs,
+                    report.bytes as f64 / 1e6 / secs.max(1e-9),
+                    stats.shard_failures,
+                    stats.rebuilds
+                );
+            }
+            Ok(())
+        }
+        Cmd::Cat {
+            cap,
+            path,
+            range,
+            store,
+        } => {
+            let store = DirStore::open(&store.store, false)?;
+            let ds = open(&cap, &store)?;
+            let entry = ds.file(&path).map_err(read_error)?;
+            let mut stdout = io::stdout().lock();
+            let mut stats = ReadStats::default();
+            match range {
+                Some(spec) => {
+                    let r = parse_range(&spec, entry.size())?;
+                    let bytes = ds
+                        .read_range(&store, entry, r, &mut stats)
+                        .map_err(read_error)?;
+                    stdout.write_all(&bytes).context("writing to stdout")?;
+                }
+                None => {
+                    ds.write_file(&store, entry, &mut stdout, &mut stats)
+                        .map_err(read_error)?;
+                }
+            }
+            stdout.flush().context("writing to stdout")?;
+            Ok(())
+        }
+        Cmd::Ls { cap, store, json } => {
+            let store = DirStore::open(&store.store, false)?;
+            let ds = open(&cap, &store)?;
+            let mut stdout = io::stdout().lock();
+            for e in &ds.manifest().entries {
+                let (kind, extra) = match &e.kind {
+                    EntryKind::File { size, .. } => ("file", size.to_string()),
+                    EntryKind::Dir => ("dir", String::new()),
+                    EntryKind::Symlink { target } => {
+                        ("symlink", String::from_utf8_lossy(target).into_owned())
+                    }
+                };
+                if json {
+                    let v = serde_json::json!({"path": e.display_path(), "kind": kind, "mode": e.mode, "size": e.size(), "target": extra});
+                    writeln!(stdout, "{v}")?;
+                } else {
+                    writeln!(stdout, "{kind:7} {:o} {extra:>12} {}", e.mode, e.display_path())?;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Demo(args) => demo::run(args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.downcast_ref::<ExitTag>().map_or(1, |t| t.0);
+            // Skip the exit-code marker in the chain.
+            let msg: Vec<String> = e
+                .chain()
+                .map(|c| c.to_string())
+                .filter(|m| !m.is_empty())
+                .collect();
+            eprintln!("error: {}", msg.join(": "));
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! [`NodeClient`]: one authenticated connection to one storage node.
+
+use std::{net::SocketAddr, ops::Range, time::Duration};
+
+use bytes::Bytes;
+use granary_protocol::{
+    Message, NodeId, SecretKey, ShardId,
+    auth::now_ms,
+    message::{
+        DeleteOutcome, DeleteShards, FetchRange, HasShards, MAX_IDS_PER_REQUEST, MAX_SHARD_SIZE, NodeInfo,
+        NodeInfoRequest, StoreOutcome, StoreShard, encoded_range_bound, unpack_bits,
+    },
+    tls::{self, PeerCertError},
+    verified,
+};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tracing::{Instrument, debug_span};
+
+use super::{
+    error::{ConnectError, RequestError},
+    wire::{read_exact, read_response, unexpected},
+};
+
+/// Default bound on one call (connect, or one request and its response).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A connection to one storage node. Cheap to clone; calls may run concurrently (each uses
+/// its own QUIC stream).
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    conn: Connection,
+    node: NodeId,
+    timeout: Duration,
+}
+
+impl NodeClient {
+    /// Connects to the node at `addr`, refusing it unless it proves it is `expected`.
+    pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, expected: NodeId) -> Result<Self, ConnectError> {
+        let connecting = endpoint.connect(addr, &tls::server_name(&expected))?;
+        let conn = match tokio::time::timeout(DEFAULT_TIMEOUT, connecting).await {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(match tls::take_refusal(&expected) {
+                    Some(PeerCertError::UnexpectedPeer { expected, actual }) => {
+                        ConnectError::UnexpectedPeer { expected, actual }
+                    }
+                    Some(other) => ConnectError::BadCertificate(other),
+                    None => ConnectError::Handshake(e),
+                });
+            }
+        };
+        Ok(Self { conn, node: expected, timeout: DEFAULT_TIMEOUT })
+    }
+
+    /// Sets the bound on each later call (default 60 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The node's id (as pinned and proven).
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// The node's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Closes the connection (pending calls fail).
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"bye");
+    }
+
+    async fn call<T>(
+        &self,
+        what: &'static str,
+        f: impl Future<Output = Result<T, RequestError>>,
+    ) -> Result<T, RequestError> {
+        let span = debug_span!("node_call", node = %self.node.fmt_short(), what);
+        tokio::time::timeout(self.timeout, f.instrument(span)).await.map_err(|_| RequestError::Timeout)?
+    }
+
+    async fn open(&self, req: &Message) -> Result<(SendStream, RecvStream), RequestError> {
+        let (mut send, recv) = self.conn.open_bi().await?;
+        let frame = req.to_frame().map_err(|e| RequestError::Invalid(e.to_string()))?;
+        send.write_all(&frame).await?;
+        Ok((send, recv))
+    }
+
+    async fn simple(&self, req: Message) -> Result<Message, RequestError> {
+        let (mut send, mut recv) = self.open(&req).await?;
+        let _ = send.finish();
+        read_response(&mut recv).await
+    }
+
+    /// Stores a shard whose BLAKE3 hash is `id`, signed by `owner` (who is charged for it and
+    /// may later delete it). The node verifies the bytes against `id` before keeping them.
+    pub async fn store_shard(&self, owner: &SecretKey, id: blake3::Hash, bytes: Bytes) -> Result<StoreOutcome, RequestError> {
+        let size = bytes.len() as u64;
+        if size > MAX_SHARD_SIZE {
+            return Err(RequestError::Invalid(format!("shard of {size} bytes exceeds {MAX_SHARD_SIZE}")));
+        }
+        let req = Message::StoreShard(StoreShard::signed(owner, self.node, ShardId::from(id), size, now_ms()));
+        self.call("store_shard", async {
+            let (mut send, mut recv) = self.open(&req).await?;
+            // The node may answer before taking the body (already held, refused): it then stops
+            // the stream, and the write fails with `Stopped`; the response says why.
+            let sent = send.write_chunk(bytes).await;
+            let _ = send.finish();
+            match (read_response(&mut recv).await, sent) {
+                (Ok(Message::StoreShardOk(ok)), _) => Ok(ok.outcome),
+                (Ok(m), _) => Err(unexpected(&m)),
+                (Err(RequestError::Rejected(r)), _) => Err(r.into()),
+                (Err(e), Ok(())) => Err(e),
+                (Err(_), Err(w)) => Err(w.into()),
+            }
+        })
+        .await
+    }
+
+    /// Fetches bytes `range` of shard `id` (the end is clamped to the shard size), verified
+    /// against `id`; a proof that does not verify is [`RequestError::Verify`].
+    pub async fn fetch_range(&self, id: blake3::Hash, range: Range<u64>) -> Result<Vec<u8>, RequestError> {
+        let req = FetchRange { shard_id: ShardId::from(id), start: range.start, end: range.end };
+        self.call("fetch_range", async {
+            let (mut send, mut recv) = self.open(&Message::FetchRange(req)).await?;
+            let _ = send.finish();
+            let ok = match read_response(&mut recv).await? {
+                Message::FetchRangeOk(ok) => ok,
+                m => return Err(unexpected(&m)),
+            };
+            if ok.end != range.end.min(ok.size) || ok.end < range.start {
+                return Err(RequestError::Protocol(format!(
+                    "node answered range end {} for {}..{} of a {}-byte shard",
+                    ok.end, range.start, range.end, ok.size
+                )));
+            }
+            let bound = encoded_range_bound(ok.end - range.start);
+            if ok.encoded_len > bound {
+                return Err(RequestError::Protocol(format!("encoded range of {} bytes exceeds {bound}", ok.encoded_len)));
+            }
+            let mut encoded = vec![0u8; ok.encoded_len as usize];
+            read_exact(&mut recv, &mut encoded).await?;
+            let data = tokio::task::spawn_blocking(move || {
+                verified::decode_range(&id, ok.size, range.start..ok.end, &encoded)
+            })
+            .await
+            .map_err(|e| RequestError::Protocol(format!("verification task: {e}")))??;
+            Ok(data)
+        })
+        .await
+    }
+
+    /// Fetches a whole shard, verified against `id`.
+    pub async fn fetch_shard(&self, id: blake3::Hash) -> Result<Vec<u8>, RequestError> {
+        self.fetch_range(id, 0..u64::MAX).await
+    }
+
+    /// Which of `ids` the node holds (batched; any number of ids).
+    pub async fn has_shards(&self, ids: &[blake3::Hash]) -> Result<Vec<bool>, RequestError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
+            let req = Message::HasShards(HasShards { ids: chunk.iter().map(|h| ShardId::from(*h)).collect() });
+            let bits = self
+                .call("has_shards", async {
+                    match self.simple(req).await? {
+                        Message::HasShardsOk(ok) => unpack_bits(&ok.bitmap, chunk.len())
+                            .ok_or_else(|| RequestError::Protocol("bitmap length does not match".into())),
+                        m => Err(unexpected(&m)),
+                    }
+                })
+                .await?;
+            out.extend(bits);
+        }
+        Ok(out)
+    }
+
+    /// Releases `owner`'s references to `ids`; the node removes a shard's bytes when no owner
+    /// references it any more. One outcome per id, in order.
+    pub async fn delete_shards(&self, owner: &SecretKey, ids: &[blake3::Hash]) -> Result<Vec<DeleteOutcome>, RequestError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
+            let shard_ids = chunk.iter().map(|h| ShardId::from(*h)).collect();
+            let req = Message::DeleteShards(DeleteShards::signed(owner, self.node, shard_ids, now_ms()));
+            let outcomes = self
+                .call("delete_shards", async {
+                    match self.simple(req).await? {
+                        Message::DeleteShardsOk(ok) if ok.outcomes.len() == chunk.len() => Ok(ok.outcomes),
+                        Message::DeleteShardsOk(_) => Err(RequestError::Protocol("wrong number of outcomes".into())),
+                        m => Err(unexpected(&m)),
+                    }
+                })
+                .await?;
+            out.extend(outcomes);
+        }
+        Ok(out)
+    }
+
+    /// The node's description: id, version, capacity, free and used bytes, label, shard count.
+    pub async fn info(&self) -> Result<NodeInfo, RequestError> {
+        self.call("info", async {
+            match self.simple(Message::NodeInfo(NodeInfoRequest)).await? {
+                Message::NodeInfoOk(info) if info.id == self.node => Ok(info),
+                Message::NodeInfoOk(info) => Err(RequestError::Protocol(format!("node reports id {}", info.id))),
+                m => Err(unexpected(&m)),
+            }
+        })
+        .await
+    }
+}

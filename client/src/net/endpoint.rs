@@ -1,0 +1,39 @@
+//! The client's QUIC endpoint.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use granary_protocol::{SecretKey, tls};
+
+use super::error::EndpointError;
+
+/// Transport settings shared by every connection the client makes: windows sized for
+/// multi-MiB shard transfers, no unidirectional streams, keep-alive below the node's idle timeout.
+pub(crate) fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window((16u32 << 20).into())
+        .receive_window((64u32 << 20).into())
+        .send_window(64 << 20)
+        .keep_alive_interval(Some(Duration::from_secs(10)));
+    if let Ok(idle) = Duration::from_secs(30).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// A client endpoint bound to `0.0.0.0:0` that authenticates as `identity`.
+pub fn client_endpoint(identity: &SecretKey) -> Result<quinn::Endpoint, EndpointError> {
+    client_endpoint_on(identity, SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// A client endpoint bound to `bind` (e.g. `[::]:0` for IPv6) that authenticates as `identity`.
+pub fn client_endpoint_on(identity: &SecretKey, bind: SocketAddr) -> Result<quinn::Endpoint, EndpointError> {
+    let tls_id = tls::TlsIdentity::new(identity)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(&tls_id)?)
+        .map_err(|e| EndpointError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport_config()));
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(EndpointError::Bind)?;
+    endpoint.set_default_client_config(cfg);
+    Ok(endpoint)
+}
