@@ -2,7 +2,8 @@
 //!
 //! Each endpoint presents a self-signed X.509 certificate whose subject public key *is* its
 //! ed25519 identity key (as in libp2p-tls and iroh). No certificate authorities: the dialer pins
-//! the [`NodeId`] it expects and refuses any other key during the handshake; the listener accepts
+//! the [`NodeId`] it expects (carried in the TLS server name, as iroh does) and refuses any other
+//! key during the handshake; the listener accepts
 //! any valid ed25519 certificate and learns the dialer's [`NodeId`] from it ([`peer_id`]).
 //! Possession of the key is proven by the TLS 1.3 `CertificateVerify` signature, which is the
 //! only signature scheme offered: `ed25519`. Session resumption is disabled so every connection
@@ -25,7 +26,7 @@ use crate::identity::{NODE_ID_LEN, NodeId, SecretKey};
 /// ALPN protocol identifier; bump the trailing number for incompatible wire changes.
 pub const ALPN: &[u8] = b"/granary/1";
 
-/// Server name the dialer puts in its ClientHello (the pinned id, not the name, authenticates).
+/// Domain under which dialers name the node they pin (see [`server_name`]).
 pub const SERVER_NAME: &str = "granary.invalid";
 
 /// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410), followed by the 32-byte key.
@@ -172,38 +173,52 @@ pub fn server_config(identity: &TlsIdentity) -> Result<rustls::ServerConfig, Tls
     Ok(cfg)
 }
 
-/// Records what the pinned-peer verifier saw, so the dialer can report a typed error when the
-/// handshake is refused.
-#[derive(Debug, Clone, Default)]
-pub struct PeerCheck(Arc<Mutex<Option<PeerCertError>>>);
+/// Refusals recorded by dialer verifiers, keyed by the expected node id, so that a failed
+/// `connect` can report *why* the handshake was refused ([`take_refusal`]). Bounded.
+static REFUSALS: Mutex<Vec<(NodeId, PeerCertError)>> = Mutex::new(Vec::new());
+const MAX_REFUSALS: usize = 256;
 
-impl PeerCheck {
-    /// The reason the peer's certificate was refused, if it was.
-    pub fn refusal(&self) -> Option<PeerCertError> {
-        self.0.lock().ok().and_then(|g| *g)
-    }
-
-    fn record(&self, e: PeerCertError) -> rustls::Error {
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some(e);
+fn record_refusal(expected: NodeId, e: PeerCertError) -> rustls::Error {
+    if let Ok(mut g) = REFUSALS.lock() {
+        if g.len() >= MAX_REFUSALS {
+            g.remove(0);
         }
-        to_rustls(e)
+        g.push((expected, e));
     }
+    to_rustls(e)
 }
 
-/// Builds a dialer configuration that only accepts `expected` as the peer; build one per
-/// connection. The returned [`PeerCheck`] explains a refused handshake.
-pub fn client_config(
-    identity: &TlsIdentity,
-    expected: NodeId,
-) -> Result<(rustls::ClientConfig, PeerCheck), TlsError> {
+/// Takes the most recent reason a handshake with `expected` was refused by this process's
+/// dialer verifier, if any.
+pub fn take_refusal(expected: &NodeId) -> Option<PeerCertError> {
+    let mut g = REFUSALS.lock().ok()?;
+    let pos = g.iter().rposition(|(id, _)| id == expected)?;
+    let (_, e) = g.remove(pos);
+    g.retain(|(id, _)| id != expected);
+    Some(e)
+}
+
+/// The server name a dialer uses to reach `expected`: the id's 64 hex digits split into two
+/// 32-character DNS labels, under `granary.invalid`. The verifier pins the id named here.
+pub fn server_name(expected: &NodeId) -> String {
+    let h = expected.to_string();
+    format!("{}.{}.{SERVER_NAME}", &h[..32], &h[32..])
+}
+
+/// The node id a [`server_name`] pins.
+pub fn expected_from_server_name(name: &ServerName<'_>) -> Option<NodeId> {
+    let ServerName::DnsName(dns) = name else { return None };
+    let s = dns.as_ref().strip_suffix(SERVER_NAME)?.strip_suffix('.')?;
+    let (a, b) = s.split_once('.')?;
+    format!("{a}{b}").parse().ok()
+}
+
+/// Builds a dialer configuration. The peer id is pinned per connection through the server name
+/// (see [`server_name`]); a peer presenting any other key is refused during the handshake, and
+/// [`take_refusal`] then explains why.
+pub fn client_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
-    let check = PeerCheck::default();
-    let verifier = Arc::new(PinnedServer {
-        expected,
-        check: check.clone(),
-        algs: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(PinnedServer { algs: provider.signature_verification_algorithms });
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -212,13 +227,11 @@ pub fn client_config(
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     cfg.resumption = rustls::client::Resumption::disabled();
     cfg.enable_early_data = false;
-    Ok((cfg, check))
+    Ok(cfg)
 }
 
 #[derive(Debug)]
 struct PinnedServer {
-    expected: NodeId,
-    check: PeerCheck,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -227,15 +240,16 @@ impl ServerCertVerifier for PinnedServer {
         &self,
         end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let actual = node_id_from_cert(end_entity).map_err(|e| self.check.record(e))?;
-        if actual != self.expected {
-            return Err(self
-                .check
-                .record(PeerCertError::UnexpectedPeer { expected: self.expected, actual }));
+        let expected = expected_from_server_name(server_name).ok_or_else(|| {
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
+        })?;
+        let actual = node_id_from_cert(end_entity).map_err(|e| record_refusal(expected, e))?;
+        if actual != expected {
+            return Err(record_refusal(expected, PeerCertError::UnexpectedPeer { expected, actual }));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -325,18 +339,22 @@ mod tests {
             Err(PeerCertError::Unparseable)
         );
         server_config(&id).unwrap();
-        client_config(&id, k.public()).unwrap();
+        client_config(&id).unwrap();
+        let name = server_name(&k.public());
+        let sn = ServerName::try_from(name.as_str()).unwrap();
+        assert_eq!(expected_from_server_name(&sn), Some(k.public()));
+        assert_eq!(expected_from_server_name(&ServerName::try_from("granary.invalid").unwrap()), None);
     }
 
     /// Drives a full in-memory TLS 1.3 handshake between rustls connections (no sockets).
-    fn handshake(server_key: &SecretKey, pinned: NodeId) -> (Result<(), rustls::Error>, PeerCheck) {
+    fn handshake(server_key: &SecretKey, pinned: NodeId) -> Result<(), rustls::Error> {
         let server_id = TlsIdentity::new(server_key).unwrap();
         let client_id = TlsIdentity::new(&SecretKey::from_bytes(&[9; 32])).unwrap();
-        let (ccfg, check) = client_config(&client_id, pinned).unwrap();
+        let ccfg = client_config(&client_id).unwrap();
         let scfg = server_config(&server_id).unwrap();
         let mut client = rustls::ClientConnection::new(
             Arc::new(ccfg),
-            ServerName::try_from(SERVER_NAME).unwrap(),
+            ServerName::try_from(server_name(&pinned)).unwrap(),
         )
         .unwrap();
         let mut server = rustls::ServerConnection::new(Arc::new(scfg)).unwrap();
@@ -346,7 +364,7 @@ mod tests {
             if !buf.is_empty() {
                 server.read_tls(&mut &buf[..]).unwrap();
                 if let Err(e) = server.process_new_packets() {
-                    return (Err(e), check);
+                    return Err(e);
                 }
             }
             let mut buf = Vec::new();
@@ -354,13 +372,13 @@ mod tests {
             if !buf.is_empty() {
                 client.read_tls(&mut &buf[..]).unwrap();
                 if let Err(e) = client.process_new_packets() {
-                    return (Err(e), check);
+                    return Err(e);
                 }
             }
             if !client.is_handshaking() && !server.is_handshaking() {
                 let certs = server.peer_certificates().unwrap();
                 assert_eq!(peer_id(certs).unwrap(), client_id.node_id());
-                return (Ok(()), check);
+                return Ok(());
             }
         }
         panic!("handshake did not finish");
@@ -369,14 +387,12 @@ mod tests {
     #[test]
     fn pinned_peer_is_accepted_and_impostor_refused() {
         let server = SecretKey::from_bytes(&[1; 32]);
-        let (res, check) = handshake(&server, server.public());
-        res.unwrap();
-        assert_eq!(check.refusal(), None);
+        handshake(&server, server.public()).unwrap();
+        assert_eq!(take_refusal(&server.public()), None);
         let expected = SecretKey::from_bytes(&[2; 32]).public();
-        let (res, check) = handshake(&server, expected);
-        assert!(res.is_err());
+        assert!(handshake(&server, expected).is_err());
         assert_eq!(
-            check.refusal(),
+            take_refusal(&expected),
             Some(PeerCertError::UnexpectedPeer { expected, actual: server.public() })
         );
     }

@@ -1,1 +1,112 @@
-fn main() {}
+//! `granary-node`: the Granary storage node daemon.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use granary_node::{Config, config::parse_size, node, status};
+use granary_protocol::SecretKey;
+
+#[derive(Parser, Debug)]
+#[command(name = "granary-node", version, about = "Granary storage node")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a node directory: config.toml and identity.key.
+    Init {
+        /// Node directory.
+        #[arg(long, env = "GRANARY_NODE_DIR")]
+        dir: PathBuf,
+        /// UDP address to listen on.
+        #[arg(long, default_value = granary_node::config::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Capacity, e.g. 500G (binary units).
+        #[arg(long, value_parser = parse_size)]
+        capacity: Option<u64>,
+        /// Per-owner quota (defaults to the capacity).
+        #[arg(long, value_parser = parse_size)]
+        owner_quota: Option<u64>,
+        /// Failure-domain label (operator/zone).
+        #[arg(long, default_value = "default")]
+        label: String,
+    },
+    /// Run the node until SIGINT/SIGTERM.
+    Run {
+        /// Node directory.
+        #[arg(long, env = "GRANARY_NODE_DIR")]
+        dir: PathBuf,
+    },
+    /// Print what the node stores (works while it runs).
+    Status {
+        /// Node directory.
+        #[arg(long, env = "GRANARY_NODE_DIR")]
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// List at most this many shards.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Print the node id.
+    Id {
+        /// Node directory.
+        #[arg(long, env = "GRANARY_NODE_DIR")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Init { dir, listen, capacity, owner_quota, label } => {
+            let d = Config::default();
+            let capacity = capacity.unwrap_or(d.capacity);
+            let cfg = Config { listen, capacity, owner_quota: owner_quota.unwrap_or(capacity), label, ..d };
+            let id = node::init(&dir, &cfg).with_context(|| format!("initialising {}", dir.display()))?;
+            println!("{id}");
+        }
+        Cmd::Id { dir } => {
+            let key = SecretKey::load(&node::identity_path(&dir))?;
+            println!("{}", key.public());
+        }
+        Cmd::Status { dir, json, limit } => {
+            let s = status::read(&dir, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{s}");
+            }
+        }
+        Cmd::Run { dir } => run(dir)?,
+    }
+    Ok(())
+}
+
+fn run(dir: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let node = node::start(&dir).await.with_context(|| format!("starting node in {}", dir.display()))?;
+        println!("granary-node {} listening on {}", node.node_id(), node.local_addr());
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received; shutting down");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}

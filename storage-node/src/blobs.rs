@@ -1,0 +1,219 @@
+//! Shard bytes on disk.
+//!
+//! ```text
+//! <dir>/shards/ab/cd/<64-hex id>        shard bytes
+//! <dir>/shards/ab/cd/<64-hex id>.obao   bao outboard (pre-order, 16 KiB blocks)
+//! <dir>/tmp/                            writes in progress (emptied on start)
+//! <dir>/quarantine/                     files found inconsistent with the index
+//! ```
+//!
+//! A write goes to `tmp/`, is fsynced, renamed into place and the directory fsynced; only then
+//! is the shard indexed (see [`crate::store`]). A crash at any point leaves either a file in
+//! `tmp/` or an unindexed file, which the start-up check removes or quarantines: nothing
+//! half-written is ever served.
+
+use std::{
+    fs::{self, File},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use granary_protocol::{ShardId, verified::Outboard};
+
+/// Outboard file suffix.
+pub const OUTBOARD_EXT: &str = "obao";
+
+/// The shard file tree.
+#[derive(Debug)]
+pub struct Blobs {
+    root: PathBuf,
+    tmp: PathBuf,
+    quarantine: PathBuf,
+    counter: AtomicU64,
+}
+
+/// A shard written to `tmp/` but not yet in place; removed on drop unless committed.
+#[derive(Debug)]
+pub struct Staged {
+    id: ShardId,
+    data: PathBuf,
+    outboard: PathBuf,
+    committed: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.data);
+            let _ = fs::remove_file(&self.outboard);
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+impl Blobs {
+    /// Opens (creating) the tree under `dir`.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let b = Self {
+            root: dir.join("shards"),
+            tmp: dir.join("tmp"),
+            quarantine: dir.join("quarantine"),
+            counter: AtomicU64::new(0),
+        };
+        for d in [&b.root, &b.tmp, &b.quarantine] {
+            fs::create_dir_all(d)?;
+        }
+        Ok(b)
+    }
+
+    fn dir_of(&self, id: &ShardId) -> PathBuf {
+        let h = hex::encode(&id.0[..2]);
+        self.root.join(&h[..2]).join(&h[2..4])
+    }
+
+    /// Path of a shard's bytes.
+    pub fn data_path(&self, id: &ShardId) -> PathBuf {
+        self.dir_of(id).join(id.to_string())
+    }
+
+    /// Path of a shard's outboard.
+    pub fn outboard_path(&self, id: &ShardId) -> PathBuf {
+        self.dir_of(id).join(format!("{id}.{OUTBOARD_EXT}"))
+    }
+
+    /// The directory used for writes in progress (for free-space checks).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Writes data and outboard to `tmp/` and fsyncs them.
+    pub fn stage(&self, id: &ShardId, data: &[u8], outboard: &Outboard) -> io::Result<Staged> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{id}.{}.{n}", std::process::id());
+        let mut staged = Staged {
+            id: *id,
+            data: self.tmp.join(format!("{base}.data")),
+            outboard: self.tmp.join(format!("{base}.{OUTBOARD_EXT}")),
+            committed: false,
+        };
+        write_synced(&staged.data, data)?;
+        write_synced(&staged.outboard, &outboard.data)?;
+        staged.committed = false;
+        Ok(staged)
+    }
+
+    /// Renames a staged shard into place (outboard first, then data) and fsyncs the directory.
+    pub fn commit(&self, mut staged: Staged) -> io::Result<()> {
+        let dir = self.dir_of(&staged.id);
+        fs::create_dir_all(&dir)?;
+        fs::rename(&staged.outboard, self.outboard_path(&staged.id))?;
+        fs::rename(&staged.data, self.data_path(&staged.id))?;
+        staged.committed = true;
+        sync_dir(&dir)
+    }
+
+    /// Reads a shard's outboard.
+    pub fn read_outboard(&self, id: &ShardId, size: u64) -> io::Result<Outboard> {
+        let data = fs::read(self.outboard_path(id))?;
+        Ok(Outboard { root: id.hash(), size, data })
+    }
+
+    /// Opens a shard's bytes.
+    pub fn open_data(&self, id: &ShardId) -> io::Result<File> {
+        File::open(self.data_path(id))
+    }
+
+    /// Removes a shard's files (missing files are not an error).
+    pub fn remove(&self, id: &ShardId) -> io::Result<()> {
+        for p in [self.data_path(id), self.outboard_path(id)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a file into `quarantine/`, keeping its name.
+    pub fn quarantine_file(&self, path: &Path) -> io::Result<PathBuf> {
+        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut dest = self.quarantine.join(&name);
+        if dest.exists() {
+            dest = self.quarantine.join(format!("{}.{n}", name.to_string_lossy()));
+        }
+        fs::rename(path, &dest)?;
+        Ok(dest)
+    }
+
+    /// Moves both files of a shard (where present) into `quarantine/`.
+    pub fn quarantine(&self, id: &ShardId) -> io::Result<()> {
+        for p in [self.data_path(id), self.outboard_path(id)] {
+            if p.exists() {
+                self.quarantine_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties `tmp/`; returns how many files were removed.
+    pub fn clear_tmp(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for e in fs::read_dir(&self.tmp)? {
+            fs::remove_file(e?.path())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Every file in the shard tree (data and outboards).
+    pub fn list_files(&self) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for a in fs::read_dir(&self.root)? {
+            let a = a?.path();
+            if !a.is_dir() {
+                out.push(a);
+                continue;
+            }
+            for b in fs::read_dir(&a)? {
+                let b = b?.path();
+                if !b.is_dir() {
+                    out.push(b);
+                    continue;
+                }
+                for f in fs::read_dir(&b)? {
+                    out.push(f?.path());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Files currently in `quarantine/`.
+    pub fn quarantined(&self) -> io::Result<Vec<PathBuf>> {
+        fs::read_dir(&self.quarantine)?.map(|e| e.map(|e| e.path())).collect()
+    }
+
+    /// Parses a shard-tree file name into (id, is_outboard).
+    pub fn parse_name(path: &Path) -> Option<(ShardId, bool)> {
+        let name = path.file_name()?.to_str()?;
+        let (hex_id, ob) = match name.strip_suffix(&format!(".{OUTBOARD_EXT}")) {
+            Some(h) => (h, true),
+            None => (name, false),
+        };
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(hex_id, &mut id).ok()?;
+        Some((ShardId(id), ob))
+    }
+}

@@ -1,0 +1,197 @@
+//! The node's `config.toml` and its data directory.
+//!
+//! ```text
+//! <dir>/config.toml     this configuration
+//! <dir>/identity.key    ed25519 seed, hex, mode 0600
+//! <dir>/db/             RocksDB: shard index, references, quotas, nonces
+//! <dir>/shards/ tmp/ quarantine/   shard files (see crate::blobs)
+//! <dir>/node.addr       written on start: the bound socket address (useful with port 0)
+//! ```
+
+use std::{
+    fs, io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default listening address (UDP).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
+
+/// Node configuration (`config.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// UDP address to listen on for QUIC.
+    pub listen: SocketAddr,
+    /// Bytes of shard data this node may hold.
+    pub capacity: u64,
+    /// Bytes any one owner may reference on this node.
+    pub owner_quota: u64,
+    /// Failure-domain label (operator/zone), advertised in `NodeInfo`.
+    pub label: String,
+    /// Largest shard accepted, in bytes (at most the protocol's 64 MiB).
+    pub max_shard_size: u64,
+    /// Connection and timing limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Limits that protect the node from slow or abusive peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent connections; more are refused.
+    pub max_connections: u32,
+    /// Concurrent bidirectional streams (requests) per connection.
+    pub max_streams_per_connection: u32,
+    /// Concurrent shard uploads node-wide (bounds memory: each buffers up to one shard).
+    pub max_concurrent_stores: u32,
+    /// Time allowed to receive a request frame, and for each read of a body.
+    pub read_timeout_ms: u64,
+    /// Slowest accepted upload rate; a body must arrive within
+    /// `read_timeout_ms + size / min_upload_rate` seconds.
+    pub min_upload_rate: u64,
+    /// Connection idle timeout.
+    pub idle_timeout_ms: u64,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_streams_per_connection: 64,
+            max_concurrent_stores: 32,
+            read_timeout_ms: 10_000,
+            min_upload_rate: 256 * 1024,
+            idle_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
+            capacity: 100 << 30,
+            owner_quota: 100 << 30,
+            label: "default".into(),
+            max_shard_size: granary_protocol::message::MAX_SHARD_SIZE,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// File I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The TOML is invalid.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
+    /// Serialising failed.
+    #[error("serialising configuration: {0}")]
+    Serialize(#[from] toml::ser::Error),
+}
+
+impl Config {
+    /// Path of the config file in a node directory.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("config.toml")
+    }
+
+    /// Loads and validates `<dir>/config.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let path = Self::path(dir);
+        let text = fs::read_to_string(&path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+        let cfg: Self =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source: Box::new(source) })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_shard_size == 0 || self.max_shard_size > granary_protocol::message::MAX_SHARD_SIZE {
+            return Err(ConfigError::Invalid("max_shard_size must be 1 ..= 67108864"));
+        }
+        if self.limits.max_streams_per_connection == 0 || self.limits.max_connections == 0 {
+            return Err(ConfigError::Invalid("connection and stream limits must be positive"));
+        }
+        if self.limits.read_timeout_ms == 0 || self.limits.min_upload_rate == 0 || self.limits.max_concurrent_stores == 0 {
+            return Err(ConfigError::Invalid("timeouts, rates and store concurrency must be positive"));
+        }
+        if self.label.len() > granary_protocol::message::MAX_TEXT_LEN {
+            return Err(ConfigError::Invalid("label too long"));
+        }
+        Ok(())
+    }
+
+    /// Writes `<dir>/config.toml` (refusing to overwrite).
+    pub fn save_new(&self, dir: &Path) -> Result<(), ConfigError> {
+        self.validate()?;
+        let path = Self::path(dir);
+        let text = format!("# Granary storage node configuration; see docs/running-a-node.md\n{}", toml::to_string(self)?);
+        let res = fs::OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
+            use io::Write;
+            f.write_all(text.as_bytes())
+        });
+        res.map_err(|source| ConfigError::Io { path, source })
+    }
+}
+
+/// Parses a byte count: plain digits or a binary suffix `K`, `M`, `G`, `T` (optionally with
+/// `iB`/`B`), e.g. `10G`, `512MiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B').to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("invalid size unit in {s:?}")),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} overflows"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_round_trip() {
+        assert_eq!(parse_size("10"), Ok(10));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert!(parse_size("1X").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config { label: "zone-a".into(), ..Config::default() };
+        cfg.save_new(dir.path()).unwrap();
+        assert!(cfg.save_new(dir.path()).is_err());
+        assert_eq!(Config::load(dir.path()).unwrap(), cfg);
+    }
+}

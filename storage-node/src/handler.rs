@@ -1,0 +1,255 @@
+//! Request handlers: one function per request type, each returning the response frame (and raw
+//! body) or a [`Reject`].
+//!
+//! Order of checks for owner-signed requests, cheapest first, before any body byte is read:
+//! addressee, timestamp, signature, size limit, nonce (replay), quota reservation, free disk.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use granary_protocol::{
+    ErrorCode, Message, ShardId,
+    auth::{AuthError, MAX_CLOCK_SKEW_MS, now_ms},
+    message::{
+        DeleteOutcome, DeleteShards, DeleteShardsOk, FetchRange, FetchRangeOk, HasShards, HasShardsOk,
+        NodeInfo, StoreOutcome, StoreShard, StoreShardOk, pack_bits,
+    },
+    verified::{self, EncodeError},
+};
+use quinn::RecvStream;
+use tokio::time::{Instant, timeout_at};
+
+use crate::{
+    state::{Reject, State, disk_free},
+    store::{AddOutcome, RemoveOutcome},
+};
+
+/// A successful response.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) msg: Message,
+    pub(crate) body: Option<Bytes>,
+}
+
+impl From<Message> for Response {
+    fn from(msg: Message) -> Self {
+        Self { msg, body: None }
+    }
+}
+
+impl From<AuthError> for Reject {
+    fn from(e: AuthError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+/// Runs blocking work (RocksDB commits, fsync, hashing) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Reject> + Send + 'static,
+) -> Result<T, Reject> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Reject::internal("blocking task failed", e))?
+}
+
+fn check_nonce(st: &State, owner: &granary_protocol::NodeId, f: &granary_protocol::message::Freshness) -> Result<(), Reject> {
+    if st.store.remember_nonce(owner, &f.nonce, f.timestamp_ms)? {
+        Ok(())
+    } else {
+        Err(AuthError::Replay { owner: *owner }.into())
+    }
+}
+
+pub(crate) async fn node_info(st: &Arc<State>) -> Result<Response, Reject> {
+    let usage = st.store.usage()?;
+    let room = st.config.capacity.saturating_sub(usage.used);
+    let free = disk_free(st.blobs.tmp_dir()).map_or(room, |d| d.min(room));
+    Ok(Message::NodeInfoOk(NodeInfo {
+        id: st.id,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        capacity: st.config.capacity,
+        free,
+        used: usage.used,
+        label: st.config.label.clone(),
+        shard_count: usage.shards,
+    })
+    .into())
+}
+
+pub(crate) async fn has_shards(st: &Arc<State>, req: HasShards) -> Result<Response, Reject> {
+    let store = Arc::clone(&st.store);
+    let bits = blocking(move || Ok(store.has(&req.ids)?)).await?;
+    Ok(Message::HasShardsOk(HasShardsOk { bitmap: pack_bits(&bits) }).into())
+}
+
+/// Reads exactly `size` raw body bytes followed by the end of the stream, by `deadline`, with
+/// each read bounded by `read_timeout`.
+async fn read_body(
+    recv: &mut RecvStream,
+    size: u64,
+    deadline: Instant,
+    read_timeout: Duration,
+) -> Result<Vec<u8>, Reject> {
+    let mut data = Vec::with_capacity(size as usize);
+    loop {
+        let until = deadline.min(Instant::now() + read_timeout);
+        let chunk = timeout_at(until, recv.read_chunk(1 << 20, true))
+            .await
+            .map_err(|_| Reject::new(ErrorCode::Timeout, format!("body stalled at {} of {size} bytes", data.len())))?
+            .map_err(|e| Reject::new(ErrorCode::LengthMismatch, format!("body stream failed: {e}")))?;
+        match chunk {
+            Some(c) => {
+                if data.len() as u64 + c.bytes.len() as u64 > size {
+                    return Err(Reject::new(ErrorCode::LengthMismatch, format!("body longer than {size} bytes")));
+                }
+                data.extend_from_slice(&c.bytes);
+            }
+            None if data.len() as u64 == size => return Ok(data),
+            None => {
+                return Err(Reject::new(
+                    ErrorCode::LengthMismatch,
+                    format!("body ended after {} of {size} bytes", data.len()),
+                ));
+            }
+        }
+    }
+}
+
+pub(crate) async fn store_shard(st: &Arc<State>, req: StoreShard, recv: &mut RecvStream) -> Result<Response, Reject> {
+    req.verify(st.id, now_ms())?;
+    if req.size > st.config.max_shard_size {
+        return Err(Reject::new(
+            ErrorCode::ShardTooLarge,
+            format!("{} bytes exceeds the limit of {}", req.size, st.config.max_shard_size),
+        ));
+    }
+    check_nonce(st, &req.owner, &req.freshness)?;
+    let (id, size, owner) = (req.shard_id, req.size, req.owner);
+    let ok = |outcome| Ok(Message::StoreShardOk(StoreShardOk { outcome }).into());
+
+    if st.store.shard(&id)?.is_some() {
+        // Held already: record the reference without reading the body.
+        let (store, quota) = (Arc::clone(&st.store), st.quota());
+        let added = blocking(move || Ok(store.add_reference(&id, size, &owner, &quota)?)).await;
+        match added {
+            Ok(_) => return ok(StoreOutcome::AlreadyHeld),
+            // Deleted meanwhile: fall through and take the body.
+            Err(_) if st.store.shard(&id)?.is_none() => {}
+            Err(e) => return Err(e),
+        }
+    }
+
+    let read_timeout = st.read_timeout();
+    let permit = tokio::time::timeout(read_timeout, Arc::clone(&st.store_permits).acquire_owned())
+        .await
+        .map_err(|_| Reject::new(ErrorCode::Busy, "too many uploads in progress"))?
+        .map_err(|_| Reject::new(ErrorCode::ShuttingDown, "node is shutting down"))?;
+    let reservation = st.reserve(owner, size)?;
+    let need = size + verified::outboard_len(size) + (1 << 20);
+    if disk_free(st.blobs.tmp_dir()).is_some_and(|free| free < need) {
+        return Err(Reject::new(ErrorCode::DiskFull, "not enough free disk space"));
+    }
+
+    let allowance = Duration::from_secs_f64(size as f64 / st.config.limits.min_upload_rate as f64);
+    let deadline = Instant::now() + read_timeout + allowance;
+    let data = read_body(recv, size, deadline, read_timeout).await?;
+
+    let state = Arc::clone(st);
+    let outcome = blocking(move || {
+        let _permit = permit;
+        let _reservation = reservation;
+        commit_shard(&state, id, size, owner, &data)
+    })
+    .await?;
+    ok(outcome)
+}
+
+/// Verifies the received bytes against the id, writes them durably and indexes them.
+fn commit_shard(st: &State, id: ShardId, size: u64, owner: granary_protocol::NodeId, data: &[u8]) -> Result<StoreOutcome, Reject> {
+    let ob = verified::outboard(data, size)?;
+    if ob.root != id.hash() {
+        return Err(Reject::new(ErrorCode::HashMismatch, format!("body hashes to {}, not {id}", ob.root.to_hex())));
+    }
+    let staged = st.blobs.stage(&id, data, &ob)?;
+    let _g = st.commit_lock.lock().map_err(|_| Reject::internal("commit lock", "poisoned"))?;
+    let was_indexed = st.store.shard(&id)?.is_some();
+    if !was_indexed {
+        st.blobs.commit(staged)?;
+    }
+    match st.store.add_reference(&id, size, &owner, &st.quota()) {
+        Ok(AddOutcome::NewShard) => Ok(StoreOutcome::Stored),
+        Ok(_) => Ok(StoreOutcome::AlreadyHeld),
+        Err(e) => {
+            if !was_indexed {
+                let _ = st.blobs.remove(&id);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Response, Reject> {
+    let id = req.shard_id;
+    let rec = st.store.shard(&id)?.ok_or_else(|| Reject::new(ErrorCode::NotFound, format!("shard {id} not held")))?;
+    let end = req.end.min(rec.size);
+    if req.start > end {
+        return Err(Reject::new(
+            ErrorCode::RangeOutOfBounds,
+            format!("range {}..{} outside shard of {} bytes", req.start, req.end, rec.size),
+        ));
+    }
+    let state = Arc::clone(st);
+    let start = req.start;
+    let encoded = blocking(move || {
+        let file = state.blobs.open_data(&id)?;
+        let ob = state.blobs.read_outboard(&id, rec.size)?;
+        let bound = granary_protocol::message::encoded_range_bound(end - start);
+        let mut out = Vec::with_capacity(bound as usize);
+        match verified::encode_range(&file, &ob, start..end, &mut out) {
+            Ok(()) => Ok(out),
+            Err(EncodeError::Corrupt(why)) => {
+                tracing::error!(%id, %why, "stored shard failed verification; quarantining");
+                let _g = state.commit_lock.lock();
+                let _ = state.store.drop_shard(&id);
+                let _ = state.blobs.quarantine(&id);
+                Err(Reject::new(ErrorCode::NotFound, "shard failed verification and was quarantined"))
+            }
+            Err(EncodeError::Io(e)) => Err(e.into()),
+            Err(e) => Err(Reject::internal("encoding range", e)),
+        }
+    })
+    .await?;
+    let msg = Message::FetchRangeOk(FetchRangeOk { size: rec.size, end, encoded_len: encoded.len() as u64 });
+    Ok(Response { msg, body: Some(Bytes::from(encoded)) })
+}
+
+pub(crate) async fn delete_shards(st: &Arc<State>, req: DeleteShards) -> Result<Response, Reject> {
+    req.verify(st.id, now_ms())?;
+    check_nonce(st, &req.owner, &req.freshness)?;
+    let state = Arc::clone(st);
+    let outcomes = blocking(move || {
+        let mut out = Vec::with_capacity(req.ids.len());
+        for id in &req.ids {
+            let _g = state.commit_lock.lock().map_err(|_| Reject::internal("commit lock", "poisoned"))?;
+            out.push(match state.store.remove_reference(id, &req.owner)? {
+                RemoveOutcome::LastReference => {
+                    state.blobs.remove(id)?;
+                    DeleteOutcome::Deleted
+                }
+                RemoveOutcome::Released => DeleteOutcome::Released,
+                _ => DeleteOutcome::NotOwner,
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Message::DeleteShardsOk(DeleteShardsOk { outcomes }).into())
+}
+
+/// Forgets nonces older than twice the skew window (they would be refused as stale anyway).
+pub(crate) fn expire_nonces(st: &State) {
+    let before = now_ms().saturating_sub(2 * MAX_CLOCK_SKEW_MS);
+    match st.store.expire_nonces(before) {
+        Ok(n) if n > 0 => tracing::debug!(n, "expired nonces"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(%e, "expiring nonces failed"),
+    }
+}

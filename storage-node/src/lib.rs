@@ -1,0 +1,26 @@
+//! Granary storage node: stores shards, serves verified ranges over QUIC.
+//!
+//! Layers, outermost first:
+//! - [`node`]: directory set-up (`init`), start-up consistency check, [`node::start`] /
+//!   [`node::RunningNode::shutdown`].
+//! - `server`: the QUIC accept loop; one task per connection, one per request stream.
+//! - `handler`: request handlers (auth, quotas, verification, commit).
+//! - [`store`]: the metadata [`store::Store`] trait and its RocksDB implementation.
+//! - [`blobs`]: shard files on disk.
+//! - [`config`]: `config.toml`.
+//! - [`status`]: a read-only report of a node directory, usable while the node runs.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod blobs;
+pub mod config;
+mod handler;
+pub mod node;
+mod server;
+mod state;
+pub mod status;
+pub mod store;
+mod wire;
+
+pub use config::Config;
+pub use node::{RunningNode, StartError, init, start};

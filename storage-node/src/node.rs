@@ -1,0 +1,191 @@
+//! Creating a node directory, checking it on start, and running the node.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use granary_protocol::{NodeId, SecretKey, identity::IdentityError, tls};
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::{
+    blobs::Blobs,
+    config::{Config, ConfigError},
+    handler, server,
+    state::State,
+    store::{Store, StoreError, rocks::RocksStore},
+};
+
+/// Why `init` or `start` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Identity key problem.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Metadata store problem.
+    #[error("metadata store: {0}")]
+    Store(#[from] StoreError),
+    /// TLS setup problem.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// QUIC setup problem.
+    #[error("QUIC: {0}")]
+    Quic(String),
+    /// File system problem.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io { path: path.to_path_buf(), source }
+}
+
+/// Path of the identity key in a node directory.
+pub fn identity_path(dir: &Path) -> PathBuf {
+    dir.join("identity.key")
+}
+
+/// Path of the file recording the bound address of a running node.
+pub fn addr_path(dir: &Path) -> PathBuf {
+    dir.join("node.addr")
+}
+
+/// Creates a node directory: `config.toml` and a new `identity.key`. Returns the node id.
+pub fn init(dir: &Path, config: &Config) -> Result<NodeId, StartError> {
+    std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+    config.validate()?;
+    let key = SecretKey::generate();
+    key.save(&identity_path(dir))?;
+    config.save_new(dir)?;
+    Ok(key.public())
+}
+
+/// What the start-up consistency check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Indexed shards whose files were checked.
+    pub shards_checked: usize,
+    /// Leftover files of interrupted writes removed from `tmp/`.
+    pub tmp_removed: usize,
+    /// What was quarantined and why.
+    pub quarantined: Vec<String>,
+}
+
+/// Compares the index with the files: indexed shards with missing or wrong-sized files are
+/// un-indexed and their files quarantined; files nobody indexed are quarantined.
+pub fn check(store: &dyn Store, blobs: &Blobs) -> Result<CheckReport, StartError> {
+    let mut report = CheckReport { tmp_removed: blobs.clear_tmp().map_err(io_at(blobs.tmp_dir()))?, ..Default::default() };
+    let indexed = store.shards()?;
+    for (id, rec) in &indexed {
+        report.shards_checked += 1;
+        let len = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).ok();
+        let data = len(blobs.data_path(id));
+        let ob = len(blobs.outboard_path(id));
+        let want_ob = granary_protocol::verified::outboard_len(rec.size);
+        if data != Some(rec.size) || ob != Some(want_ob) {
+            store.drop_shard(id)?;
+            blobs.quarantine(id).map_err(io_at(blobs.tmp_dir()))?;
+            report.quarantined.push(format!(
+                "{id}: indexed {} bytes, data file {data:?}, outboard {ob:?} (want {want_ob})",
+                rec.size
+            ));
+        }
+    }
+    let index: std::collections::HashSet<_> = indexed.iter().map(|(id, _)| *id).collect();
+    for path in blobs.list_files().map_err(io_at(blobs.tmp_dir()))? {
+        let known = Blobs::parse_name(&path).is_some_and(|(id, _)| index.contains(&id) && store.shard(&id).ok().flatten().is_some());
+        if !known {
+            let dest = blobs.quarantine_file(&path).map_err(io_at(&path))?;
+            report.quarantined.push(format!("{}: not in the index, moved to {}", path.display(), dest.display()));
+        }
+    }
+    Ok(report)
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    id: NodeId,
+    addr: SocketAddr,
+    report: CheckReport,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    janitor: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// The node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the start-up check found.
+    pub fn check_report(&self) -> &CheckReport {
+        &self.report
+    }
+
+    /// Stops accepting, lets in-flight requests finish (within the grace period), and closes.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.janitor.abort();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the node stops (after [`RunningNode::shutdown`] from elsewhere, or a crash).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Opens the node directory, runs the consistency check, binds and starts serving.
+pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
+    let config = Config::load(dir)?;
+    let key = SecretKey::load(&identity_path(dir))?;
+    let id = key.public();
+    let db_path = dir.join("db");
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&db_path)?);
+    let blobs = Arc::new(Blobs::open(dir).map_err(io_at(dir))?);
+    let report = check(store.as_ref(), &blobs)?;
+    for q in &report.quarantined {
+        warn!(%q, "quarantined");
+    }
+    info!(checked = report.shards_checked, tmp_removed = report.tmp_removed, quarantined = report.quarantined.len(), "start-up check done");
+
+    let st = Arc::new(State::new(id, config, store, blobs));
+    let identity = tls::TlsIdentity::new(&key)?;
+    let server_cfg = server::server_config(&st, &identity)?;
+    let endpoint = quinn::Endpoint::server(server_cfg, st.config.listen).map_err(io_at(dir))?;
+    let addr = endpoint.local_addr().map_err(io_at(dir))?;
+    std::fs::write(addr_path(dir), format!("{addr}\n")).map_err(io_at(dir))?;
+    info!(%id, %addr, label = %st.config.label, "listening");
+
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(endpoint, Arc::clone(&st), rx));
+    let janitor_state = Arc::clone(&st);
+    let janitor = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&janitor_state);
+            let _ = tokio::task::spawn_blocking(move || handler::expire_nonces(&s)).await;
+        }
+    });
+    Ok(RunningNode { id, addr, report, shutdown: tx, task, janitor })
+}

@@ -1,0 +1,161 @@
+//! An in-memory [`Store`], for tests and as a reference for the semantics.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Mutex, MutexGuard},
+};
+
+use granary_protocol::{NodeId, ShardId};
+
+use super::{AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, Usage};
+
+#[derive(Debug, Default)]
+struct Inner {
+    shards: BTreeMap<ShardId, ShardRecord>,
+    refs: BTreeSet<(ShardId, NodeId)>,
+    owners: BTreeMap<NodeId, OwnerUsage>,
+    nonces: HashMap<(NodeId, [u8; 16]), u64>,
+    usage: Usage,
+}
+
+/// A [`Store`] kept in memory.
+#[derive(Debug, Default)]
+pub struct MemStore(Mutex<Inner>);
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        self.0.lock().map_err(|_| StoreError::Backend("poisoned lock".into()))
+    }
+}
+
+impl Store for MemStore {
+    fn shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
+        Ok(self.lock()?.shards.get(id).copied())
+    }
+
+    fn is_referenced_by(&self, id: &ShardId, owner: &NodeId) -> Result<bool, StoreError> {
+        Ok(self.lock()?.refs.contains(&(*id, *owner)))
+    }
+
+    fn add_reference(
+        &self,
+        id: &ShardId,
+        size: u64,
+        owner: &NodeId,
+        quota: &Quota,
+    ) -> Result<AddOutcome, StoreError> {
+        let mut g = self.lock()?;
+        let existing = g.shards.get(id).copied();
+        if let Some(r) = existing {
+            if r.size != size {
+                return Err(StoreError::SizeConflict { id: *id, indexed: r.size, requested: size });
+            }
+            if g.refs.contains(&(*id, *owner)) {
+                return Ok(AddOutcome::AlreadyReferenced);
+            }
+        }
+        let ou = g.owners.get(owner).copied().unwrap_or_default();
+        if ou.bytes.saturating_add(size) > quota.per_owner {
+            return Err(StoreError::OwnerQuota { owner: *owner, used: ou.bytes, size, quota: quota.per_owner });
+        }
+        if existing.is_none() && g.usage.used.saturating_add(size) > quota.capacity {
+            return Err(StoreError::NodeQuota { used: g.usage.used, size, capacity: quota.capacity });
+        }
+        g.refs.insert((*id, *owner));
+        let o = g.owners.entry(*owner).or_default();
+        o.bytes += size;
+        o.shards += 1;
+        Ok(match existing {
+            Some(mut r) => {
+                r.refs += 1;
+                g.shards.insert(*id, r);
+                AddOutcome::NewReference
+            }
+            None => {
+                g.shards.insert(*id, ShardRecord { size, refs: 1 });
+                g.usage.used += size;
+                g.usage.shards += 1;
+                AddOutcome::NewShard
+            }
+        })
+    }
+
+    fn remove_reference(&self, id: &ShardId, owner: &NodeId) -> Result<RemoveOutcome, StoreError> {
+        let mut g = self.lock()?;
+        if !g.refs.remove(&(*id, *owner)) {
+            return Ok(RemoveOutcome::NotOwner);
+        }
+        let Some(mut r) = g.shards.get(id).copied() else {
+            return Err(StoreError::Corrupt { table: "refs", reason: format!("reference to unindexed {id}") });
+        };
+        if let Some(o) = g.owners.get_mut(owner) {
+            o.bytes = o.bytes.saturating_sub(r.size);
+            o.shards = o.shards.saturating_sub(1);
+            if o.shards == 0 {
+                g.owners.remove(owner);
+            }
+        }
+        r.refs = r.refs.saturating_sub(1);
+        if r.refs == 0 {
+            g.shards.remove(id);
+            g.usage.used -= r.size;
+            g.usage.shards -= 1;
+            Ok(RemoveOutcome::LastReference)
+        } else {
+            g.shards.insert(*id, r);
+            Ok(RemoveOutcome::Released)
+        }
+    }
+
+    fn drop_shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
+        let owners: Vec<NodeId> = {
+            let g = self.lock()?;
+            g.refs.iter().filter(|(s, _)| s == id).map(|(_, o)| *o).collect()
+        };
+        let rec = self.shard(id)?;
+        for o in owners {
+            self.remove_reference(id, &o)?;
+        }
+        Ok(rec)
+    }
+
+    fn remember_nonce(&self, owner: &NodeId, nonce: &[u8; 16], timestamp_ms: u64) -> Result<bool, StoreError> {
+        Ok(self.lock()?.nonces.insert((*owner, *nonce), timestamp_ms).is_none())
+    }
+
+    fn expire_nonces(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut g = self.lock()?;
+        let n = g.nonces.len();
+        g.nonces.retain(|_, ts| *ts >= before_ms);
+        Ok(n - g.nonces.len())
+    }
+
+    fn usage(&self) -> Result<Usage, StoreError> {
+        Ok(self.lock()?.usage)
+    }
+
+    fn owner_usage(&self, owner: &NodeId) -> Result<OwnerUsage, StoreError> {
+        Ok(self.lock()?.owners.get(owner).copied().unwrap_or_default())
+    }
+
+    fn shards(&self) -> Result<Vec<(ShardId, ShardRecord)>, StoreError> {
+        Ok(self.lock()?.shards.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn owners(&self) -> Result<Vec<(NodeId, OwnerUsage)>, StoreError> {
+        Ok(self.lock()?.owners.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conformance() {
+        super::super::conformance::run(&super::MemStore::new());
+    }
+}

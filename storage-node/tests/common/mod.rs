@@ -1,0 +1,181 @@
+//! Helpers for tests that run real `granary-node` processes on loopback.
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+#[allow(unused_imports)]
+#[path = "../../../client/src/net/mod.rs"]
+pub mod net;
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use granary_protocol::{
+    Message, NodeId, SecretKey,
+    frame::{FrameHeader, HEADER_LEN, MAX_FRAME},
+    tls,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_granary-node");
+
+/// A node directory plus (while running) its process.
+pub struct NodeProc {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub id: NodeId,
+}
+
+/// `granary-node init` into a fresh temp dir with extra args; `limits` is appended to config.toml.
+pub fn init(extra: &[&str], limits: &str) -> NodeProc {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let out = Command::new(BIN)
+        .args(["init", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--label", "test-zone"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    let id: NodeId = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
+    if !limits.is_empty() {
+        let cfg = dir.join("config.toml");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(&format!("\n[limits]\n{limits}\n"));
+        std::fs::write(&cfg, text).unwrap();
+    }
+    NodeProc { dir, _tmp: Some(tmp), child: None, addr: "127.0.0.1:0".parse().unwrap(), id }
+}
+
+impl NodeProc {
+    /// Starts `granary-node run` and waits for its "listening" line.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let mut child = Command::new(BIN)
+            .args(["run", "--dir", self.dir.to_str().unwrap()])
+            .env("RUST_LOG", "granary_node=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(self.dir.join("node.log")).unwrap()))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "node did not start: {line:?}; log: {}", self.log());
+        self.addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait: graceful shutdown. Returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap().success()
+    }
+
+    /// SIGKILL: crash.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn status(&self) -> String {
+        let out = Command::new(BIN).args(["status", "--dir", self.dir.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn started(extra: &[&str], limits: &str) -> NodeProc {
+    let mut n = init(extra, limits);
+    n.start();
+    n
+}
+
+pub async fn client(node: &NodeProc, key: &SecretKey) -> net::NodeClient {
+    let ep = net::client_endpoint(key).unwrap();
+    net::NodeClient::connect(&ep, node.addr, node.id).await.unwrap()
+}
+
+/// A raw QUIC connection to the node, for hand-made frames.
+pub async fn raw_conn(node: &NodeProc) -> quinn::Connection {
+    let ep = net::client_endpoint(&SecretKey::generate()).unwrap();
+    ep.connect(node.addr, &tls::server_name(&node.id)).unwrap().await.unwrap()
+}
+
+/// What came back on a raw stream.
+#[derive(Debug)]
+pub enum Reply {
+    Msg(Message),
+    /// The stream ended or was reset without a frame.
+    Closed(String),
+}
+
+impl Reply {
+    pub fn error_code(&self) -> Option<u16> {
+        match self {
+            Self::Msg(Message::Error(e)) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+pub async fn read_reply(recv: &mut quinn::RecvStream) -> Reply {
+    let mut head = [0u8; HEADER_LEN];
+    if let Err(e) = recv.read_exact(&mut head).await {
+        return Reply::Closed(e.to_string());
+    }
+    let h = FrameHeader::decode(&head, MAX_FRAME).unwrap();
+    let mut body = vec![0u8; h.body_len as usize];
+    recv.read_exact(&mut body).await.unwrap();
+    Reply::Msg(Message::decode_body(h.msg_type, &body).unwrap())
+}
+
+/// Sends `bytes` on a new stream (finishing it if `finish`) and reads the reply.
+pub async fn raw_request(conn: &quinn::Connection, bytes: &[u8], finish: bool) -> Reply {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    if finish {
+        send.finish().unwrap();
+    }
+    let r = read_reply(&mut recv).await;
+    drop(send);
+    r
+}
+
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut ctr = 0u64;
+    while out.len() < len {
+        let mut h = blake3::Hasher::new();
+        h.update(&seed.to_le_bytes());
+        h.update(&ctr.to_le_bytes());
+        let mut xof = h.finalize_xof();
+        let mut block = [0u8; 4096];
+        xof.fill(&mut block);
+        out.extend_from_slice(&block);
+        ctr += 1;
+    }
+    out.truncate(len);
+    out
+}
