@@ -29,7 +29,8 @@ pub struct NodeProc {
     pub id: NodeId,
 }
 
-/// `granary-node init` into a fresh temp dir with extra args; `limits` is appended to config.toml.
+/// `granary-node init` into a fresh temp dir with extra args; `limits` (`key = value`, comma
+/// separated) overrides lines of the `[limits]` table in config.toml.
 pub fn init(extra: &[&str], limits: &str) -> NodeProc {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
@@ -42,9 +43,14 @@ pub fn init(extra: &[&str], limits: &str) -> NodeProc {
     let id: NodeId = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
     if !limits.is_empty() {
         let cfg = dir.join("config.toml");
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        text.push_str(&format!("\n[limits]\n{limits}\n"));
-        std::fs::write(&cfg, text).unwrap();
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        for setting in limits.split(',') {
+            let key = setting.split('=').next().unwrap().trim();
+            let line = lines.iter_mut().find(|l| l.starts_with(&format!("{key} ="))).unwrap();
+            *line = setting.trim().to_string();
+        }
+        std::fs::write(&cfg, lines.join("\n")).unwrap();
     }
     NodeProc { dir, _tmp: Some(tmp), child: None, addr: "127.0.0.1:0".parse().unwrap(), id }
 }
