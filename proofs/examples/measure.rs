@@ -19,6 +19,13 @@ fn main() {
     let mut x = Fe::from_u64(123_456_789);
     let sqrt = per_iter(20_000, || x = sloth_round_forward(x));
     let sq = per_iter(1_000_000, || x = sloth_round_inverse(x));
+    let sq_only = per_iter(1_000_000, || x = x.square());
+    let mul_only = per_iter(1_000_000, || x = x * Fe::from_u64(3));
+    println!(
+        "Fe::square {:.1} ns, Fe::mul {:.1} ns",
+        sq_only * 1e9,
+        mul_only * 1e9
+    );
     println!(
         "sloth sqrt round: {:.2} us; squaring round: {:.1} ns",
         sqrt * 1e6,
@@ -38,7 +45,7 @@ fn main() {
     let replica = seal::seal(&SealParams::DEFAULT, &id, &plain).expect("seal");
     let seal_s = t.elapsed().as_secs_f64();
     println!(
-        "seal 4 MiB, 1 round, 1 core: {:.2} s = {:.2} MB/s, {:.2} us/block",
+        "seal 4 MiB, default rounds, 1 core: {:.2} s = {:.2} MB/s, {:.2} us/block",
         seal_s,
         len as f64 / seal_s / 1e6,
         seal_s / (len / 32) as f64 * 1e6
@@ -101,6 +108,11 @@ fn main() {
         }
     });
     println!("independent squarings: {:.1} ns each", sq8 * 1e9 / 8.0);
+    let mut ys = [Fe::from_u64(5); 8];
+    let x8 = per_iter(200_000, || {
+        granary_proofs::field::sloth_inverse_x8(&mut ys, 1)
+    });
+    println!("sloth_inverse_x8: {:.1} ns per lane", x8 * 1e9 / 8.0);
 }
 
 #[allow(dead_code)]

@@ -27,6 +27,7 @@ impl Fe {
     pub const ZERO: Self = Self([0; 4]);
 
     /// Decodes 32 little-endian bytes; `None` if the value is `≥ p`.
+    #[inline]
     pub fn from_bytes(bytes: &[u8; 32]) -> Option<Self> {
         let mut l = [0u64; 4];
         for (i, limb) in l.iter_mut().enumerate() {
@@ -38,6 +39,7 @@ impl Fe {
     }
 
     /// Encodes as 32 little-endian bytes.
+    #[inline]
     pub fn to_bytes(self) -> [u8; 32] {
         let mut out = [0u8; 32];
         for (i, limb) in self.0.iter().enumerate() {
@@ -52,17 +54,20 @@ impl Fe {
     }
 
     /// Whether the canonical value is even.
+    #[inline]
     pub fn is_even(self) -> bool {
         self.0[0] & 1 == 0
     }
 
     /// `self² mod p`.
+    #[inline]
     pub fn square(self) -> Self {
         Self(canonicalize(sqr_loose(&self.0)))
     }
 
     /// `self^((p+1)/4)`: a square root of `self` if it is a quadratic residue, otherwise a square
     /// root of `−self`.
+    #[inline]
     pub fn pow_sqrt_exponent(self) -> Self {
         Self(canonicalize(pow_sqrt_loose(&self.0)))
     }
@@ -71,6 +76,7 @@ impl Fe {
 impl std::ops::Add for Fe {
     type Output = Self;
     /// `self + other mod p`.
+    #[inline]
     fn add(self, other: Self) -> Self {
         let (s, carry) = add4(&self.0, &other.0);
         // A carry means the sum is s + 2^256 ≡ s + 189.
@@ -82,6 +88,7 @@ impl std::ops::Add for Fe {
 impl std::ops::Neg for Fe {
     type Output = Self;
     /// `−self mod p`.
+    #[inline]
     fn neg(self) -> Self {
         if self == Self::ZERO {
             return self;
@@ -93,6 +100,7 @@ impl std::ops::Neg for Fe {
 impl std::ops::Sub for Fe {
     type Output = Self;
     /// `self − other mod p`.
+    #[inline]
     fn sub(self, other: Self) -> Self {
         self + (-other)
     }
@@ -101,6 +109,7 @@ impl std::ops::Sub for Fe {
 impl std::ops::Mul for Fe {
     type Output = Self;
     /// `self · other mod p`.
+    #[inline]
     fn mul(self, other: Self) -> Self {
         Self(canonicalize(mul_loose(&self.0, &other.0)))
     }
@@ -108,6 +117,7 @@ impl std::ops::Mul for Fe {
 
 /// One Sloth round forward (slow): the square root of `x` or of `−x`, with the root's parity
 /// recording which (even root: `x` was a square; odd root: `−x` was).
+#[inline]
 pub fn sloth_round_forward(x: Fe) -> Fe {
     let r = x.pow_sqrt_exponent();
     let is_square = r.square() == x;
@@ -116,6 +126,7 @@ pub fn sloth_round_forward(x: Fe) -> Fe {
 }
 
 /// One Sloth round backward (fast): `y²` if `y` is even, else `−y²`.
+#[inline]
 pub fn sloth_round_inverse(y: Fe) -> Fe {
     let s = y.square();
     if y.is_even() { s } else { -s }
@@ -123,6 +134,7 @@ pub fn sloth_round_inverse(y: Fe) -> Fe {
 
 /// Sloth with `rounds` rounds: `x ← sqrt±(x) + i` between rounds (the round constant breaks the
 /// algebraic shortcut of composing square roots into one exponentiation).
+#[inline]
 pub fn sloth_forward(mut x: Fe, rounds: u32) -> Fe {
     for i in 0..rounds {
         if i > 0 {
@@ -134,6 +146,7 @@ pub fn sloth_forward(mut x: Fe, rounds: u32) -> Fe {
 }
 
 /// Inverse of [`sloth_forward`]: `rounds` squarings.
+#[inline]
 pub fn sloth_inverse(mut y: Fe, rounds: u32) -> Fe {
     for i in (0..rounds).rev() {
         y = sloth_round_inverse(y);
@@ -142,6 +155,24 @@ pub fn sloth_inverse(mut y: Fe, rounds: u32) -> Fe {
         }
     }
     y
+}
+
+/// [`sloth_inverse`] over 8 independent elements at once: the rounds run outer and the lanes
+/// inner, so the 8 squarings of a round are independent and overlap in the pipeline (a scalar
+/// multi-lane kernel: 64-bit multiplies have no wide SIMD equivalent before AVX-512 IFMA).
+#[inline]
+pub fn sloth_inverse_x8(ys: &mut [Fe; 8], rounds: u32) {
+    for i in (0..rounds).rev() {
+        let sq: [[u64; 4]; 8] = std::array::from_fn(|l| sqr_loose(&ys[l].0));
+        for (y, s) in ys.iter_mut().zip(sq) {
+            let s = Fe(canonicalize(s));
+            let mut x = if y.is_even() { s } else { -s };
+            if i > 0 {
+                x = x - Fe::from_u64(u64::from(i));
+            }
+            *y = x;
+        }
+    }
 }
 
 fn is_canonical(l: &[u64; 4]) -> bool {
@@ -195,18 +226,28 @@ fn sub4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], bool) {
     (out, borrow)
 }
 
+/// `a · b + c + d` as (low, high) words; cannot overflow u128, written without checked ops
+/// because the workspace's dev profile (used for benchmarks) keeps overflow checks on.
+#[inline(always)]
+fn mac(a: u64, b: u64, c: u64, d: u64) -> (u64, u64) {
+    let t = (u128::from(a) * u128::from(b))
+        .wrapping_add(u128::from(c))
+        .wrapping_add(u128::from(d));
+    (t as u64, (t >> 64) as u64)
+}
+
 /// Reduces a 512-bit value to `< 2^256` (not necessarily canonical) using `2^256 ≡ 189`.
 #[inline(always)]
 fn reduce_wide(w: &[u64; 8]) -> [u64; 4] {
     let mut r = [0u64; 4];
-    let mut carry: u128 = 0;
+    let mut carry = 0u64;
     for i in 0..4 {
-        let t = u128::from(w[i]) + u128::from(w[i + 4]) * u128::from(C) + carry;
-        r[i] = t as u64;
-        carry = t >> 64;
+        let (lo, hi) = mac(w[i + 4], C, w[i], carry);
+        r[i] = lo;
+        carry = hi;
     }
     // carry < 190: fold once more.
-    let (r, c) = add_small(&r, (carry as u64) * C);
+    let (r, c) = add_small(&r, carry.wrapping_mul(C));
     if c {
         // Wrapped past 2^256: r is now tiny, adding 189 cannot overflow again.
         add_small(&r, C).0
@@ -219,13 +260,13 @@ fn reduce_wide(w: &[u64; 8]) -> [u64; 4] {
 fn mul_loose(a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
     let mut w = [0u64; 8];
     for i in 0..4 {
-        let mut carry: u128 = 0;
+        let mut carry = 0u64;
         for j in 0..4 {
-            let t = u128::from(a[i]) * u128::from(b[j]) + u128::from(w[i + j]) + carry;
-            w[i + j] = t as u64;
-            carry = t >> 64;
+            let (lo, hi) = mac(a[i], b[j], w[i + j], carry);
+            w[i + j] = lo;
+            carry = hi;
         }
-        w[i + 4] = carry as u64;
+        w[i + 4] = carry;
     }
     reduce_wide(&w)
 }
@@ -235,13 +276,13 @@ fn sqr_loose(a: &[u64; 4]) -> [u64; 4] {
     // Cross products once, doubled, plus the diagonal.
     let mut w = [0u64; 8];
     for i in 0..4 {
-        let mut carry: u128 = 0;
+        let mut carry = 0u64;
         for j in (i + 1)..4 {
-            let t = u128::from(a[i]) * u128::from(a[j]) + u128::from(w[i + j]) + carry;
-            w[i + j] = t as u64;
-            carry = t >> 64;
+            let (lo, hi) = mac(a[i], a[j], w[i + j], carry);
+            w[i + j] = lo;
+            carry = hi;
         }
-        w[i + 4] = carry as u64;
+        w[i + 4] = carry;
     }
     let mut top = 0u64;
     for limb in w.iter_mut() {
@@ -249,14 +290,16 @@ fn sqr_loose(a: &[u64; 4]) -> [u64; 4] {
         *limb = (*limb << 1) | top;
         top = next;
     }
-    let mut carry: u128 = 0;
+    let mut carry = 0u64;
     for i in 0..4 {
-        let d = u128::from(a[i]) * u128::from(a[i]);
-        let t = u128::from(w[2 * i]) + (d & u128::from(u64::MAX)) + carry;
-        w[2 * i] = t as u64;
-        let t2 = u128::from(w[2 * i + 1]) + (d >> 64) + (t >> 64);
-        w[2 * i + 1] = t2 as u64;
-        carry = t2 >> 64;
+        let (dlo, dhi) = mac(a[i], a[i], 0, 0);
+        let (lo, c1) = w[2 * i].overflowing_add(dlo);
+        let (lo, c2) = lo.overflowing_add(carry);
+        w[2 * i] = lo;
+        let (hi, c3) = w[2 * i + 1].overflowing_add(dhi);
+        let (hi, c4) = hi.overflowing_add(u64::from(c1) + u64::from(c2));
+        w[2 * i + 1] = hi;
+        carry = u64::from(c3) + u64::from(c4);
     }
     reduce_wide(&w)
 }
@@ -325,6 +368,15 @@ mod tests {
             prop_assert_eq!((a * b).0, reference::mul_mod_p(&a.0, &b.0));
             prop_assert_eq!(a.square().0, reference::mul_mod_p(&a.0, &a.0));
             prop_assert_eq!((a + b).0, reference::add_mod_p(&a.0, &b.0));
+        }
+
+        #[test]
+        fn multi_lane_inverse_equals_scalar(xs in proptest::array::uniform8(fe_strategy()), rounds in 1u32..4) {
+            let mut lanes = xs;
+            sloth_inverse_x8(&mut lanes, rounds);
+            for l in 0..8 {
+                prop_assert_eq!(lanes[l], sloth_inverse(xs[l], rounds));
+            }
         }
 
         #[test]

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::drg::{BlockIdx, Graph, PARENTS};
-use crate::field::{Fe, sloth_forward, sloth_inverse};
+use crate::field::{Fe, sloth_forward, sloth_inverse, sloth_inverse_x8};
 use crate::keyhash::{self, KEY_INPUT_LEN, LANES};
 use crate::platform::Platform;
 
@@ -258,12 +258,26 @@ pub fn unseal_range_on(
                 &mut keys[..n],
             );
         }
-        for (l, key) in keys.iter().enumerate().take(n) {
-            let b = j + l as u64;
-            let plain = unseal_block(block(replica, b), key, params.rounds)
-                .ok_or(UnsealError::NotCanonical { block: BlockIdx(b) })?;
-            let o = (b - range.start) as usize * BLOCK_LEN;
-            out[o..o + BLOCK_LEN].copy_from_slice(&plain);
+        if n == LANES && platform != Platform::Scalar {
+            let mut ys = [Fe::ZERO; LANES];
+            for (l, y) in ys.iter_mut().enumerate() {
+                let b = j + l as u64;
+                *y = Fe::from_bytes(block(replica, b))
+                    .ok_or(UnsealError::NotCanonical { block: BlockIdx(b) })?;
+            }
+            sloth_inverse_x8(&mut ys, params.rounds);
+            for (l, (y, key)) in ys.iter().zip(&keys).enumerate() {
+                let o = (j + l as u64 - range.start) as usize * BLOCK_LEN;
+                out[o..o + BLOCK_LEN].copy_from_slice(&xor32(&y.to_bytes(), key));
+            }
+        } else {
+            for (l, key) in keys.iter().enumerate().take(n) {
+                let b = j + l as u64;
+                let plain = unseal_block(block(replica, b), key, params.rounds)
+                    .ok_or(UnsealError::NotCanonical { block: BlockIdx(b) })?;
+                let o = (b - range.start) as usize * BLOCK_LEN;
+                out[o..o + BLOCK_LEN].copy_from_slice(&plain);
+            }
         }
         j += n as u64;
     }
