@@ -23,6 +23,8 @@ pub mod identity;
 pub mod message;
 pub mod tls;
 pub mod verified;
+#[cfg(test)]
+mod wire_tests;
 
 pub use error_code::ErrorCode;
 pub use frame::{MAX_FRAME, MsgType, PROTOCOL_VERSION};
