@@ -71,6 +71,7 @@ fn main() {
         raw / un
     );
     assert_eq!(out, plain);
+    println!("gather: {:.1} ns/block", gather_cost(&replica, &id.0) * 1e9);
 
     let g = granary_proofs::Graph::new(&id.0, (len / 32) as u64);
     let mut j = 1u64;
@@ -117,3 +118,24 @@ fn main() {
 
 #[allow(dead_code)]
 fn components() {}
+
+/// Gather-only cost: parents + 8 copies per block, over a replica.
+#[allow(dead_code)]
+pub fn gather_cost(replica: &[u8], id: &[u8; 32]) -> f64 {
+    let blocks = (replica.len() / 32) as u64;
+    let g = granary_proofs::Graph::new(id, blocks);
+    let mut input = [0u8; 256];
+    let mut acc = 0u8;
+    per_iter(3, || {
+        for j in 1..blocks {
+            if let Some(ps) = g.parents(granary_proofs::BlockIdx(j)) {
+                for (k, &p) in ps.iter().enumerate() {
+                    let s = p as usize * 32;
+                    input[k * 32..k * 32 + 32].copy_from_slice(&replica[s..s + 32]);
+                }
+            }
+            acc ^= input[j as usize & 255];
+        }
+    }) / blocks as f64
+        + f64::from(acc) * 0.0
+}

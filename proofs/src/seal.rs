@@ -159,6 +159,31 @@ pub(crate) fn gather_parents(
     }
 }
 
+fn fill_input(replica: &[u8], parents: Option<&[u64; PARENTS]>, input: &mut [u8; KEY_INPUT_LEN]) {
+    match parents {
+        None => input.fill(0),
+        Some(ps) => {
+            for (k, &p) in ps.iter().enumerate() {
+                input[k * BLOCK_LEN..(k + 1) * BLOCK_LEN].copy_from_slice(block(replica, p));
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch(replica: &[u8], b: u64) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let s = (b as usize * BLOCK_LEN).min(replica.len().saturating_sub(1));
+        // SAFETY: `s` is in bounds of `replica`; a prefetch is a hint that never faults and the
+        // pointer is not dereferenced. SSE is part of the x86-64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(replica.as_ptr().add(s).cast()) };
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = (replica, b);
+}
+
 fn xor32(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
     std::array::from_fn(|i| a[i] ^ b[i])
 }
@@ -241,11 +266,30 @@ pub fn unseal_range_on(
     let mut counters = [0u64; LANES];
     let mut keys = [[0u8; 32]; LANES];
     let mut j = range.start;
+    // Parents of the current batch, computed one batch ahead so their cache lines are prefetched
+    // while the previous batch hashes (the parents are random positions in the replica).
+    let parents_of = |start: u64| -> [Option<[u64; PARENTS]>; LANES] {
+        std::array::from_fn(|l| {
+            let b = start + l as u64;
+            if b < range.end {
+                graph.parents(BlockIdx(b))
+            } else {
+                None
+            }
+        })
+    };
+    let mut current = parents_of(j);
     while j < range.end {
         let n = ((range.end - j) as usize).min(LANES);
         for l in 0..n {
             counters[l] = j + l as u64;
-            gather_parents(&graph, replica, j + l as u64, &mut inputs[l]);
+            fill_input(replica, current[l].as_ref(), &mut inputs[l]);
+        }
+        current = parents_of(j + LANES as u64);
+        for ps in current.iter().flatten() {
+            for &p in ps {
+                prefetch(replica, p);
+            }
         }
         if n == LANES {
             keys = keyhash::parent_keys_x8(platform, &replica_id.0, &counters, &inputs);
