@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(used <= data.len());
         assert!(used <= HEADER_LEN + MAX_FRAME as usize);
         let again = msg.to_frame().expect("a decoded message re-encodes");
-        let (back, n) = Message::decode_frame(&again).expect("re-encoded frame decodes").expect("complete");
+        let (back, n) = Message::decode_frame(&again)
+            .expect("re-encoded frame decodes")
+            .expect("complete");
         assert_eq!(back, msg);
         assert_eq!(n, again.len());
     }

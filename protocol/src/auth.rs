@@ -65,7 +65,9 @@ impl AuthError {
 
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Freshness {
@@ -75,13 +77,19 @@ impl Freshness {
         // Without OS randomness nonces would repeat; no sensible fallback exists.
         #[allow(clippy::expect_used)]
         getrandom::fill(&mut nonce).expect("OS random source unavailable");
-        Self { timestamp_ms, nonce }
+        Self {
+            timestamp_ms,
+            nonce,
+        }
     }
 
     /// Checks the timestamp against `now_ms`.
     pub fn check(&self, now_ms: u64) -> Result<(), AuthError> {
         if self.timestamp_ms.abs_diff(now_ms) > MAX_CLOCK_SKEW_MS {
-            return Err(AuthError::Stale { timestamp_ms: self.timestamp_ms, now_ms });
+            return Err(AuthError::Stale {
+                timestamp_ms: self.timestamp_ms,
+                now_ms,
+            });
         }
         Ok(())
     }
@@ -100,12 +108,20 @@ fn check_common(
         return Err(AuthError::WrongNode { addressed: node });
     }
     freshness.check(now_ms)?;
-    owner.verify(msg, sig).map_err(|_| AuthError::BadSignature { owner })
+    owner
+        .verify(msg, sig)
+        .map_err(|_| AuthError::BadSignature { owner })
 }
 
 impl StoreShard {
     /// Builds and signs a store request for `node`.
-    pub fn signed(owner: &SecretKey, node: NodeId, shard_id: ShardId, size: u64, now_ms: u64) -> Self {
+    pub fn signed(
+        owner: &SecretKey,
+        node: NodeId,
+        shard_id: ShardId,
+        size: u64,
+        now_ms: u64,
+    ) -> Self {
         let mut req = Self {
             shard_id,
             size,
@@ -121,7 +137,15 @@ impl StoreShard {
     /// Checks addressee, timestamp and signature (not the nonce; see module docs).
     pub fn verify(&self, local: NodeId, now_ms: u64) -> Result<(), AuthError> {
         let msg = self.signing_bytes();
-        check_common(local, self.node, &self.freshness, now_ms, self.owner, &msg, &self.signature)
+        check_common(
+            local,
+            self.node,
+            &self.freshness,
+            now_ms,
+            self.owner,
+            &msg,
+            &self.signature,
+        )
     }
 }
 
@@ -142,7 +166,15 @@ impl DeleteShards {
     /// Checks addressee, timestamp and signature (not the nonce; see module docs).
     pub fn verify(&self, local: NodeId, now_ms: u64) -> Result<(), AuthError> {
         let msg = self.signing_bytes();
-        check_common(local, self.node, &self.freshness, now_ms, self.owner, &msg, &self.signature)
+        check_common(
+            local,
+            self.node,
+            &self.freshness,
+            now_ms,
+            self.owner,
+            &msg,
+            &self.signature,
+        )
     }
 }
 
@@ -161,13 +193,24 @@ mod tests {
             req.verify(owner.public(), now),
             Err(AuthError::WrongNode { addressed: node })
         );
-        assert!(matches!(req.verify(node, now + MAX_CLOCK_SKEW_MS + 1), Err(AuthError::Stale { .. })));
+        assert!(matches!(
+            req.verify(node, now + MAX_CLOCK_SKEW_MS + 1),
+            Err(AuthError::Stale { .. })
+        ));
         let mut forged = req.clone();
         forged.size = 11;
-        assert_eq!(forged.verify(node, now), Err(AuthError::BadSignature { owner: owner.public() }));
+        assert_eq!(
+            forged.verify(node, now),
+            Err(AuthError::BadSignature {
+                owner: owner.public()
+            })
+        );
         let mut other_owner = req;
         other_owner.owner = node;
-        assert!(matches!(other_owner.verify(node, now), Err(AuthError::BadSignature { .. })));
+        assert!(matches!(
+            other_owner.verify(node, now),
+            Err(AuthError::BadSignature { .. })
+        ));
     }
 
     #[test]

@@ -77,7 +77,11 @@ impl MsgType {
     pub fn is_request(self) -> bool {
         matches!(
             self,
-            Self::NodeInfo | Self::StoreShard | Self::FetchRange | Self::HasShards | Self::DeleteShards
+            Self::NodeInfo
+                | Self::StoreShard
+                | Self::FetchRange
+                | Self::HasShards
+                | Self::DeleteShards
         )
     }
 }
@@ -169,7 +173,10 @@ impl FrameHeader {
         }
         let msg_type =
             MsgType::from_u8(bytes[5]).ok_or(FrameError::UnknownType { msg_type: bytes[5] })?;
-        Ok(Self { msg_type, body_len: len - 2 })
+        Ok(Self {
+            msg_type,
+            body_len: len - 2,
+        })
     }
 
     /// Encodes a header for a body of `body_len` bytes.
@@ -188,13 +195,31 @@ mod tests {
         let h = |b: [u8; 6]| FrameHeader::decode(&b, MAX_FRAME);
         assert_eq!(
             h([0xff, 0xff, 0xff, 0xff, 9, 200]),
-            Err(FrameError::TooLarge { len: u32::MAX, max: MAX_FRAME })
+            Err(FrameError::TooLarge {
+                len: u32::MAX,
+                max: MAX_FRAME
+            })
         );
         assert_eq!(h([0, 0, 0, 1, 1, 2]), Err(FrameError::TooShort { len: 1 }));
-        assert_eq!(h([0, 0, 0, 2, 2, 2]), Err(FrameError::UnsupportedVersion { version: 2 }));
-        assert_eq!(h([0, 0, 0, 2, 1, 12]), Err(FrameError::UnknownType { msg_type: 12 }));
-        assert_eq!(h([0, 0, 0, 2, 1, 2]), Ok(FrameHeader { msg_type: MsgType::NodeInfo, body_len: 0 }));
-        assert_eq!(FrameHeader::encode(MsgType::HasShards, 5), [0, 0, 0, 7, 1, 8]);
+        assert_eq!(
+            h([0, 0, 0, 2, 2, 2]),
+            Err(FrameError::UnsupportedVersion { version: 2 })
+        );
+        assert_eq!(
+            h([0, 0, 0, 2, 1, 12]),
+            Err(FrameError::UnknownType { msg_type: 12 })
+        );
+        assert_eq!(
+            h([0, 0, 0, 2, 1, 2]),
+            Ok(FrameHeader {
+                msg_type: MsgType::NodeInfo,
+                body_len: 0
+            })
+        );
+        assert_eq!(
+            FrameHeader::encode(MsgType::HasShards, 5),
+            [0, 0, 0, 7, 1, 8]
+        );
     }
 
     #[test]
@@ -204,6 +229,9 @@ mod tests {
                 assert_eq!(t as u8, b);
             }
         }
-        assert!((12..=31).all(|b| MsgType::from_u8(b).is_none()), "reserved slots stay free");
+        assert!(
+            (12..=31).all(|b| MsgType::from_u8(b).is_none()),
+            "reserved slots stay free"
+        );
     }
 }

@@ -48,7 +48,8 @@ mod sig_serde {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
         let v: &[u8] = <&[u8]>::deserialize(d)?;
-        v.try_into().map_err(|_| D::Error::invalid_length(v.len(), &"64 bytes"))
+        v.try_into()
+            .map_err(|_| D::Error::invalid_length(v.len(), &"64 bytes"))
     }
 }
 
@@ -71,7 +72,9 @@ pub enum IdentityError {
         path: String,
     },
     /// The file is readable or writable by group or others.
-    #[error("key file {path} has mode {mode:o}; it must not be accessible by group or others (chmod 600)")]
+    #[error(
+        "key file {path} has mode {mode:o}; it must not be accessible by group or others (chmod 600)"
+    )]
     InsecurePermissions {
         /// The file.
         path: String,
@@ -145,7 +148,10 @@ impl SecretKey {
     /// Loads a key file (see module docs).
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
         let p = path.display().to_string();
-        let io_err = |source| IdentityError::Io { path: p.clone(), source };
+        let io_err = |source| IdentityError::Io {
+            path: p.clone(),
+            source,
+        };
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -175,7 +181,10 @@ impl SecretKey {
             if source.kind() == io::ErrorKind::AlreadyExists {
                 IdentityError::Exists { path: p.clone() }
             } else {
-                IdentityError::Io { path: p.clone(), source }
+                IdentityError::Io {
+                    path: p.clone(),
+                    source,
+                }
             }
         })?;
         let line = format!("{}\n", hex::encode(self.to_bytes()));
@@ -267,7 +276,10 @@ mod tests {
         k.public().verify(b"hello", &sig).unwrap();
         assert!(k.public().verify(b"hellO", &sig).is_err());
         let other = SecretKey::from_bytes(&[8; 32]).public();
-        assert_eq!(other.verify(b"hello", &sig), Err(SignatureError { signer: other }));
+        assert_eq!(
+            other.verify(b"hello", &sig),
+            Err(SignatureError { signer: other })
+        );
         let s = k.public().to_string();
         assert_eq!(s.parse::<NodeId>().unwrap(), k.public());
         assert_eq!("zz".parse::<NodeId>(), Err(ParseNodeIdError::Format));

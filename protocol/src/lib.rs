@@ -4,13 +4,13 @@
 //! limit enforced by the decoder and every error carrying a stable numeric code. Non-goals: any
 //! I/O — the node and client wrap these types around QUIC streams (quinn) themselves.
 //!
-//! - [`identity`]: ed25519 keys and node ids, key files.
-//! - [`tls`]: self-signed certificates from those keys; rustls configs with pinned peers.
-//! - [`frame`]: the frame header and the message-type registry.
-//! - [`message`]: message bodies; [`message::Message`] encodes and decodes whole frames.
-//! - [`error_code`]: the table of wire error codes.
-//! - [`auth`]: signing and checking owner requests.
-//! - [`verified`]: BLAKE3 verified streaming of byte ranges.
+//! - [`identity`] — ed25519 keys and node ids, key files.
+//! - [`tls`] — self-signed certificates from those keys; rustls configs with pinned peers.
+//! - [`frame`] — the frame header and the message-type registry.
+//! - [`message`] — message bodies; [`message::Message`] encodes and decodes whole frames.
+//! - [`error_code`] — the table of wire error codes.
+//! - [`auth`] — signing and checking owner requests.
+//! - [`verified`] — BLAKE3 verified streaming of byte ranges.
 //!
 //! The byte-level specification is `docs/protocol.md`.
 #![deny(missing_docs)]

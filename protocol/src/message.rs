@@ -88,7 +88,10 @@ impl ErrorMsg {
             }
             detail.truncate(cut);
         }
-        Self { code: code as u16, detail }
+        Self {
+            code: code as u16,
+            detail,
+        }
     }
 }
 
@@ -240,7 +243,8 @@ impl StoreShard {
 impl DeleteShards {
     /// The bytes the owner signs: domain, node, timestamp, nonce, count, ids.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(DELETE_DOMAIN.len() + 32 + 8 + NONCE_LEN + 8 + 32 * self.ids.len());
+        let mut b =
+            Vec::with_capacity(DELETE_DOMAIN.len() + 32 + 8 + NONCE_LEN + 8 + 32 * self.ids.len());
         b.extend_from_slice(DELETE_DOMAIN);
         b.extend_from_slice(self.node.as_bytes());
         b.extend_from_slice(&self.freshness.timestamp_ms.to_le_bytes());
@@ -264,7 +268,11 @@ pub fn pack_bits(bits: &[bool]) -> Vec<u8> {
 
 /// Unpacks `n` booleans; `None` if the bitmap has the wrong length.
 pub fn unpack_bits(bitmap: &[u8], n: usize) -> Option<Vec<bool>> {
-    (bitmap.len() == n.div_ceil(8)).then(|| (0..n).map(|i| bitmap[i / 8] & (1 << (i % 8)) != 0).collect())
+    (bitmap.len() == n.div_ceil(8)).then(|| {
+        (0..n)
+            .map(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
+            .collect()
+    })
 }
 
 /// Upper bound on the encoded size of a `len`-byte range (data plus proof hashes), used by
@@ -272,7 +280,8 @@ pub fn unpack_bits(bitmap: &[u8], n: usize) -> Option<Vec<bool>> {
 pub fn encoded_range_bound(len: u64) -> u64 {
     const BLOCK: u64 = 16 * 1024;
     let blocks = len / BLOCK + 2;
-    len.saturating_add(2 * BLOCK).saturating_add(64 * (blocks + 64))
+    len.saturating_add(2 * BLOCK)
+        .saturating_add(64 * (blocks + 64))
 }
 
 /// Every message, tagged by its [`MsgType`].
@@ -361,9 +370,13 @@ impl Message {
         let body_len = out.len() - start - HEADER_LEN;
         if body_len + 2 > MAX_FRAME as usize {
             out.truncate(start);
-            return Err(EncodeError::TooLarge { msg_type, len: body_len });
+            return Err(EncodeError::TooLarge {
+                msg_type,
+                len: body_len,
+            });
         }
-        out[start..start + HEADER_LEN].copy_from_slice(&FrameHeader::encode(msg_type, body_len as u32));
+        out[start..start + HEADER_LEN]
+            .copy_from_slice(&FrameHeader::encode(msg_type, body_len as u32));
         Ok(())
     }
 
@@ -385,8 +398,10 @@ impl Message {
     /// Decodes a body of the given type and checks its limits. Trailing bytes are refused.
     pub fn decode_body(msg_type: MsgType, body: &[u8]) -> Result<Self, FrameError> {
         fn de<'a, T: Deserialize<'a>>(t: MsgType, b: &'a [u8]) -> Result<T, FrameError> {
-            let (v, rest) = postcard::take_from_bytes(b)
-                .map_err(|e| FrameError::Malformed { msg_type: t, reason: e.to_string() })?;
+            let (v, rest) = postcard::take_from_bytes(b).map_err(|e| FrameError::Malformed {
+                msg_type: t,
+                reason: e.to_string(),
+            })?;
             if !rest.is_empty() {
                 return Err(FrameError::Malformed {
                     msg_type: t,
@@ -415,18 +430,27 @@ impl Message {
 
     fn check_limits(&self) -> Result<(), FrameError> {
         let t = self.msg_type();
-        let limit = |reason| Err(FrameError::Limit { msg_type: t, reason });
+        let limit = |reason| {
+            Err(FrameError::Limit {
+                msg_type: t,
+                reason,
+            })
+        };
         match self {
             Self::HasShards(HasShards { ids }) | Self::DeleteShards(DeleteShards { ids, .. })
                 if ids.len() > MAX_IDS_PER_REQUEST =>
             {
                 limit("too many shard ids")
             }
-            Self::DeleteShardsOk(DeleteShardsOk { outcomes }) if outcomes.len() > MAX_IDS_PER_REQUEST => {
+            Self::DeleteShardsOk(DeleteShardsOk { outcomes })
+                if outcomes.len() > MAX_IDS_PER_REQUEST =>
+            {
                 limit("too many outcomes")
             }
             Self::Error(e) if e.detail.len() > MAX_TEXT_LEN => limit("error detail too long"),
-            Self::NodeInfoOk(i) if i.version.len() > MAX_TEXT_LEN || i.label.len() > MAX_TEXT_LEN => {
+            Self::NodeInfoOk(i)
+                if i.version.len() > MAX_TEXT_LEN || i.label.len() > MAX_TEXT_LEN =>
+            {
                 limit("node info string too long")
             }
             Self::StoreShard(s) if s.size > MAX_SHARD_SIZE => limit("shard too large"),

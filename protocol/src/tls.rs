@@ -82,7 +82,9 @@ pub struct TlsIdentity {
 
 impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsIdentity").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("TlsIdentity")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +100,11 @@ impl TlsIdentity {
             .distinguished_name
             .push(rcgen::DnType::CommonName, secret.public().to_string());
         let cert = params.self_signed(&key)?;
-        Ok(Self { id: secret.public(), cert: cert.der().clone(), pkcs8: Arc::new(pkcs8) })
+        Ok(Self {
+            id: secret.public(),
+            cert: cert.der().clone(),
+            pkcs8: Arc::new(pkcs8),
+        })
     }
 
     /// The node id this certificate carries.
@@ -118,8 +124,8 @@ impl TlsIdentity {
 
 /// Extracts the ed25519 identity from an X.509 certificate.
 pub fn node_id_from_cert(cert: &CertificateDer<'_>) -> Result<NodeId, PeerCertError> {
-    let parsed =
-        rustls::server::ParsedCertificate::try_from(cert).map_err(|_| PeerCertError::Unparseable)?;
+    let parsed = rustls::server::ParsedCertificate::try_from(cert)
+        .map_err(|_| PeerCertError::Unparseable)?;
     let spki = parsed.subject_public_key_info();
     let spki: &[u8] = spki.as_ref();
     let key = spki
@@ -161,7 +167,9 @@ fn verify_ed25519(
 /// Builds the listener's configuration: requires a client certificate, accepts any ed25519 key.
 pub fn server_config(identity: &TlsIdentity) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
-    let verifier = Arc::new(AnyEd25519Client { algs: provider.signature_verification_algorithms });
+    let verifier = Arc::new(AnyEd25519Client {
+        algs: provider.signature_verification_algorithms,
+    });
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -207,7 +215,9 @@ pub fn server_name(expected: &NodeId) -> String {
 
 /// The node id a [`server_name`] pins.
 pub fn expected_from_server_name(name: &ServerName<'_>) -> Option<NodeId> {
-    let ServerName::DnsName(dns) = name else { return None };
+    let ServerName::DnsName(dns) = name else {
+        return None;
+    };
     let s = dns.as_ref().strip_suffix(SERVER_NAME)?.strip_suffix('.')?;
     let (a, b) = s.split_once('.')?;
     format!("{a}{b}").parse().ok()
@@ -218,7 +228,9 @@ pub fn expected_from_server_name(name: &ServerName<'_>) -> Option<NodeId> {
 /// [`take_refusal`] then explains why.
 pub fn client_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
-    let verifier = Arc::new(PinnedServer { algs: provider.signature_verification_algorithms });
+    let verifier = Arc::new(PinnedServer {
+        algs: provider.signature_verification_algorithms,
+    });
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -244,12 +256,14 @@ impl ServerCertVerifier for PinnedServer {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let expected = expected_from_server_name(server_name).ok_or_else(|| {
-            rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
-        })?;
+        let expected = expected_from_server_name(server_name)
+            .ok_or_else(|| rustls::Error::InvalidCertificate(CertificateError::NotValidForName))?;
         let actual = node_id_from_cert(end_entity).map_err(|e| record_refusal(expected, e))?;
         if actual != expected {
-            return Err(record_refusal(expected, PeerCertError::UnexpectedPeer { expected, actual }));
+            return Err(record_refusal(
+                expected,
+                PeerCertError::UnexpectedPeer { expected, actual },
+            ));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -260,7 +274,9 @@ impl ServerCertVerifier for PinnedServer {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -303,7 +319,9 @@ impl ClientCertVerifier for AnyEd25519Client {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -343,7 +361,10 @@ mod tests {
         let name = server_name(&k.public());
         let sn = ServerName::try_from(name.as_str()).unwrap();
         assert_eq!(expected_from_server_name(&sn), Some(k.public()));
-        assert_eq!(expected_from_server_name(&ServerName::try_from("granary.invalid").unwrap()), None);
+        assert_eq!(
+            expected_from_server_name(&ServerName::try_from("granary.invalid").unwrap()),
+            None
+        );
     }
 
     /// Drives a full in-memory TLS 1.3 handshake between rustls connections (no sockets).
@@ -363,17 +384,13 @@ mod tests {
             client.write_tls(&mut buf).unwrap();
             if !buf.is_empty() {
                 server.read_tls(&mut &buf[..]).unwrap();
-                if let Err(e) = server.process_new_packets() {
-                    return Err(e);
-                }
+                server.process_new_packets()?;
             }
             let mut buf = Vec::new();
             server.write_tls(&mut buf).unwrap();
             if !buf.is_empty() {
                 client.read_tls(&mut &buf[..]).unwrap();
-                if let Err(e) = client.process_new_packets() {
-                    return Err(e);
-                }
+                client.process_new_packets()?;
             }
             if !client.is_handshaking() && !server.is_handshaking() {
                 let certs = server.peer_certificates().unwrap();
@@ -393,7 +410,10 @@ mod tests {
         assert!(handshake(&server, expected).is_err());
         assert_eq!(
             take_refusal(&expected),
-            Some(PeerCertError::UnexpectedPeer { expected, actual: server.public() })
+            Some(PeerCertError::UnexpectedPeer {
+                expected,
+                actual: server.public()
+            })
         );
     }
 }

@@ -14,7 +14,10 @@ fn key(n: u8) -> NodeId {
 }
 
 fn fresh() -> Freshness {
-    Freshness { timestamp_ms: 1_700_000_000_000, nonce: [0xaa; 16] }
+    Freshness {
+        timestamp_ms: 1_700_000_000_000,
+        nonce: [0xaa; 16],
+    }
 }
 
 /// One deterministic instance of every message type.
@@ -39,11 +42,25 @@ pub(crate) fn samples() -> Vec<Message> {
             freshness: fresh(),
             signature: Signature([0x55; 64]),
         }),
-        Message::StoreShardOk(StoreShardOk { outcome: StoreOutcome::AlreadyHeld }),
-        Message::FetchRange(FetchRange { shard_id: ShardId([0x22; 32]), start: 5, end: 200 }),
-        Message::FetchRangeOk(FetchRangeOk { size: 1000, end: 200, encoded_len: 195 }),
-        Message::HasShards(HasShards { ids: vec![ShardId([1; 32]), ShardId([2; 32])] }),
-        Message::HasShardsOk(HasShardsOk { bitmap: pack_bits(&[true, false, true]) }),
+        Message::StoreShardOk(StoreShardOk {
+            outcome: StoreOutcome::AlreadyHeld,
+        }),
+        Message::FetchRange(FetchRange {
+            shard_id: ShardId([0x22; 32]),
+            start: 5,
+            end: 200,
+        }),
+        Message::FetchRangeOk(FetchRangeOk {
+            size: 1000,
+            end: 200,
+            encoded_len: 195,
+        }),
+        Message::HasShards(HasShards {
+            ids: vec![ShardId([1; 32]), ShardId([2; 32])],
+        }),
+        Message::HasShardsOk(HasShardsOk {
+            bitmap: pack_bits(&[true, false, true]),
+        }),
         Message::DeleteShards(DeleteShards {
             ids: vec![ShardId([3; 32])],
             owner: key(2),
@@ -52,7 +69,11 @@ pub(crate) fn samples() -> Vec<Message> {
             signature: Signature([0x66; 64]),
         }),
         Message::DeleteShardsOk(DeleteShardsOk {
-            outcomes: vec![DeleteOutcome::Deleted, DeleteOutcome::Released, DeleteOutcome::NotOwner],
+            outcomes: vec![
+                DeleteOutcome::Deleted,
+                DeleteOutcome::Released,
+                DeleteOutcome::NotOwner,
+            ],
         }),
     ]
 }
@@ -78,9 +99,16 @@ fn render() -> String {
 fn hexdump_snapshot() {
     let got = render();
     if std::env::var_os("GRANARY_UPDATE_SNAPSHOT").is_some() {
-        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/wire_snapshot.txt"), &got).unwrap();
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src/wire_snapshot.txt"),
+            &got,
+        )
+        .unwrap();
     }
-    assert_eq!(got, SNAPSHOT, "wire format changed; if intended, bump PROTOCOL_VERSION and re-run with GRANARY_UPDATE_SNAPSHOT=1");
+    assert_eq!(
+        got, SNAPSHOT,
+        "wire format changed; if intended, bump PROTOCOL_VERSION and re-run with GRANARY_UPDATE_SNAPSHOT=1"
+    );
 }
 
 #[test]
@@ -88,17 +116,27 @@ fn samples_round_trip() {
     for m in samples() {
         let f = m.to_frame().unwrap();
         assert_eq!(f.len(), m.encoded_len().unwrap());
-        assert_eq!(Message::decode_frame(&f).unwrap(), Some((m.clone(), f.len())));
+        assert_eq!(
+            Message::decode_frame(&f).unwrap(),
+            Some((m.clone(), f.len()))
+        );
         // Every strict prefix asks for more bytes, never errors or panics.
         for cut in 0..f.len() {
-            assert_eq!(Message::decode_frame(&f[..cut]).unwrap(), None, "{m:?} cut at {cut}");
+            assert_eq!(
+                Message::decode_frame(&f[..cut]).unwrap(),
+                None,
+                "{m:?} cut at {cut}"
+            );
         }
     }
 }
 
 #[test]
 fn oversized_messages_are_refused_by_the_encoder() {
-    let m = Message::Error(ErrorMsg { code: 1, detail: "x".repeat(MAX_FRAME as usize) });
+    let m = Message::Error(ErrorMsg {
+        code: 1,
+        detail: "x".repeat(MAX_FRAME as usize),
+    });
     assert!(matches!(m.to_frame(), Err(EncodeError::TooLarge { .. })));
 }
 
@@ -111,7 +149,10 @@ fn arb_node() -> impl Strategy<Value = NodeId> {
 }
 
 fn arb_fresh() -> impl Strategy<Value = Freshness> {
-    (any::<u64>(), any::<[u8; 16]>()).prop_map(|(timestamp_ms, nonce)| Freshness { timestamp_ms, nonce })
+    (any::<u64>(), any::<[u8; 16]>()).prop_map(|(timestamp_ms, nonce)| Freshness {
+        timestamp_ms,
+        nonce,
+    })
 }
 
 fn arb_sig() -> impl Strategy<Value = Signature> {
@@ -126,33 +167,92 @@ fn arb_sig() -> impl Strategy<Value = Signature> {
 fn arb_message() -> impl Strategy<Value = Message> {
     let ids = || proptest::collection::vec(arb_id(), 0..50);
     prop_oneof![
-        (any::<u16>(), "[a-z ]{0,100}").prop_map(|(code, detail)| Message::Error(ErrorMsg { code, detail })),
+        (any::<u16>(), "[a-z ]{0,100}")
+            .prop_map(|(code, detail)| Message::Error(ErrorMsg { code, detail })),
         Just(Message::NodeInfo(NodeInfoRequest)),
-        (arb_node(), any::<[u64; 4]>(), "[a-z0-9.]{0,20}", "[a-z0-9/-]{0,40}").prop_map(|(id, n, version, label)| {
-            Message::NodeInfoOk(NodeInfo { id, version, capacity: n[0], free: n[1], used: n[2], label, shard_count: n[3] })
+        (
+            arb_node(),
+            any::<[u64; 4]>(),
+            "[a-z0-9.]{0,20}",
+            "[a-z0-9/-]{0,40}"
+        )
+            .prop_map(|(id, n, version, label)| {
+                Message::NodeInfoOk(NodeInfo {
+                    id,
+                    version,
+                    capacity: n[0],
+                    free: n[1],
+                    used: n[2],
+                    label,
+                    shard_count: n[3],
+                })
+            }),
+        (
+            arb_id(),
+            0..=MAX_SHARD_SIZE,
+            arb_node(),
+            arb_node(),
+            arb_fresh(),
+            arb_sig()
+        )
+            .prop_map(|(shard_id, size, owner, node, freshness, signature)| {
+                Message::StoreShard(StoreShard {
+                    shard_id,
+                    size,
+                    owner,
+                    node,
+                    freshness,
+                    signature,
+                })
+            }),
+        any::<bool>().prop_map(|b| Message::StoreShardOk(StoreShardOk {
+            outcome: if b {
+                StoreOutcome::Stored
+            } else {
+                StoreOutcome::AlreadyHeld
+            }
+        })),
+        (arb_id(), any::<u64>(), any::<u64>()).prop_map(|(shard_id, start, end)| {
+            Message::FetchRange(FetchRange {
+                shard_id,
+                start,
+                end,
+            })
         }),
-        (arb_id(), 0..=MAX_SHARD_SIZE, arb_node(), arb_node(), arb_fresh(), arb_sig()).prop_map(
-            |(shard_id, size, owner, node, freshness, signature)| {
-                Message::StoreShard(StoreShard { shard_id, size, owner, node, freshness, signature })
+        any::<[u64; 3]>().prop_map(|n| Message::FetchRangeOk(FetchRangeOk {
+            size: n[0],
+            end: n[1],
+            encoded_len: n[2]
+        })),
+        ids().prop_map(|ids| Message::HasShards(HasShards { ids })),
+        proptest::collection::vec(any::<bool>(), 0..100).prop_map(|b| Message::HasShardsOk(
+            HasShardsOk {
+                bitmap: pack_bits(&b)
+            }
+        )),
+        (ids(), arb_node(), arb_node(), arb_fresh(), arb_sig()).prop_map(
+            |(ids, owner, node, freshness, signature)| {
+                Message::DeleteShards(DeleteShards {
+                    ids,
+                    owner,
+                    node,
+                    freshness,
+                    signature,
+                })
             }
         ),
-        any::<bool>().prop_map(|b| Message::StoreShardOk(StoreShardOk {
-            outcome: if b { StoreOutcome::Stored } else { StoreOutcome::AlreadyHeld }
-        })),
-        (arb_id(), any::<u64>(), any::<u64>()).prop_map(|(shard_id, start, end)| Message::FetchRange(FetchRange { shard_id, start, end })),
-        any::<[u64; 3]>().prop_map(|n| Message::FetchRangeOk(FetchRangeOk { size: n[0], end: n[1], encoded_len: n[2] })),
-        ids().prop_map(|ids| Message::HasShards(HasShards { ids })),
-        proptest::collection::vec(any::<bool>(), 0..100).prop_map(|b| Message::HasShardsOk(HasShardsOk { bitmap: pack_bits(&b) })),
-        (ids(), arb_node(), arb_node(), arb_fresh(), arb_sig()).prop_map(|(ids, owner, node, freshness, signature)| {
-            Message::DeleteShards(DeleteShards { ids, owner, node, freshness, signature })
-        }),
-        proptest::collection::vec(0u8..3, 0..100).prop_map(|v| Message::DeleteShardsOk(DeleteShardsOk {
-            outcomes: v.into_iter().map(|o| match o {
-                0 => DeleteOutcome::Deleted,
-                1 => DeleteOutcome::Released,
-                _ => DeleteOutcome::NotOwner,
-            }).collect()
-        })),
+        proptest::collection::vec(0u8..3, 0..100).prop_map(|v| Message::DeleteShardsOk(
+            DeleteShardsOk {
+                outcomes: v
+                    .into_iter()
+                    .map(|o| match o {
+                        0 => DeleteOutcome::Deleted,
+                        1 => DeleteOutcome::Released,
+                        _ => DeleteOutcome::NotOwner,
+                    })
+                    .collect()
+            }
+        )),
     ]
 }
 

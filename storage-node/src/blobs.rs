@@ -125,7 +125,11 @@ impl Blobs {
     /// Reads a shard's outboard.
     pub fn read_outboard(&self, id: &ShardId, size: u64) -> io::Result<Outboard> {
         let data = fs::read(self.outboard_path(id))?;
-        Ok(Outboard { root: id.hash(), size, data })
+        Ok(Outboard {
+            root: id.hash(),
+            size,
+            data,
+        })
     }
 
     /// Opens a shard's bytes.
@@ -147,11 +151,16 @@ impl Blobs {
 
     /// Moves a file into `quarantine/`, keeping its name.
     pub fn quarantine_file(&self, path: &Path) -> io::Result<PathBuf> {
-        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut dest = self.quarantine.join(&name);
         if dest.exists() {
-            dest = self.quarantine.join(format!("{}.{n}", name.to_string_lossy()));
+            dest = self
+                .quarantine
+                .join(format!("{}.{n}", name.to_string_lossy()));
         }
         fs::rename(path, &dest)?;
         Ok(dest)
@@ -202,7 +211,9 @@ impl Blobs {
 
     /// Files currently in `quarantine/`.
     pub fn quarantined(&self) -> io::Result<Vec<PathBuf>> {
-        fs::read_dir(&self.quarantine)?.map(|e| e.map(|e| e.path())).collect()
+        fs::read_dir(&self.quarantine)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
     }
 
     /// Parses a shard-tree file name into (id, is_outboard).

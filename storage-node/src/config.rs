@@ -123,23 +123,39 @@ impl Config {
     /// Loads and validates `<dir>/config.toml`.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let path = Self::path(dir);
-        let text = fs::read_to_string(&path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source: Box::new(source) })?;
+        let text = fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path,
+            source: Box::new(source),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Checks value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_shard_size == 0 || self.max_shard_size > granary_protocol::message::MAX_SHARD_SIZE {
-            return Err(ConfigError::Invalid("max_shard_size must be 1 ..= 67108864"));
+        if self.max_shard_size == 0
+            || self.max_shard_size > granary_protocol::message::MAX_SHARD_SIZE
+        {
+            return Err(ConfigError::Invalid(
+                "max_shard_size must be 1 ..= 67108864",
+            ));
         }
         if self.limits.max_streams_per_connection == 0 || self.limits.max_connections == 0 {
-            return Err(ConfigError::Invalid("connection and stream limits must be positive"));
+            return Err(ConfigError::Invalid(
+                "connection and stream limits must be positive",
+            ));
         }
-        if self.limits.read_timeout_ms == 0 || self.limits.min_upload_rate == 0 || self.limits.max_concurrent_stores == 0 {
-            return Err(ConfigError::Invalid("timeouts, rates and store concurrency must be positive"));
+        if self.limits.read_timeout_ms == 0
+            || self.limits.min_upload_rate == 0
+            || self.limits.max_concurrent_stores == 0
+        {
+            return Err(ConfigError::Invalid(
+                "timeouts, rates and store concurrency must be positive",
+            ));
         }
         if self.label.len() > granary_protocol::message::MAX_TEXT_LEN {
             return Err(ConfigError::Invalid("label too long"));
@@ -151,11 +167,18 @@ impl Config {
     pub fn save_new(&self, dir: &Path) -> Result<(), ConfigError> {
         self.validate()?;
         let path = Self::path(dir);
-        let text = format!("# Granary storage node configuration; see docs/running-a-node.md\n{}", toml::to_string(self)?);
-        let res = fs::OpenOptions::new().write(true).create_new(true).open(&path).and_then(|mut f| {
-            use io::Write;
-            f.write_all(text.as_bytes())
-        });
+        let text = format!(
+            "# Granary storage node configuration; see docs/running-a-node.md\n{}",
+            toml::to_string(self)?
+        );
+        let res = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut f| {
+                use io::Write;
+                f.write_all(text.as_bytes())
+            });
         res.map_err(|source| ConfigError::Io { path, source })
     }
 }
@@ -167,7 +190,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(digits);
     let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
-    let shift = match unit.trim().trim_end_matches("iB").trim_end_matches('B').to_ascii_uppercase().as_str() {
+    let shift = match unit
+        .trim()
+        .trim_end_matches("iB")
+        .trim_end_matches('B')
+        .to_ascii_uppercase()
+        .as_str()
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -175,7 +204,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "T" => 40,
         _ => return Err(format!("invalid size unit in {s:?}")),
     };
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} overflows"))
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {s:?} overflows"))
 }
 
 #[cfg(test)]
@@ -189,7 +219,10 @@ mod tests {
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert!(parse_size("1X").is_err());
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config { label: "zone-a".into(), ..Config::default() };
+        let cfg = Config {
+            label: "zone-a".into(),
+            ..Config::default()
+        };
         cfg.save_new(dir.path()).unwrap();
         assert!(cfg.save_new(dir.path()).is_err());
         assert_eq!(Config::load(dir.path()).unwrap(), cfg);

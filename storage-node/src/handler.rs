@@ -11,8 +11,8 @@ use granary_protocol::{
     ErrorCode, Message, ShardId,
     auth::{AuthError, MAX_CLOCK_SKEW_MS, now_ms},
     message::{
-        DeleteOutcome, DeleteShards, DeleteShardsOk, FetchRange, FetchRangeOk, HasShards, HasShardsOk,
-        NodeInfo, StoreOutcome, StoreShard, StoreShardOk, pack_bits,
+        DeleteOutcome, DeleteShards, DeleteShardsOk, FetchRange, FetchRangeOk, HasShards,
+        HasShardsOk, NodeInfo, StoreOutcome, StoreShard, StoreShardOk, pack_bits,
     },
     verified::{self, EncodeError},
 };
@@ -47,10 +47,16 @@ impl From<AuthError> for Reject {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Reject> + Send + 'static,
 ) -> Result<T, Reject> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Reject::internal("blocking task failed", e))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Reject::internal("blocking task failed", e))?
 }
 
-fn check_nonce(st: &State, owner: &granary_protocol::NodeId, f: &granary_protocol::message::Freshness) -> Result<(), Reject> {
+fn check_nonce(
+    st: &State,
+    owner: &granary_protocol::NodeId,
+    f: &granary_protocol::message::Freshness,
+) -> Result<(), Reject> {
     if st.store.remember_nonce(owner, &f.nonce, f.timestamp_ms)? {
         Ok(())
     } else {
@@ -77,7 +83,10 @@ pub(crate) async fn node_info(st: &Arc<State>) -> Result<Response, Reject> {
 pub(crate) async fn has_shards(st: &Arc<State>, req: HasShards) -> Result<Response, Reject> {
     let store = Arc::clone(&st.store);
     let bits = blocking(move || Ok(store.has(&req.ids)?)).await?;
-    Ok(Message::HasShardsOk(HasShardsOk { bitmap: pack_bits(&bits) }).into())
+    Ok(Message::HasShardsOk(HasShardsOk {
+        bitmap: pack_bits(&bits),
+    })
+    .into())
 }
 
 /// Reads exactly `size` raw body bytes followed by the end of the stream, by `deadline`, with
@@ -93,12 +102,25 @@ async fn read_body(
         let until = deadline.min(Instant::now() + read_timeout);
         let chunk = timeout_at(until, recv.read_chunk(1 << 20, true))
             .await
-            .map_err(|_| Reject::new(ErrorCode::Timeout, format!("body stalled at {} of {size} bytes", data.len())))?
-            .map_err(|e| Reject::new(ErrorCode::LengthMismatch, format!("body stream failed: {e}")))?;
+            .map_err(|_| {
+                Reject::new(
+                    ErrorCode::Timeout,
+                    format!("body stalled at {} of {size} bytes", data.len()),
+                )
+            })?
+            .map_err(|e| {
+                Reject::new(
+                    ErrorCode::LengthMismatch,
+                    format!("body stream failed: {e}"),
+                )
+            })?;
         match chunk {
             Some(c) => {
                 if data.len() as u64 + c.bytes.len() as u64 > size {
-                    return Err(Reject::new(ErrorCode::LengthMismatch, format!("body longer than {size} bytes")));
+                    return Err(Reject::new(
+                        ErrorCode::LengthMismatch,
+                        format!("body longer than {size} bytes"),
+                    ));
                 }
                 data.extend_from_slice(&c.bytes);
             }
@@ -113,12 +135,19 @@ async fn read_body(
     }
 }
 
-pub(crate) async fn store_shard(st: &Arc<State>, req: StoreShard, recv: &mut RecvStream) -> Result<Response, Reject> {
+pub(crate) async fn store_shard(
+    st: &Arc<State>,
+    req: StoreShard,
+    recv: &mut RecvStream,
+) -> Result<Response, Reject> {
     req.verify(st.id, now_ms())?;
     if req.size > st.config.max_shard_size {
         return Err(Reject::new(
             ErrorCode::ShardTooLarge,
-            format!("{} bytes exceeds the limit of {}", req.size, st.config.max_shard_size),
+            format!(
+                "{} bytes exceeds the limit of {}",
+                req.size, st.config.max_shard_size
+            ),
         ));
     }
     check_nonce(st, &req.owner, &req.freshness)?;
@@ -145,7 +174,10 @@ pub(crate) async fn store_shard(st: &Arc<State>, req: StoreShard, recv: &mut Rec
     let reservation = st.reserve(owner, size)?;
     let need = size + verified::outboard_len(size) + (1 << 20);
     if disk_free(st.blobs.tmp_dir()).is_some_and(|free| free < need) {
-        return Err(Reject::new(ErrorCode::DiskFull, "not enough free disk space"));
+        return Err(Reject::new(
+            ErrorCode::DiskFull,
+            "not enough free disk space",
+        ));
     }
 
     let allowance = Duration::from_secs_f64(size as f64 / st.config.limits.min_upload_rate as f64);
@@ -163,13 +195,25 @@ pub(crate) async fn store_shard(st: &Arc<State>, req: StoreShard, recv: &mut Rec
 }
 
 /// Verifies the received bytes against the id, writes them durably and indexes them.
-fn commit_shard(st: &State, id: ShardId, size: u64, owner: granary_protocol::NodeId, data: &[u8]) -> Result<StoreOutcome, Reject> {
+fn commit_shard(
+    st: &State,
+    id: ShardId,
+    size: u64,
+    owner: granary_protocol::NodeId,
+    data: &[u8],
+) -> Result<StoreOutcome, Reject> {
     let ob = verified::outboard(data, size)?;
     if ob.root != id.hash() {
-        return Err(Reject::new(ErrorCode::HashMismatch, format!("body hashes to {}, not {id}", ob.root.to_hex())));
+        return Err(Reject::new(
+            ErrorCode::HashMismatch,
+            format!("body hashes to {}, not {id}", ob.root.to_hex()),
+        ));
     }
     let staged = st.blobs.stage(&id, data, &ob)?;
-    let _g = st.commit_lock.lock().map_err(|_| Reject::internal("commit lock", "poisoned"))?;
+    let _g = st
+        .commit_lock
+        .lock()
+        .map_err(|_| Reject::internal("commit lock", "poisoned"))?;
     let was_indexed = st.store.shard(&id)?.is_some();
     if !was_indexed {
         st.blobs.commit(staged)?;
@@ -188,12 +232,18 @@ fn commit_shard(st: &State, id: ShardId, size: u64, owner: granary_protocol::Nod
 
 pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Response, Reject> {
     let id = req.shard_id;
-    let rec = st.store.shard(&id)?.ok_or_else(|| Reject::new(ErrorCode::NotFound, format!("shard {id} not held")))?;
+    let rec = st
+        .store
+        .shard(&id)?
+        .ok_or_else(|| Reject::new(ErrorCode::NotFound, format!("shard {id} not held")))?;
     let end = req.end.min(rec.size);
     if req.start > end {
         return Err(Reject::new(
             ErrorCode::RangeOutOfBounds,
-            format!("range {}..{} outside shard of {} bytes", req.start, req.end, rec.size),
+            format!(
+                "range {}..{} outside shard of {} bytes",
+                req.start, req.end, rec.size
+            ),
         ));
     }
     let state = Arc::clone(st);
@@ -210,15 +260,25 @@ pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Resp
                 let _g = state.commit_lock.lock();
                 let _ = state.store.drop_shard(&id);
                 let _ = state.blobs.quarantine(&id);
-                Err(Reject::new(ErrorCode::NotFound, "shard failed verification and was quarantined"))
+                Err(Reject::new(
+                    ErrorCode::NotFound,
+                    "shard failed verification and was quarantined",
+                ))
             }
             Err(EncodeError::Io(e)) => Err(e.into()),
             Err(e) => Err(Reject::internal("encoding range", e)),
         }
     })
     .await?;
-    let msg = Message::FetchRangeOk(FetchRangeOk { size: rec.size, end, encoded_len: encoded.len() as u64 });
-    Ok(Response { msg, body: Some(Bytes::from(encoded)) })
+    let msg = Message::FetchRangeOk(FetchRangeOk {
+        size: rec.size,
+        end,
+        encoded_len: encoded.len() as u64,
+    });
+    Ok(Response {
+        msg,
+        body: Some(Bytes::from(encoded)),
+    })
 }
 
 pub(crate) async fn delete_shards(st: &Arc<State>, req: DeleteShards) -> Result<Response, Reject> {
@@ -228,7 +288,10 @@ pub(crate) async fn delete_shards(st: &Arc<State>, req: DeleteShards) -> Result<
     let outcomes = blocking(move || {
         let mut out = Vec::with_capacity(req.ids.len());
         for id in &req.ids {
-            let _g = state.commit_lock.lock().map_err(|_| Reject::internal("commit lock", "poisoned"))?;
+            let _g = state
+                .commit_lock
+                .lock()
+                .map_err(|_| Reject::internal("commit lock", "poisoned"))?;
             out.push(match state.store.remove_reference(id, &req.owner)? {
                 RemoveOutcome::LastReference => {
                     state.blobs.remove(id)?;

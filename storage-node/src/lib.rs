@@ -1,14 +1,14 @@
 //! Granary storage node: stores shards, serves verified ranges over QUIC.
 //!
 //! Layers, outermost first:
-//! - [`node`]: directory set-up (`init`), start-up consistency check, [`node::start`] /
+//! - [`node`] — directory set-up (`init`), start-up consistency check, [`node::start`] /
 //!   [`node::RunningNode::shutdown`].
-//! - `server`: the QUIC accept loop; one task per connection, one per request stream.
-//! - `handler`: request handlers (auth, quotas, verification, commit).
-//! - [`store`]: the metadata [`store::Store`] trait and its RocksDB implementation.
-//! - [`blobs`]: shard files on disk.
-//! - [`config`]: `config.toml`.
-//! - [`status`]: a read-only report of a node directory, usable while the node runs.
+//! - `server` — the QUIC accept loop; one task per connection, one per request stream.
+//! - `handler` — request handlers (auth, quotas, verification, commit).
+//! - [`store`] — the metadata [`store::Store`] trait and its RocksDB implementation.
+//! - [`blobs`] — shard files on disk.
+//! - [`config`] — `config.toml`.
+//! - [`status`] — a read-only report of a node directory, usable while the node runs.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

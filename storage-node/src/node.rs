@@ -49,7 +49,10 @@ pub enum StartError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
-    move |source| StartError::Io { path: path.to_path_buf(), source }
+    move |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Path of the identity key in a node directory.
@@ -86,7 +89,10 @@ pub struct CheckReport {
 /// Compares the index with the files: indexed shards with missing or wrong-sized files are
 /// un-indexed and their files quarantined; files nobody indexed are quarantined.
 pub fn check(store: &dyn Store, blobs: &Blobs) -> Result<CheckReport, StartError> {
-    let mut report = CheckReport { tmp_removed: blobs.clear_tmp().map_err(io_at(blobs.tmp_dir()))?, ..Default::default() };
+    let mut report = CheckReport {
+        tmp_removed: blobs.clear_tmp().map_err(io_at(blobs.tmp_dir()))?,
+        ..Default::default()
+    };
     let indexed = store.shards()?;
     for (id, rec) in &indexed {
         report.shards_checked += 1;
@@ -105,10 +111,16 @@ pub fn check(store: &dyn Store, blobs: &Blobs) -> Result<CheckReport, StartError
     }
     let index: std::collections::HashSet<_> = indexed.iter().map(|(id, _)| *id).collect();
     for path in blobs.list_files().map_err(io_at(blobs.tmp_dir()))? {
-        let known = Blobs::parse_name(&path).is_some_and(|(id, _)| index.contains(&id) && store.shard(&id).ok().flatten().is_some());
+        let known = Blobs::parse_name(&path).is_some_and(|(id, _)| {
+            index.contains(&id) && store.shard(&id).ok().flatten().is_some()
+        });
         if !known {
             let dest = blobs.quarantine_file(&path).map_err(io_at(&path))?;
-            report.quarantined.push(format!("{}: not in the index, moved to {}", path.display(), dest.display()));
+            report.quarantined.push(format!(
+                "{}: not in the index, moved to {}",
+                path.display(),
+                dest.display()
+            ));
         }
     }
     Ok(report)
@@ -166,7 +178,12 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
     for q in &report.quarantined {
         warn!(%q, "quarantined");
     }
-    info!(checked = report.shards_checked, tmp_removed = report.tmp_removed, quarantined = report.quarantined.len(), "start-up check done");
+    info!(
+        checked = report.shards_checked,
+        tmp_removed = report.tmp_removed,
+        quarantined = report.quarantined.len(),
+        "start-up check done"
+    );
 
     let st = Arc::new(State::new(id, config, store, blobs));
     let identity = tls::TlsIdentity::new(&key)?;
@@ -187,5 +204,12 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
             let _ = tokio::task::spawn_blocking(move || handler::expire_nonces(&s)).await;
         }
     });
-    Ok(RunningNode { id, addr, report, shutdown: tx, task, janitor })
+    Ok(RunningNode {
+        id,
+        addr,
+        report,
+        shutdown: tx,
+        task,
+        janitor,
+    })
 }

@@ -17,7 +17,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::{handler, state::State, wire};
 
 /// Builds the quinn server configuration from the node identity and limits.
-pub(crate) fn server_config(st: &State, identity: &tls::TlsIdentity) -> Result<quinn::ServerConfig, crate::node::StartError> {
+pub(crate) fn server_config(
+    st: &State,
+    identity: &tls::TlsIdentity,
+) -> Result<quinn::ServerConfig, crate::node::StartError> {
     let tls = tls::server_config(identity)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| crate::node::StartError::Quic(e.to_string()))?;
@@ -60,10 +63,16 @@ pub(crate) async fn serve(endpoint: Endpoint, st: Arc<State>, shutdown: watch::R
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
-    info!(connections = conns.len(), "shutting down: no new connections");
+    info!(
+        connections = conns.len(),
+        "shutting down: no new connections"
+    );
     endpoint.set_server_config(None);
     let grace = Duration::from_millis(st.config.limits.shutdown_grace_ms);
-    if timeout(grace, async { while conns.join_next().await.is_some() {} }).await.is_err() {
+    if timeout(grace, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
         warn!("grace period over; aborting remaining requests");
         conns.abort_all();
         while conns.join_next().await.is_some() {}

@@ -25,7 +25,10 @@ pub(crate) struct Reject {
 
 impl Reject {
     pub(crate) fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into() }
+        Self {
+            code,
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Self {
@@ -38,7 +41,9 @@ impl From<StoreError> for Reject {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NodeQuota { .. } => Self::new(ErrorCode::NodeQuotaExceeded, e.to_string()),
-            StoreError::OwnerQuota { .. } => Self::new(ErrorCode::OwnerQuotaExceeded, e.to_string()),
+            StoreError::OwnerQuota { .. } => {
+                Self::new(ErrorCode::OwnerQuotaExceeded, e.to_string())
+            }
             StoreError::SizeConflict { .. } => Self::new(ErrorCode::HashMismatch, e.to_string()),
             other => Self::internal("metadata store failure", other),
         }
@@ -97,7 +102,12 @@ impl Drop for Reservation {
 }
 
 impl State {
-    pub(crate) fn new(id: NodeId, config: Config, store: Arc<dyn Store>, blobs: Arc<Blobs>) -> Self {
+    pub(crate) fn new(
+        id: NodeId,
+        config: Config,
+        store: Arc<dyn Store>,
+        blobs: Arc<Blobs>,
+    ) -> Self {
         let permits = config.limits.max_concurrent_stores as usize;
         Self {
             id,
@@ -111,7 +121,10 @@ impl State {
     }
 
     pub(crate) fn quota(&self) -> Quota {
-        Quota { capacity: self.config.capacity, per_owner: self.config.owner_quota }
+        Quota {
+            capacity: self.config.capacity,
+            per_owner: self.config.owner_quota,
+        }
     }
 
     pub(crate) fn read_timeout(&self) -> Duration {
@@ -120,26 +133,43 @@ impl State {
 
     /// Reserves `size` bytes for `owner`'s upload, counting committed and in-flight bytes
     /// against the node capacity and the owner quota.
-    pub(crate) fn reserve(self: &Arc<Self>, owner: NodeId, size: u64) -> Result<Reservation, Reject> {
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        owner: NodeId,
+        size: u64,
+    ) -> Result<Reservation, Reject> {
         let used = self.store.usage()?.used;
         let owner_used = self.store.owner_usage(&owner)?.bytes;
-        let mut r = self.reservations.lock().map_err(|_| Reject::internal("lock", "poisoned"))?;
+        let mut r = self
+            .reservations
+            .lock()
+            .map_err(|_| Reject::internal("lock", "poisoned"))?;
         let pending_owner = r.per_owner.get(&owner).copied().unwrap_or(0);
         if used + r.bytes + size > self.config.capacity {
             return Err(Reject::new(
                 ErrorCode::NodeQuotaExceeded,
-                format!("node capacity {} exceeded ({} used, {} in flight, {size} requested)", self.config.capacity, used, r.bytes),
+                format!(
+                    "node capacity {} exceeded ({} used, {} in flight, {size} requested)",
+                    self.config.capacity, used, r.bytes
+                ),
             ));
         }
         if owner_used + pending_owner + size > self.config.owner_quota {
             return Err(Reject::new(
                 ErrorCode::OwnerQuotaExceeded,
-                format!("owner quota {} exceeded ({owner_used} used, {size} requested)", self.config.owner_quota),
+                format!(
+                    "owner quota {} exceeded ({owner_used} used, {size} requested)",
+                    self.config.owner_quota
+                ),
             ));
         }
         r.bytes += size;
         *r.per_owner.entry(owner).or_default() += size;
-        Ok(Reservation { state: Arc::clone(self), owner, size })
+        Ok(Reservation {
+            state: Arc::clone(self),
+            owner,
+            size,
+        })
     }
 }
 
@@ -156,5 +186,6 @@ pub(crate) fn disk_free(path: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }

@@ -45,7 +45,11 @@ pub fn read(dir: &Path, limit: usize) -> Result<Status, StartError> {
     let scratch = tempfile_dir(dir)?;
     let store = RocksStore::open_secondary(&dir.join("db"), &scratch)?;
     let usage = store.usage()?;
-    let owners = store.owners()?.into_iter().map(|(o, u)| (o.to_string(), u.bytes, u.shards)).collect();
+    let owners = store
+        .owners()?
+        .into_iter()
+        .map(|(o, u)| (o.to_string(), u.bytes, u.shards))
+        .collect();
     let shards = store
         .shards()?
         .into_iter()
@@ -54,11 +58,15 @@ pub fn read(dir: &Path, limit: usize) -> Result<Status, StartError> {
         .collect();
     drop(store);
     let _ = std::fs::remove_dir_all(&scratch);
-    let quarantined = Blobs::open(dir).and_then(|b| b.quarantined()).map_or(0, |q| q.len());
+    let quarantined = Blobs::open(dir)
+        .and_then(|b| b.quarantined())
+        .map_or(0, |q| q.len());
     Ok(Status {
         id: id.to_string(),
         listen: config.listen.to_string(),
-        last_bound: std::fs::read_to_string(addr_path(dir)).ok().map(|s| s.trim().to_string()),
+        last_bound: std::fs::read_to_string(addr_path(dir))
+            .ok()
+            .map(|s| s.trim().to_string()),
         label: config.label,
         capacity: config.capacity,
         used: usage.used,
@@ -71,14 +79,22 @@ pub fn read(dir: &Path, limit: usize) -> Result<Status, StartError> {
 
 fn tempfile_dir(dir: &Path) -> Result<std::path::PathBuf, StartError> {
     let p = dir.join(format!(".status-{}", std::process::id()));
-    std::fs::create_dir_all(&p).map_err(|source| StartError::Io { path: p.clone(), source })?;
+    std::fs::create_dir_all(&p).map_err(|source| StartError::Io {
+        path: p.clone(),
+        source,
+    })?;
     Ok(p)
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "node        {}", self.id)?;
-        writeln!(f, "listen      {} (last bound: {})", self.listen, self.last_bound.as_deref().unwrap_or("-"))?;
+        writeln!(
+            f,
+            "listen      {} (last bound: {})",
+            self.listen,
+            self.last_bound.as_deref().unwrap_or("-")
+        )?;
         writeln!(f, "label       {}", self.label)?;
         writeln!(f, "used        {} of {} bytes", self.used, self.capacity)?;
         writeln!(f, "shards      {}", self.shard_count)?;

@@ -34,7 +34,11 @@ impl ReadError {
     }
 }
 
-async fn read_exact(recv: &mut RecvStream, buf: &mut [u8], limit: Duration) -> Result<(), ReadError> {
+async fn read_exact(
+    recv: &mut RecvStream,
+    buf: &mut [u8],
+    limit: Duration,
+) -> Result<(), ReadError> {
     match timeout(limit, recv.read_exact(buf)).await {
         Err(_) => Err(ReadError::Timeout),
         Ok(Ok(())) => Ok(()),
@@ -45,7 +49,10 @@ async fn read_exact(recv: &mut RecvStream, buf: &mut [u8], limit: Duration) -> R
 
 /// Reads one frame; header and body each must arrive within `limit`. The length is checked
 /// against [`MAX_FRAME`] before the body buffer is allocated.
-pub(crate) async fn read_frame(recv: &mut RecvStream, limit: Duration) -> Result<Message, ReadError> {
+pub(crate) async fn read_frame(
+    recv: &mut RecvStream,
+    limit: Duration,
+) -> Result<Message, ReadError> {
     let mut head = [0u8; HEADER_LEN];
     read_exact(recv, &mut head, limit).await?;
     let h = FrameHeader::decode(&head, MAX_FRAME)?;
@@ -79,12 +86,19 @@ pub(crate) async fn write_message(
             None => send.write_all(&frame).await,
         }
     };
-    timeout(limit, fut).await.map_err(|_| WriteError::Timeout)??;
+    timeout(limit, fut)
+        .await
+        .map_err(|_| WriteError::Timeout)??;
     Ok(())
 }
 
 /// Writes an `Error` frame (best effort).
-pub(crate) async fn write_error(send: &mut SendStream, code: ErrorCode, detail: String, limit: Duration) {
+pub(crate) async fn write_error(
+    send: &mut SendStream,
+    code: ErrorCode,
+    detail: String,
+    limit: Duration,
+) {
     let msg = Message::Error(ErrorMsg::new(code, detail));
     if let Err(e) = write_message(send, &msg, None, limit).await {
         tracing::debug!(%e, "could not send error response");

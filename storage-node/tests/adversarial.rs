@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Reply, client, raw_conn, raw_request, read_reply, random_bytes, started};
+use common::{Reply, client, random_bytes, raw_conn, raw_request, read_reply, started};
 use granary_protocol::{
     ErrorCode, Message, SecretKey, ShardId,
     auth::{MAX_CLOCK_SKEW_MS, now_ms},
@@ -42,7 +42,12 @@ async fn malformed_frames_get_typed_errors() {
     let r = raw_request(&conn, &[0, 0, 0, 1, 1], true).await;
     assert_eq!(r.error_code(), code(ErrorCode::Malformed), "{r:?}");
     // Body that is not a valid postcard FetchRange.
-    let r = raw_request(&conn, &[0, 0, 0, 5, 1, MsgType::FetchRange as u8, 1, 2, 3], true).await;
+    let r = raw_request(
+        &conn,
+        &[0, 0, 0, 5, 1, MsgType::FetchRange as u8, 1, 2, 3],
+        true,
+    )
+    .await;
     assert_eq!(r.error_code(), code(ErrorCode::Malformed), "{r:?}");
     // Trailing garbage after a valid body.
     let mut f = Message::NodeInfo(NodeInfoRequest).to_frame().unwrap();
@@ -51,13 +56,20 @@ async fn malformed_frames_get_typed_errors() {
     let r = raw_request(&conn, &f, true).await;
     assert_eq!(r.error_code(), code(ErrorCode::Malformed), "{r:?}");
     // Truncated: header promises 100 bytes, stream ends after 3.
-    let r = raw_request(&conn, &[0, 0, 0, 102, 1, MsgType::HasShards as u8, 1, 2, 3], true).await;
+    let r = raw_request(
+        &conn,
+        &[0, 0, 0, 102, 1, MsgType::HasShards as u8, 1, 2, 3],
+        true,
+    )
+    .await;
     assert_eq!(r.error_code(), code(ErrorCode::Malformed), "{r:?}");
     // Empty stream.
     let r = raw_request(&conn, &[], true).await;
     assert_eq!(r.error_code(), code(ErrorCode::Malformed), "{r:?}");
     // A response type sent as a request.
-    let f = Message::HasShardsOk(granary_protocol::message::HasShardsOk { bitmap: vec![] }).to_frame().unwrap();
+    let f = Message::HasShardsOk(granary_protocol::message::HasShardsOk { bitmap: vec![] })
+        .to_frame()
+        .unwrap();
     let r = raw_request(&conn, &f, true).await;
     assert_eq!(r.error_code(), code(ErrorCode::UnexpectedMessage), "{r:?}");
     // Too many ids.
@@ -72,7 +84,10 @@ async fn malformed_frames_get_typed_errors() {
 
     // The same connection and others still work.
     let f = Message::NodeInfo(NodeInfoRequest).to_frame().unwrap();
-    assert!(matches!(raw_request(&conn, &f, true).await, Reply::Msg(Message::NodeInfoOk(_))));
+    assert!(matches!(
+        raw_request(&conn, &f, true).await,
+        Reply::Msg(Message::NodeInfoOk(_))
+    ));
     still_serving(&node).await;
 }
 
@@ -86,18 +101,36 @@ async fn slow_loris_is_dropped_while_others_are_served() {
     // Body stalls: a valid signed store header, then half the body, then nothing.
     let owner = SecretKey::generate();
     let data = random_bytes(100_000, 9);
-    let req = StoreShard::signed(&owner, node.id, blake3::hash(&data).into(), data.len() as u64, now_ms());
+    let req = StoreShard::signed(
+        &owner,
+        node.id,
+        blake3::hash(&data).into(),
+        data.len() as u64,
+        now_ms(),
+    );
     let (mut send2, mut recv2) = conn.open_bi().await.unwrap();
-    send2.write_all(&Message::StoreShard(req).to_frame().unwrap()).await.unwrap();
+    send2
+        .write_all(&Message::StoreShard(req).to_frame().unwrap())
+        .await
+        .unwrap();
     send2.write_all(&data[..50_000]).await.unwrap();
 
     // While both stall, another client is served.
     still_serving(&node).await;
 
-    assert_eq!(read_reply(&mut recv).await.error_code(), code(ErrorCode::Timeout));
-    assert_eq!(read_reply(&mut recv2).await.error_code(), code(ErrorCode::Timeout));
+    assert_eq!(
+        read_reply(&mut recv).await.error_code(),
+        code(ErrorCode::Timeout)
+    );
+    assert_eq!(
+        read_reply(&mut recv2).await.error_code(),
+        code(ErrorCode::Timeout)
+    );
     let c = client(&node, &owner).await;
-    assert_eq!(c.has_shards(&[blake3::hash(&data)]).await.unwrap(), vec![false]);
+    assert_eq!(
+        c.has_shards(&[blake3::hash(&data)]).await.unwrap(),
+        vec![false]
+    );
     drop((send, send2));
 }
 
@@ -108,9 +141,15 @@ async fn wrong_body_is_rejected_and_nothing_is_stored() {
     let c = client(&node, &owner).await;
     let data = Bytes::from(random_bytes(200_000, 4));
     let claimed = blake3::hash(b"something else");
-    let err = c.store_shard(&owner, claimed, data.clone()).await.unwrap_err();
+    let err = c
+        .store_shard(&owner, claimed, data.clone())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::HashMismatch), "{err}");
-    assert_eq!(c.has_shards(&[claimed, blake3::hash(&data)]).await.unwrap(), vec![false, false]);
+    assert_eq!(
+        c.has_shards(&[claimed, blake3::hash(&data)]).await.unwrap(),
+        vec![false, false]
+    );
     assert_eq!(c.info().await.unwrap().used, 0);
 
     // Body shorter and longer than declared.
@@ -121,7 +160,11 @@ async fn wrong_body_is_rejected_and_nothing_is_stored() {
         let mut f = Message::StoreShard(req).to_frame().unwrap();
         f.extend_from_slice(&data[..sent]);
         let r = raw_request(&conn, &f, true).await;
-        assert_eq!(r.error_code(), code(ErrorCode::LengthMismatch), "declared {declared} sent {sent}: {r:?}");
+        assert_eq!(
+            r.error_code(),
+            code(ErrorCode::LengthMismatch),
+            "declared {declared} sent {sent}: {r:?}"
+        );
     }
     assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![false]);
     let shards = std::fs::read_dir(node.path().join("tmp")).unwrap().count();
@@ -136,14 +179,27 @@ async fn quotas_give_typed_errors_and_node_stays_healthy() {
     let a = Bytes::from(random_bytes(150_000, 5));
     let b = Bytes::from(random_bytes(100_000, 6));
     let d = Bytes::from(random_bytes(100_000, 7));
-    c.store_shard(&alice, blake3::hash(&a), a.clone()).await.unwrap();
-    let e = c.store_shard(&alice, blake3::hash(&b), b.clone()).await.unwrap_err();
+    c.store_shard(&alice, blake3::hash(&a), a.clone())
+        .await
+        .unwrap();
+    let e = c
+        .store_shard(&alice, blake3::hash(&b), b.clone())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::OwnerQuotaExceeded), "{e}");
-    c.store_shard(&bob, blake3::hash(&b), b.clone()).await.unwrap();
-    let e = c.store_shard(&bob, blake3::hash(&d), d.clone()).await.unwrap_err();
+    c.store_shard(&bob, blake3::hash(&b), b.clone())
+        .await
+        .unwrap();
+    let e = c
+        .store_shard(&bob, blake3::hash(&d), d.clone())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NodeQuotaExceeded), "{e}");
     let too_big = Bytes::from(vec![0u8; 65 << 20]);
-    let e = c.store_shard(&bob, blake3::hash(&too_big), too_big).await.unwrap_err();
+    let e = c
+        .store_shard(&bob, blake3::hash(&too_big), too_big)
+        .await
+        .unwrap_err();
     assert!(matches!(e, common::net::RequestError::Invalid(_)), "{e}");
     // Deleting frees room.
     c.delete_shards(&alice, &[blake3::hash(&a)]).await.unwrap();
@@ -167,37 +223,82 @@ async fn forged_stale_misaddressed_and_replayed_requests_are_refused() {
     // Forged: claims `owner` but signed by `thief`.
     let mut forged = StoreShard::signed(&thief, node.id, id, data.len() as u64, now_ms());
     forged.owner = owner.public();
-    assert_eq!(raw_request(&conn, &store(forged), true).await.error_code(), code(ErrorCode::BadSignature));
+    assert_eq!(
+        raw_request(&conn, &store(forged), true).await.error_code(),
+        code(ErrorCode::BadSignature)
+    );
     // Tampered size after signing.
     let mut tampered = StoreShard::signed(&owner, node.id, id, data.len() as u64, now_ms());
     tampered.size += 1;
-    assert_eq!(raw_request(&conn, &store(tampered), true).await.error_code(), code(ErrorCode::BadSignature));
+    assert_eq!(
+        raw_request(&conn, &store(tampered), true)
+            .await
+            .error_code(),
+        code(ErrorCode::BadSignature)
+    );
     // Stale and future timestamps.
-    for ts in [now_ms() - MAX_CLOCK_SKEW_MS - 60_000, now_ms() + MAX_CLOCK_SKEW_MS + 60_000] {
+    for ts in [
+        now_ms() - MAX_CLOCK_SKEW_MS - 60_000,
+        now_ms() + MAX_CLOCK_SKEW_MS + 60_000,
+    ] {
         let stale = StoreShard::signed(&owner, node.id, id, data.len() as u64, ts);
-        assert_eq!(raw_request(&conn, &store(stale), true).await.error_code(), code(ErrorCode::StaleTimestamp));
+        assert_eq!(
+            raw_request(&conn, &store(stale), true).await.error_code(),
+            code(ErrorCode::StaleTimestamp)
+        );
     }
     // Addressed to another node.
     let other = SecretKey::generate().public();
     let misaddressed = StoreShard::signed(&owner, other, id, data.len() as u64, now_ms());
-    assert_eq!(raw_request(&conn, &store(misaddressed), true).await.error_code(), code(ErrorCode::WrongNode));
+    assert_eq!(
+        raw_request(&conn, &store(misaddressed), true)
+            .await
+            .error_code(),
+        code(ErrorCode::WrongNode)
+    );
 
     // A valid store, then its exact replay.
     let ok = StoreShard::signed(&owner, node.id, id, data.len() as u64, now_ms());
-    assert!(matches!(raw_request(&conn, &store(ok.clone()), true).await, Reply::Msg(Message::StoreShardOk(_))));
-    assert_eq!(raw_request(&conn, &store(ok), true).await.error_code(), code(ErrorCode::Replay));
+    assert!(matches!(
+        raw_request(&conn, &store(ok.clone()), true).await,
+        Reply::Msg(Message::StoreShardOk(_))
+    ));
+    assert_eq!(
+        raw_request(&conn, &store(ok), true).await.error_code(),
+        code(ErrorCode::Replay)
+    );
 
     // Delete: forged by the thief, then a valid one replayed.
     let mut forged = DeleteShards::signed(&thief, node.id, vec![id], now_ms());
     forged.owner = owner.public();
     let f = Message::DeleteShards(forged).to_frame().unwrap();
-    assert_eq!(raw_request(&conn, &f, true).await.error_code(), code(ErrorCode::BadSignature));
-    let del = Message::DeleteShards(DeleteShards::signed(&owner, node.id, vec![id], now_ms())).to_frame().unwrap();
-    assert!(matches!(raw_request(&conn, &del, true).await, Reply::Msg(Message::DeleteShardsOk(_))));
-    assert_eq!(raw_request(&conn, &del, true).await.error_code(), code(ErrorCode::Replay));
+    assert_eq!(
+        raw_request(&conn, &f, true).await.error_code(),
+        code(ErrorCode::BadSignature)
+    );
+    let del = Message::DeleteShards(DeleteShards::signed(&owner, node.id, vec![id], now_ms()))
+        .to_frame()
+        .unwrap();
+    assert!(matches!(
+        raw_request(&conn, &del, true).await,
+        Reply::Msg(Message::DeleteShardsOk(_))
+    ));
+    assert_eq!(
+        raw_request(&conn, &del, true).await.error_code(),
+        code(ErrorCode::Replay)
+    );
 
-    let f = Message::FetchRange(FetchRange { shard_id: id, start: 0, end: 10 }).to_frame().unwrap();
-    assert_eq!(raw_request(&conn, &f, true).await.error_code(), code(ErrorCode::NotFound));
+    let f = Message::FetchRange(FetchRange {
+        shard_id: id,
+        start: 0,
+        end: 10,
+    })
+    .to_frame()
+    .unwrap();
+    assert_eq!(
+        raw_request(&conn, &f, true).await.error_code(),
+        code(ErrorCode::NotFound)
+    );
     still_serving(&node).await;
 }
 
@@ -208,8 +309,12 @@ async fn crash_leaves_nothing_half_written_served() {
     let c = client(&node, &owner).await;
     let kept = Bytes::from(random_bytes(40_000, 10));
     let broken = Bytes::from(random_bytes(40_000, 11));
-    c.store_shard(&owner, blake3::hash(&kept), kept.clone()).await.unwrap();
-    c.store_shard(&owner, blake3::hash(&broken), broken.clone()).await.unwrap();
+    c.store_shard(&owner, blake3::hash(&kept), kept.clone())
+        .await
+        .unwrap();
+    c.store_shard(&owner, blake3::hash(&broken), broken.clone())
+        .await
+        .unwrap();
 
     // Start a large upload and crash the node in the middle of it.
     let big = Bytes::from(random_bytes(32 << 20, 12));
@@ -223,7 +328,10 @@ async fn crash_leaves_nothing_half_written_served() {
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     node.kill9();
-    assert!(upload.await.unwrap().is_err(), "the upload cannot have completed");
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the upload cannot have completed"
+    );
 
     // Simulate the other crash windows: a staged file in tmp/, a renamed but unindexed file,
     // and an indexed shard whose data file was cut short.
@@ -235,22 +343,45 @@ async fn crash_leaves_nothing_half_written_served() {
     std::fs::create_dir_all(&odir).unwrap();
     std::fs::write(odir.join(&hex), b"orphan").unwrap();
     let bhex = blake3::hash(&broken).to_hex().to_string();
-    let bpath = dir.join("shards").join(&bhex[..2]).join(&bhex[2..4]).join(&bhex);
+    let bpath = dir
+        .join("shards")
+        .join(&bhex[..2])
+        .join(&bhex[2..4])
+        .join(&bhex);
     std::fs::write(&bpath, &broken[..1000]).unwrap();
 
     node.start();
     let log = node.log();
     assert!(log.contains("quarantined"), "{log}");
     let c = client(&node, &owner).await;
-    let ids = [blake3::hash(&kept), blake3::hash(&broken), big_id, orphan.hash()];
-    assert_eq!(c.has_shards(&ids).await.unwrap(), vec![true, false, false, false]);
+    let ids = [
+        blake3::hash(&kept),
+        blake3::hash(&broken),
+        big_id,
+        orphan.hash(),
+    ];
+    assert_eq!(
+        c.has_shards(&ids).await.unwrap(),
+        vec![true, false, false, false]
+    );
     assert_eq!(c.fetch_shard(blake3::hash(&kept)).await.unwrap(), kept);
-    assert_eq!(c.fetch_shard(blake3::hash(&broken)).await.unwrap_err().code(), Some(ErrorCode::NotFound));
+    assert_eq!(
+        c.fetch_shard(blake3::hash(&broken))
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::NotFound)
+    );
     assert_eq!(c.info().await.unwrap().used, 40_000);
     assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
     assert!(std::fs::read_dir(dir.join("quarantine")).unwrap().count() >= 2);
     // Storing the broken shard again works (it was cleanly un-indexed).
-    assert_eq!(c.store_shard(&owner, blake3::hash(&broken), broken).await.unwrap(), common::net::StoreOutcome::Stored);
+    assert_eq!(
+        c.store_shard(&owner, blake3::hash(&broken), broken)
+            .await
+            .unwrap(),
+        common::net::StoreOutcome::Stored
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,14 +393,26 @@ async fn corrupt_bytes_on_disk_are_never_served() {
     let id = blake3::hash(&data);
     c.store_shard(&owner, id, data.clone()).await.unwrap();
     let hex = id.to_hex().to_string();
-    let path = node.path().join("shards").join(&hex[..2]).join(&hex[2..4]).join(&hex);
+    let path = node
+        .path()
+        .join("shards")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[60_000] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     // A range away from the flipped byte still verifies; one covering it is refused.
     assert_eq!(c.fetch_range(id, 0..1000).await.unwrap(), &data[..1000]);
-    assert_eq!(c.fetch_range(id, 59_000..61_000).await.unwrap_err().code(), Some(ErrorCode::NotFound));
-    assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![false], "quarantined");
+    assert_eq!(
+        c.fetch_range(id, 59_000..61_000).await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
+    assert_eq!(
+        c.has_shards(&[id]).await.unwrap(),
+        vec![false],
+        "quarantined"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,15 +17,39 @@ async fn store_fetch_has_delete_round_trip() {
     let data = random_bytes(1_000_003, 1);
     let id = blake3::hash(&data);
     let other = blake3::hash(b"not stored");
-    assert_eq!(c.has_shards(&[id, other]).await.unwrap(), vec![false, false]);
-    assert_eq!(c.store_shard(&owner, id, Bytes::from(data.clone())).await.unwrap(), StoreOutcome::Stored);
-    assert_eq!(c.store_shard(&owner, id, Bytes::from(data.clone())).await.unwrap(), StoreOutcome::AlreadyHeld);
+    assert_eq!(
+        c.has_shards(&[id, other]).await.unwrap(),
+        vec![false, false]
+    );
+    assert_eq!(
+        c.store_shard(&owner, id, Bytes::from(data.clone()))
+            .await
+            .unwrap(),
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        c.store_shard(&owner, id, Bytes::from(data.clone()))
+            .await
+            .unwrap(),
+        StoreOutcome::AlreadyHeld
+    );
     assert_eq!(c.has_shards(&[id, other]).await.unwrap(), vec![true, false]);
 
     assert_eq!(c.fetch_shard(id).await.unwrap(), data);
-    for r in [0..1, 5..70_000, 16_384..32_768, 999_000..1_000_003, 1_000_003..1_000_003, 500_000..u64::MAX] {
+    for r in [
+        0..1,
+        5..70_000,
+        16_384..32_768,
+        999_000..1_000_003,
+        1_000_003..1_000_003,
+        500_000..u64::MAX,
+    ] {
         let end = r.end.min(data.len() as u64) as usize;
-        assert_eq!(c.fetch_range(id, r.clone()).await.unwrap(), &data[r.start as usize..end], "range {r:?}");
+        assert_eq!(
+            c.fetch_range(id, r.clone()).await.unwrap(),
+            &data[r.start as usize..end],
+            "range {r:?}"
+        );
     }
     let err = c.fetch_range(id, 2_000_000..2_000_001).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::RangeOutOfBounds));
@@ -33,35 +57,66 @@ async fn store_fetch_has_delete_round_trip() {
     assert_eq!(err.code(), Some(ErrorCode::NotFound));
 
     let info = c.info().await.unwrap();
-    assert_eq!((info.id, info.used, info.shard_count), (node.id, 1_000_003, 1));
+    assert_eq!(
+        (info.id, info.used, info.shard_count),
+        (node.id, 1_000_003, 1)
+    );
     assert_eq!(info.label, "test-zone");
     assert!(info.free <= info.capacity - info.used);
 
     let status = node.status();
     assert!(status.contains(&id.to_hex().to_string()), "{status}");
 
-    assert_eq!(c.delete_shards(&owner, &[id, other]).await.unwrap(), vec![DeleteOutcome::Deleted, DeleteOutcome::NotOwner]);
+    assert_eq!(
+        c.delete_shards(&owner, &[id, other]).await.unwrap(),
+        vec![DeleteOutcome::Deleted, DeleteOutcome::NotOwner]
+    );
     assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![false]);
-    assert_eq!(c.fetch_shard(id).await.unwrap_err().code(), Some(ErrorCode::NotFound));
+    assert_eq!(
+        c.fetch_shard(id).await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
     assert_eq!(c.info().await.unwrap().used, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_owners_delete_and_bytes_go_with_the_last_owner() {
     let node = started(&[], "");
-    let (alice, bob, mallory) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+    let (alice, bob, mallory) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
     let c = client(&node, &mallory).await;
     let data = Bytes::from(random_bytes(50_000, 2));
     let id = blake3::hash(&data);
-    assert_eq!(c.store_shard(&alice, id, data.clone()).await.unwrap(), StoreOutcome::Stored);
-    assert_eq!(c.store_shard(&bob, id, data.clone()).await.unwrap(), StoreOutcome::AlreadyHeld);
+    assert_eq!(
+        c.store_shard(&alice, id, data.clone()).await.unwrap(),
+        StoreOutcome::Stored
+    );
+    assert_eq!(
+        c.store_shard(&bob, id, data.clone()).await.unwrap(),
+        StoreOutcome::AlreadyHeld
+    );
 
-    assert_eq!(c.delete_shards(&mallory, &[id]).await.unwrap(), vec![DeleteOutcome::NotOwner]);
+    assert_eq!(
+        c.delete_shards(&mallory, &[id]).await.unwrap(),
+        vec![DeleteOutcome::NotOwner]
+    );
     assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![true]);
-    assert_eq!(c.delete_shards(&alice, &[id]).await.unwrap(), vec![DeleteOutcome::Released]);
+    assert_eq!(
+        c.delete_shards(&alice, &[id]).await.unwrap(),
+        vec![DeleteOutcome::Released]
+    );
     assert_eq!(c.fetch_shard(id).await.unwrap(), data);
-    assert_eq!(c.delete_shards(&alice, &[id]).await.unwrap(), vec![DeleteOutcome::NotOwner]);
-    assert_eq!(c.delete_shards(&bob, &[id]).await.unwrap(), vec![DeleteOutcome::Deleted]);
+    assert_eq!(
+        c.delete_shards(&alice, &[id]).await.unwrap(),
+        vec![DeleteOutcome::NotOwner]
+    );
+    assert_eq!(
+        c.delete_shards(&bob, &[id]).await.unwrap(),
+        vec![DeleteOutcome::Deleted]
+    );
     assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![false]);
     // The bytes are gone from disk too.
     let files = walk(&node.path().join("shards"));
@@ -72,7 +127,11 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(p).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -87,7 +146,11 @@ async fn restart_keeps_data() {
         let c = client(&node, &owner).await;
         c.store_shard(&owner, id, data.clone()).await.unwrap();
     }
-    assert!(node.stop(), "graceful shutdown exits 0; log: {}", node.log());
+    assert!(
+        node.stop(),
+        "graceful shutdown exits 0; log: {}",
+        node.log()
+    );
     node.start();
     let c = client(&node, &owner).await;
     assert_eq!(c.fetch_shard(id).await.unwrap(), data);
@@ -100,11 +163,19 @@ async fn impostor_node_is_refused_with_typed_error() {
     let ep = net::client_endpoint(&SecretKey::generate()).unwrap();
     let expected = SecretKey::generate().public();
     match net::NodeClient::connect(&ep, node.addr, expected).await {
-        Err(net::ConnectError::UnexpectedPeer { expected: e, actual }) => {
+        Err(net::ConnectError::UnexpectedPeer {
+            expected: e,
+            actual,
+        }) => {
             assert_eq!((e, actual), (expected, node.id));
         }
         other => panic!("expected UnexpectedPeer, got {other:?}"),
     }
     // The real id still works on the same endpoint.
-    net::NodeClient::connect(&ep, node.addr, node.id).await.unwrap().info().await.unwrap();
+    net::NodeClient::connect(&ep, node.addr, node.id)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap();
 }

@@ -7,8 +7,8 @@ use granary_protocol::{
     Message, NodeId, SecretKey, ShardId,
     auth::now_ms,
     message::{
-        DeleteOutcome, DeleteShards, FetchRange, HasShards, MAX_IDS_PER_REQUEST, MAX_SHARD_SIZE, NodeInfo,
-        NodeInfoRequest, StoreOutcome, StoreShard, encoded_range_bound, unpack_bits,
+        DeleteOutcome, DeleteShards, FetchRange, HasShards, MAX_IDS_PER_REQUEST, MAX_SHARD_SIZE,
+        NodeInfo, NodeInfoRequest, StoreOutcome, StoreShard, encoded_range_bound, unpack_bits,
     },
     tls::{self, PeerCertError},
     verified,
@@ -35,7 +35,11 @@ pub struct NodeClient {
 
 impl NodeClient {
     /// Connects to the node at `addr`, refusing it unless it proves it is `expected`.
-    pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, expected: NodeId) -> Result<Self, ConnectError> {
+    pub async fn connect(
+        endpoint: &Endpoint,
+        addr: SocketAddr,
+        expected: NodeId,
+    ) -> Result<Self, ConnectError> {
         let connecting = endpoint.connect(addr, &tls::server_name(&expected))?;
         let conn = match tokio::time::timeout(DEFAULT_TIMEOUT, connecting).await {
             Err(_) => return Err(ConnectError::Timeout),
@@ -50,7 +54,11 @@ impl NodeClient {
                 });
             }
         };
-        Ok(Self { conn, node: expected, timeout: DEFAULT_TIMEOUT })
+        Ok(Self {
+            conn,
+            node: expected,
+            timeout: DEFAULT_TIMEOUT,
+        })
     }
 
     /// Sets the bound on each later call (default 60 s).
@@ -80,12 +88,16 @@ impl NodeClient {
         f: impl Future<Output = Result<T, RequestError>>,
     ) -> Result<T, RequestError> {
         let span = debug_span!("node_call", node = %self.node.fmt_short(), what);
-        tokio::time::timeout(self.timeout, f.instrument(span)).await.map_err(|_| RequestError::Timeout)?
+        tokio::time::timeout(self.timeout, f.instrument(span))
+            .await
+            .map_err(|_| RequestError::Timeout)?
     }
 
     async fn open(&self, req: &Message) -> Result<(SendStream, RecvStream), RequestError> {
         let (mut send, recv) = self.conn.open_bi().await?;
-        let frame = req.to_frame().map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let frame = req
+            .to_frame()
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
         send.write_all(&frame).await?;
         Ok((send, recv))
     }
@@ -98,12 +110,25 @@ impl NodeClient {
 
     /// Stores a shard whose BLAKE3 hash is `id`, signed by `owner` (who is charged for it and
     /// may later delete it). The node verifies the bytes against `id` before keeping them.
-    pub async fn store_shard(&self, owner: &SecretKey, id: blake3::Hash, bytes: Bytes) -> Result<StoreOutcome, RequestError> {
+    pub async fn store_shard(
+        &self,
+        owner: &SecretKey,
+        id: blake3::Hash,
+        bytes: Bytes,
+    ) -> Result<StoreOutcome, RequestError> {
         let size = bytes.len() as u64;
         if size > MAX_SHARD_SIZE {
-            return Err(RequestError::Invalid(format!("shard of {size} bytes exceeds {MAX_SHARD_SIZE}")));
+            return Err(RequestError::Invalid(format!(
+                "shard of {size} bytes exceeds {MAX_SHARD_SIZE}"
+            )));
         }
-        let req = Message::StoreShard(StoreShard::signed(owner, self.node, ShardId::from(id), size, now_ms()));
+        let req = Message::StoreShard(StoreShard::signed(
+            owner,
+            self.node,
+            ShardId::from(id),
+            size,
+            now_ms(),
+        ));
         self.call("store_shard", async {
             let (mut send, mut recv) = self.open(&req).await?;
             // The node may answer before taking the body (already held, refused): it then stops
@@ -123,8 +148,16 @@ impl NodeClient {
 
     /// Fetches bytes `range` of shard `id` (the end is clamped to the shard size), verified
     /// against `id`; a proof that does not verify is [`RequestError::Verify`].
-    pub async fn fetch_range(&self, id: blake3::Hash, range: Range<u64>) -> Result<Vec<u8>, RequestError> {
-        let req = FetchRange { shard_id: ShardId::from(id), start: range.start, end: range.end };
+    pub async fn fetch_range(
+        &self,
+        id: blake3::Hash,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, RequestError> {
+        let req = FetchRange {
+            shard_id: ShardId::from(id),
+            start: range.start,
+            end: range.end,
+        };
         self.call("fetch_range", async {
             let (mut send, mut recv) = self.open(&Message::FetchRange(req)).await?;
             let _ = send.finish();
@@ -140,7 +173,10 @@ impl NodeClient {
             }
             let bound = encoded_range_bound(ok.end - range.start);
             if ok.encoded_len > bound {
-                return Err(RequestError::Protocol(format!("encoded range of {} bytes exceeds {bound}", ok.encoded_len)));
+                return Err(RequestError::Protocol(format!(
+                    "encoded range of {} bytes exceeds {bound}",
+                    ok.encoded_len
+                )));
             }
             let mut encoded = vec![0u8; ok.encoded_len as usize];
             read_exact(&mut recv, &mut encoded).await?;
@@ -163,12 +199,16 @@ impl NodeClient {
     pub async fn has_shards(&self, ids: &[blake3::Hash]) -> Result<Vec<bool>, RequestError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
-            let req = Message::HasShards(HasShards { ids: chunk.iter().map(|h| ShardId::from(*h)).collect() });
+            let req = Message::HasShards(HasShards {
+                ids: chunk.iter().map(|h| ShardId::from(*h)).collect(),
+            });
             let bits = self
                 .call("has_shards", async {
                     match self.simple(req).await? {
                         Message::HasShardsOk(ok) => unpack_bits(&ok.bitmap, chunk.len())
-                            .ok_or_else(|| RequestError::Protocol("bitmap length does not match".into())),
+                            .ok_or_else(|| {
+                                RequestError::Protocol("bitmap length does not match".into())
+                            }),
                         m => Err(unexpected(&m)),
                     }
                 })
@@ -180,16 +220,25 @@ impl NodeClient {
 
     /// Releases `owner`'s references to `ids`; the node removes a shard's bytes when no owner
     /// references it any more. One outcome per id, in order.
-    pub async fn delete_shards(&self, owner: &SecretKey, ids: &[blake3::Hash]) -> Result<Vec<DeleteOutcome>, RequestError> {
+    pub async fn delete_shards(
+        &self,
+        owner: &SecretKey,
+        ids: &[blake3::Hash],
+    ) -> Result<Vec<DeleteOutcome>, RequestError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
             let shard_ids = chunk.iter().map(|h| ShardId::from(*h)).collect();
-            let req = Message::DeleteShards(DeleteShards::signed(owner, self.node, shard_ids, now_ms()));
+            let req =
+                Message::DeleteShards(DeleteShards::signed(owner, self.node, shard_ids, now_ms()));
             let outcomes = self
                 .call("delete_shards", async {
                     match self.simple(req).await? {
-                        Message::DeleteShardsOk(ok) if ok.outcomes.len() == chunk.len() => Ok(ok.outcomes),
-                        Message::DeleteShardsOk(_) => Err(RequestError::Protocol("wrong number of outcomes".into())),
+                        Message::DeleteShardsOk(ok) if ok.outcomes.len() == chunk.len() => {
+                            Ok(ok.outcomes)
+                        }
+                        Message::DeleteShardsOk(_) => {
+                            Err(RequestError::Protocol("wrong number of outcomes".into()))
+                        }
                         m => Err(unexpected(&m)),
                     }
                 })
@@ -204,7 +253,10 @@ impl NodeClient {
         self.call("info", async {
             match self.simple(Message::NodeInfo(NodeInfoRequest)).await? {
                 Message::NodeInfoOk(info) if info.id == self.node => Ok(info),
-                Message::NodeInfoOk(info) => Err(RequestError::Protocol(format!("node reports id {}", info.id))),
+                Message::NodeInfoOk(info) => Err(RequestError::Protocol(format!(
+                    "node reports id {}",
+                    info.id
+                ))),
                 m => Err(unexpected(&m)),
             }
         })

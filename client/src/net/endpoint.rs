@@ -27,7 +27,10 @@ pub fn client_endpoint(identity: &SecretKey) -> Result<quinn::Endpoint, Endpoint
 }
 
 /// A client endpoint bound to `bind` (e.g. `[::]:0` for IPv6) that authenticates as `identity`.
-pub fn client_endpoint_on(identity: &SecretKey, bind: SocketAddr) -> Result<quinn::Endpoint, EndpointError> {
+pub fn client_endpoint_on(
+    identity: &SecretKey,
+    bind: SocketAddr,
+) -> Result<quinn::Endpoint, EndpointError> {
     let tls_id = tls::TlsIdentity::new(identity)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(&tls_id)?)
         .map_err(|e| EndpointError::Quic(e.to_string()))?;

@@ -63,11 +63,24 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Init { dir, listen, capacity, owner_quota, label } => {
+        Cmd::Init {
+            dir,
+            listen,
+            capacity,
+            owner_quota,
+            label,
+        } => {
             let d = Config::default();
             let capacity = capacity.unwrap_or(d.capacity);
-            let cfg = Config { listen, capacity, owner_quota: owner_quota.unwrap_or(capacity), label, ..d };
-            let id = node::init(&dir, &cfg).with_context(|| format!("initialising {}", dir.display()))?;
+            let cfg = Config {
+                listen,
+                capacity,
+                owner_quota: owner_quota.unwrap_or(capacity),
+                label,
+                ..d
+            };
+            let id = node::init(&dir, &cfg)
+                .with_context(|| format!("initialising {}", dir.display()))?;
             println!("{id}");
         }
         Cmd::Id { dir } => {
@@ -95,10 +108,18 @@ fn run(dir: PathBuf) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
-        let node = node::start(&dir).await.with_context(|| format!("starting node in {}", dir.display()))?;
-        println!("granary-node {} listening on {}", node.node_id(), node.local_addr());
+        let node = node::start(&dir)
+            .await
+            .with_context(|| format!("starting node in {}", dir.display()))?;
+        println!(
+            "granary-node {} listening on {}",
+            node.node_id(),
+            node.local_addr()
+        );
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         tokio::select! {

@@ -11,41 +11,105 @@ fn owner(n: u8) -> NodeId {
 /// Runs every check against an empty store.
 #[allow(clippy::unwrap_used)]
 pub(crate) fn run(s: &dyn Store) {
-    let q = Quota { capacity: 1000, per_owner: 600 };
+    let q = Quota {
+        capacity: 1000,
+        per_owner: 600,
+    };
     let (a, b, c) = (owner(1), owner(2), owner(3));
     let (x, y, z) = (ShardId([1; 32]), ShardId([2; 32]), ShardId([3; 32]));
 
     assert_eq!(s.usage().unwrap(), Usage::default());
-    assert_eq!(s.add_reference(&x, 300, &a, &q).unwrap(), AddOutcome::NewShard);
-    assert_eq!(s.add_reference(&x, 300, &a, &q).unwrap(), AddOutcome::AlreadyReferenced);
-    assert_eq!(s.add_reference(&x, 300, &b, &q).unwrap(), AddOutcome::NewReference);
-    assert!(matches!(s.add_reference(&x, 301, &b, &q), Err(StoreError::SizeConflict { .. })));
-    assert_eq!(s.shard(&x).unwrap(), Some(ShardRecord { size: 300, refs: 2 }));
-    assert_eq!(s.usage().unwrap(), Usage { used: 300, shards: 1 });
-    assert_eq!(s.owner_usage(&a).unwrap(), OwnerUsage { bytes: 300, shards: 1 });
+    assert_eq!(
+        s.add_reference(&x, 300, &a, &q).unwrap(),
+        AddOutcome::NewShard
+    );
+    assert_eq!(
+        s.add_reference(&x, 300, &a, &q).unwrap(),
+        AddOutcome::AlreadyReferenced
+    );
+    assert_eq!(
+        s.add_reference(&x, 300, &b, &q).unwrap(),
+        AddOutcome::NewReference
+    );
+    assert!(matches!(
+        s.add_reference(&x, 301, &b, &q),
+        Err(StoreError::SizeConflict { .. })
+    ));
+    assert_eq!(
+        s.shard(&x).unwrap(),
+        Some(ShardRecord { size: 300, refs: 2 })
+    );
+    assert_eq!(
+        s.usage().unwrap(),
+        Usage {
+            used: 300,
+            shards: 1
+        }
+    );
+    assert_eq!(
+        s.owner_usage(&a).unwrap(),
+        OwnerUsage {
+            bytes: 300,
+            shards: 1
+        }
+    );
     assert!(s.is_referenced_by(&x, &b).unwrap());
 
     // Owner quota: a has 300 of 600.
-    assert!(matches!(s.add_reference(&y, 301, &a, &q), Err(StoreError::OwnerQuota { .. })));
-    assert_eq!(s.add_reference(&y, 300, &a, &q).unwrap(), AddOutcome::NewShard);
+    assert!(matches!(
+        s.add_reference(&y, 301, &a, &q),
+        Err(StoreError::OwnerQuota { .. })
+    ));
+    assert_eq!(
+        s.add_reference(&y, 300, &a, &q).unwrap(),
+        AddOutcome::NewShard
+    );
     // Node capacity: 600 of 1000 used.
-    assert!(matches!(s.add_reference(&z, 401, &c, &q), Err(StoreError::NodeQuota { .. })));
-    assert_eq!(s.shard(&z).unwrap(), None, "refused add leaves nothing behind");
+    assert!(matches!(
+        s.add_reference(&z, 401, &c, &q),
+        Err(StoreError::NodeQuota { .. })
+    ));
+    assert_eq!(
+        s.shard(&z).unwrap(),
+        None,
+        "refused add leaves nothing behind"
+    );
     assert_eq!(s.has(&[x, y, z]).unwrap(), vec![true, true, false]);
 
     // Deletes: only owners' references count.
     assert_eq!(s.remove_reference(&y, &b).unwrap(), RemoveOutcome::NotOwner);
     assert_eq!(s.remove_reference(&x, &a).unwrap(), RemoveOutcome::Released);
     assert_eq!(s.remove_reference(&x, &a).unwrap(), RemoveOutcome::NotOwner);
-    assert_eq!(s.remove_reference(&x, &b).unwrap(), RemoveOutcome::LastReference);
+    assert_eq!(
+        s.remove_reference(&x, &b).unwrap(),
+        RemoveOutcome::LastReference
+    );
     assert_eq!(s.shard(&x).unwrap(), None);
-    assert_eq!(s.usage().unwrap(), Usage { used: 300, shards: 1 });
+    assert_eq!(
+        s.usage().unwrap(),
+        Usage {
+            used: 300,
+            shards: 1
+        }
+    );
     assert_eq!(s.owner_usage(&b).unwrap(), OwnerUsage::default());
-    assert_eq!(s.owners().unwrap(), vec![(a, OwnerUsage { bytes: 300, shards: 1 })]);
+    assert_eq!(
+        s.owners().unwrap(),
+        vec![(
+            a,
+            OwnerUsage {
+                bytes: 300,
+                shards: 1
+            }
+        )]
+    );
 
     // Quarantine drops every reference.
     s.add_reference(&y, 300, &b, &q).unwrap();
-    assert_eq!(s.drop_shard(&y).unwrap(), Some(ShardRecord { size: 300, refs: 2 }));
+    assert_eq!(
+        s.drop_shard(&y).unwrap(),
+        Some(ShardRecord { size: 300, refs: 2 })
+    );
     assert_eq!(s.usage().unwrap(), Usage::default());
     assert_eq!(s.owner_usage(&a).unwrap(), OwnerUsage::default());
     assert_eq!(s.shards().unwrap(), vec![]);

@@ -29,7 +29,9 @@ impl MemStore {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        self.0.lock().map_err(|_| StoreError::Backend("poisoned lock".into()))
+        self.0
+            .lock()
+            .map_err(|_| StoreError::Backend("poisoned lock".into()))
     }
 }
 
@@ -53,7 +55,11 @@ impl Store for MemStore {
         let existing = g.shards.get(id).copied();
         if let Some(r) = existing {
             if r.size != size {
-                return Err(StoreError::SizeConflict { id: *id, indexed: r.size, requested: size });
+                return Err(StoreError::SizeConflict {
+                    id: *id,
+                    indexed: r.size,
+                    requested: size,
+                });
             }
             if g.refs.contains(&(*id, *owner)) {
                 return Ok(AddOutcome::AlreadyReferenced);
@@ -61,10 +67,19 @@ impl Store for MemStore {
         }
         let ou = g.owners.get(owner).copied().unwrap_or_default();
         if ou.bytes.saturating_add(size) > quota.per_owner {
-            return Err(StoreError::OwnerQuota { owner: *owner, used: ou.bytes, size, quota: quota.per_owner });
+            return Err(StoreError::OwnerQuota {
+                owner: *owner,
+                used: ou.bytes,
+                size,
+                quota: quota.per_owner,
+            });
         }
         if existing.is_none() && g.usage.used.saturating_add(size) > quota.capacity {
-            return Err(StoreError::NodeQuota { used: g.usage.used, size, capacity: quota.capacity });
+            return Err(StoreError::NodeQuota {
+                used: g.usage.used,
+                size,
+                capacity: quota.capacity,
+            });
         }
         g.refs.insert((*id, *owner));
         let o = g.owners.entry(*owner).or_default();
@@ -91,7 +106,10 @@ impl Store for MemStore {
             return Ok(RemoveOutcome::NotOwner);
         }
         let Some(mut r) = g.shards.get(id).copied() else {
-            return Err(StoreError::Corrupt { table: "refs", reason: format!("reference to unindexed {id}") });
+            return Err(StoreError::Corrupt {
+                table: "refs",
+                reason: format!("reference to unindexed {id}"),
+            });
         };
         if let Some(o) = g.owners.get_mut(owner) {
             o.bytes = o.bytes.saturating_sub(r.size);
@@ -115,7 +133,11 @@ impl Store for MemStore {
     fn drop_shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
         let owners: Vec<NodeId> = {
             let g = self.lock()?;
-            g.refs.iter().filter(|(s, _)| s == id).map(|(_, o)| *o).collect()
+            g.refs
+                .iter()
+                .filter(|(s, _)| s == id)
+                .map(|(_, o)| *o)
+                .collect()
         };
         let rec = self.shard(id)?;
         for o in owners {
@@ -124,8 +146,17 @@ impl Store for MemStore {
         Ok(rec)
     }
 
-    fn remember_nonce(&self, owner: &NodeId, nonce: &[u8; 16], timestamp_ms: u64) -> Result<bool, StoreError> {
-        Ok(self.lock()?.nonces.insert((*owner, *nonce), timestamp_ms).is_none())
+    fn remember_nonce(
+        &self,
+        owner: &NodeId,
+        nonce: &[u8; 16],
+        timestamp_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()?
+            .nonces
+            .insert((*owner, *nonce), timestamp_ms)
+            .is_none())
     }
 
     fn expire_nonces(&self, before_ms: u64) -> Result<usize, StoreError> {

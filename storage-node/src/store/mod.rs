@@ -134,7 +134,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether each shard is indexed.
     fn has(&self, ids: &[ShardId]) -> Result<Vec<bool>, StoreError> {
-        ids.iter().map(|id| self.shard(id).map(|r| r.is_some())).collect()
+        ids.iter()
+            .map(|id| self.shard(id).map(|r| r.is_some()))
+            .collect()
     }
 
     /// Whether `owner` references `id`.
@@ -157,7 +159,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn drop_shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError>;
 
     /// Records `(owner, nonce)` seen at `timestamp_ms`; `false` if it was already recorded.
-    fn remember_nonce(&self, owner: &NodeId, nonce: &[u8; 16], timestamp_ms: u64) -> Result<bool, StoreError>;
+    fn remember_nonce(
+        &self,
+        owner: &NodeId,
+        nonce: &[u8; 16],
+        timestamp_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Forgets nonces recorded with a timestamp before `before_ms`; returns how many.
     fn expire_nonces(&self, before_ms: u64) -> Result<usize, StoreError>;

@@ -17,7 +17,10 @@
 use std::{path::Path, sync::Mutex};
 
 use granary_protocol::{NodeId, ShardId, auth::now_ms};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions,
+};
 
 use super::{AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, Usage};
 
@@ -43,11 +46,16 @@ fn backend(e: rocksdb::Error) -> StoreError {
 }
 
 fn corrupt(table: &'static str, reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { table, reason: reason.into() }
+    StoreError::Corrupt {
+        table,
+        reason: reason.into(),
+    }
 }
 
 fn u64_at(v: &[u8], at: usize) -> Option<u64> {
-    v.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+    v.get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
 }
 
 fn versioned<'a>(table: &'static str, v: &'a [u8], len: usize) -> Result<&'a [u8], StoreError> {
@@ -104,9 +112,15 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
-        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let cfs = CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(backend)?;
-        Ok(Self { db, write: Mutex::new(()), read_only: false })
+        Ok(Self {
+            db,
+            write: Mutex::new(()),
+            read_only: false,
+        })
     }
 
     /// Opens the database as a RocksDB *secondary* instance (read-only, works while the node
@@ -116,11 +130,17 @@ impl RocksStore {
         opts.set_max_open_files(-1);
         let db = DB::open_cf_as_secondary(&opts, path, scratch, CFS).map_err(backend)?;
         db.try_catch_up_with_primary().map_err(backend)?;
-        Ok(Self { db, write: Mutex::new(()), read_only: true })
+        Ok(Self {
+            db,
+            write: Mutex::new(()),
+            read_only: true,
+        })
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
-        self.db.cf_handle(name).ok_or_else(|| corrupt(name, "missing column family"))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| corrupt(name, "missing column family"))
     }
 
     fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -137,12 +157,17 @@ impl RocksStore {
         if self.read_only {
             return Err(StoreError::ReadOnly);
         }
-        self.write.lock().map_err(|_| StoreError::Backend("poisoned lock".into()))
+        self.write
+            .lock()
+            .map_err(|_| StoreError::Backend("poisoned lock".into()))
     }
 
     fn prefix_keys(&self, cf: &'static str, prefix: &[u8]) -> Result<Vec<Box<[u8]>>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward))
+        {
             let (k, _) = item.map_err(backend)?;
             if !k.starts_with(prefix) {
                 break;
@@ -168,7 +193,11 @@ impl RocksStore {
         if ou.shards == 0 {
             batch.delete_cf(self.cf(CF_OWNERS)?, owner.as_bytes());
         } else {
-            batch.put_cf(self.cf(CF_OWNERS)?, owner.as_bytes(), encode_pair(ou.bytes, ou.shards));
+            batch.put_cf(
+                self.cf(CF_OWNERS)?,
+                owner.as_bytes(),
+                encode_pair(ou.bytes, ou.shards),
+            );
         }
         rec.refs = rec.refs.saturating_sub(1);
         if rec.refs == 0 {
@@ -184,13 +213,19 @@ impl RocksStore {
 
 impl Store for RocksStore {
     fn shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
-        self.get(CF_SHARDS, &id.0)?.map(|v| decode_shard(&v)).transpose()
+        self.get(CF_SHARDS, &id.0)?
+            .map(|v| decode_shard(&v))
+            .transpose()
     }
 
     fn has(&self, ids: &[ShardId]) -> Result<Vec<bool>, StoreError> {
         let cf = self.cf(CF_SHARDS)?;
-        let res = self.db.batched_multi_get_cf(cf, ids.iter().map(|i| &i.0[..]), false);
-        res.into_iter().map(|r| r.map(|v| v.is_some()).map_err(backend)).collect()
+        let res = self
+            .db
+            .batched_multi_get_cf(cf, ids.iter().map(|i| &i.0[..]), false);
+        res.into_iter()
+            .map(|r| r.map(|v| v.is_some()).map_err(backend))
+            .collect()
     }
 
     fn is_referenced_by(&self, id: &ShardId, owner: &NodeId) -> Result<bool, StoreError> {
@@ -208,7 +243,11 @@ impl Store for RocksStore {
         let existing = self.shard(id)?;
         if let Some(r) = existing {
             if r.size != size {
-                return Err(StoreError::SizeConflict { id: *id, indexed: r.size, requested: size });
+                return Err(StoreError::SizeConflict {
+                    id: *id,
+                    indexed: r.size,
+                    requested: size,
+                });
             }
             if self.is_referenced_by(id, owner)? {
                 return Ok(AddOutcome::AlreadyReferenced);
@@ -216,11 +255,20 @@ impl Store for RocksStore {
         }
         let ou = self.owner_usage(owner)?;
         if ou.bytes.saturating_add(size) > quota.per_owner {
-            return Err(StoreError::OwnerQuota { owner: *owner, used: ou.bytes, size, quota: quota.per_owner });
+            return Err(StoreError::OwnerQuota {
+                owner: *owner,
+                used: ou.bytes,
+                size,
+                quota: quota.per_owner,
+            });
         }
         let mut usage = self.usage()?;
         if existing.is_none() && usage.used.saturating_add(size) > quota.capacity {
-            return Err(StoreError::NodeQuota { used: usage.used, size, capacity: quota.capacity });
+            return Err(StoreError::NodeQuota {
+                used: usage.used,
+                size,
+                capacity: quota.capacity,
+            });
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_REFS)?, ref_key(id, owner), {
@@ -228,19 +276,34 @@ impl Store for RocksStore {
             v.extend_from_slice(&now_ms().to_le_bytes());
             v
         });
-        batch.put_cf(self.cf(CF_OWNERS)?, owner.as_bytes(), encode_pair(ou.bytes + size, ou.shards + 1));
+        batch.put_cf(
+            self.cf(CF_OWNERS)?,
+            owner.as_bytes(),
+            encode_pair(ou.bytes + size, ou.shards + 1),
+        );
         let rec = match existing {
-            Some(r) => ShardRecord { refs: r.refs + 1, ..r },
+            Some(r) => ShardRecord {
+                refs: r.refs + 1,
+                ..r
+            },
             None => {
                 usage.used += size;
                 usage.shards += 1;
-                batch.put_cf(self.cf(CF_META)?, USAGE_KEY, encode_pair(usage.used, usage.shards));
+                batch.put_cf(
+                    self.cf(CF_META)?,
+                    USAGE_KEY,
+                    encode_pair(usage.used, usage.shards),
+                );
                 ShardRecord { size, refs: 1 }
             }
         };
         batch.put_cf(self.cf(CF_SHARDS)?, id.0, encode_shard(&rec));
         self.commit(batch)?;
-        Ok(if existing.is_some() { AddOutcome::NewReference } else { AddOutcome::NewShard })
+        Ok(if existing.is_some() {
+            AddOutcome::NewReference
+        } else {
+            AddOutcome::NewShard
+        })
     }
 
     fn remove_reference(&self, id: &ShardId, owner: &NodeId) -> Result<RemoveOutcome, StoreError> {
@@ -248,13 +311,23 @@ impl Store for RocksStore {
         if !self.is_referenced_by(id, owner)? {
             return Ok(RemoveOutcome::NotOwner);
         }
-        let mut rec = self.shard(id)?.ok_or_else(|| corrupt(CF_REFS, format!("reference to unindexed {id}")))?;
+        let mut rec = self
+            .shard(id)?
+            .ok_or_else(|| corrupt(CF_REFS, format!("reference to unindexed {id}")))?;
         let mut usage = self.usage()?;
         let mut batch = WriteBatch::default();
         self.unref(&mut batch, id, owner, &mut rec, &mut usage)?;
-        batch.put_cf(self.cf(CF_META)?, USAGE_KEY, encode_pair(usage.used, usage.shards));
+        batch.put_cf(
+            self.cf(CF_META)?,
+            USAGE_KEY,
+            encode_pair(usage.used, usage.shards),
+        );
         self.commit(batch)?;
-        Ok(if rec.refs == 0 { RemoveOutcome::LastReference } else { RemoveOutcome::Released })
+        Ok(if rec.refs == 0 {
+            RemoveOutcome::LastReference
+        } else {
+            RemoveOutcome::Released
+        })
     }
 
     fn drop_shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
@@ -276,12 +349,21 @@ impl Store for RocksStore {
             usage.used = usage.used.saturating_sub(rec.size);
             usage.shards = usage.shards.saturating_sub(1);
         }
-        batch.put_cf(self.cf(CF_META)?, USAGE_KEY, encode_pair(usage.used, usage.shards));
+        batch.put_cf(
+            self.cf(CF_META)?,
+            USAGE_KEY,
+            encode_pair(usage.used, usage.shards),
+        );
         self.commit(batch)?;
         Ok(Some(orig))
     }
 
-    fn remember_nonce(&self, owner: &NodeId, nonce: &[u8; 16], timestamp_ms: u64) -> Result<bool, StoreError> {
+    fn remember_nonce(
+        &self,
+        owner: &NodeId,
+        nonce: &[u8; 16],
+        timestamp_ms: u64,
+    ) -> Result<bool, StoreError> {
         let _g = self.lock()?;
         let mut key = [0u8; 48];
         key[..32].copy_from_slice(owner.as_bytes());
@@ -304,7 +386,10 @@ impl Store for RocksStore {
         let mut n = 0;
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item.map_err(backend)?;
-            let ts = versioned(CF_NONCES, &v, 8).ok().and_then(|r| u64_at(r, 0)).unwrap_or(0);
+            let ts = versioned(CF_NONCES, &v, 8)
+                .ok()
+                .and_then(|r| u64_at(r, 0))
+                .unwrap_or(0);
             if ts < before_ms {
                 batch.delete_cf(cf, k);
                 n += 1;
@@ -325,16 +410,23 @@ impl Store for RocksStore {
 
     fn owner_usage(&self, owner: &NodeId) -> Result<OwnerUsage, StoreError> {
         match self.get(CF_OWNERS, owner.as_bytes())? {
-            Some(v) => decode_pair(CF_OWNERS, &v).map(|(bytes, shards)| OwnerUsage { bytes, shards }),
+            Some(v) => {
+                decode_pair(CF_OWNERS, &v).map(|(bytes, shards)| OwnerUsage { bytes, shards })
+            }
             None => Ok(OwnerUsage::default()),
         }
     }
 
     fn shards(&self) -> Result<Vec<(ShardId, ShardRecord)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_SHARDS)?, IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_SHARDS)?, IteratorMode::Start)
+        {
             let (k, v) = item.map_err(backend)?;
-            let id: [u8; 32] = k[..].try_into().map_err(|_| corrupt(CF_SHARDS, "key length"))?;
+            let id: [u8; 32] = k[..]
+                .try_into()
+                .map_err(|_| corrupt(CF_SHARDS, "key length"))?;
             out.push((ShardId(id), decode_shard(&v)?));
         }
         Ok(out)
@@ -342,7 +434,10 @@ impl Store for RocksStore {
 
     fn owners(&self) -> Result<Vec<(NodeId, OwnerUsage)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_OWNERS)?, IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_OWNERS)?, IteratorMode::Start)
+        {
             let (k, v) = item.map_err(backend)?;
             let (bytes, shards) = decode_pair(CF_OWNERS, &v)?;
             out.push((node_id(CF_OWNERS, &k)?, OwnerUsage { bytes, shards }));
@@ -361,13 +456,25 @@ mod tests {
         {
             let s = RocksStore::open(dir.path()).unwrap();
             super::super::conformance::run(&s);
-            let q = Quota { capacity: 10_000, per_owner: 10_000 };
+            let q = Quota {
+                capacity: 10_000,
+                per_owner: 10_000,
+            };
             let o = granary_protocol::SecretKey::from_bytes(&[4; 32]).public();
             s.add_reference(&ShardId([9; 32]), 77, &o, &q).unwrap();
         }
         let s = RocksStore::open(dir.path()).unwrap();
-        assert_eq!(s.shard(&ShardId([9; 32])).unwrap(), Some(ShardRecord { size: 77, refs: 1 }));
-        assert_eq!(s.usage().unwrap(), Usage { used: 77, shards: 1 });
+        assert_eq!(
+            s.shard(&ShardId([9; 32])).unwrap(),
+            Some(ShardRecord { size: 77, refs: 1 })
+        );
+        assert_eq!(
+            s.usage().unwrap(),
+            Usage {
+                used: 77,
+                shards: 1
+            }
+        );
         let scratch = tempfile::tempdir().unwrap();
         let sec = RocksStore::open_secondary(dir.path(), scratch.path()).unwrap();
         assert_eq!(sec.shards().unwrap().len(), 1);

@@ -35,24 +35,49 @@ pub fn init(extra: &[&str], limits: &str) -> NodeProc {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     let out = Command::new(BIN)
-        .args(["init", "--dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--label", "test-zone"])
+        .args([
+            "init",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--label",
+            "test-zone",
+        ])
         .args(extra)
         .output()
         .unwrap();
-    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-    let id: NodeId = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: NodeId = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     if !limits.is_empty() {
         let cfg = dir.join("config.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
         for setting in limits.split(',') {
             let key = setting.split('=').next().unwrap().trim();
-            let line = lines.iter_mut().find(|l| l.starts_with(&format!("{key} ="))).unwrap();
+            let line = lines
+                .iter_mut()
+                .find(|l| l.starts_with(&format!("{key} =")))
+                .unwrap();
             *line = setting.trim().to_string();
         }
         std::fs::write(&cfg, lines.join("\n")).unwrap();
     }
-    NodeProc { dir, _tmp: Some(tmp), child: None, addr: "127.0.0.1:0".parse().unwrap(), id }
+    NodeProc {
+        dir,
+        _tmp: Some(tmp),
+        child: None,
+        addr: "127.0.0.1:0".parse().unwrap(),
+        id,
+    }
 }
 
 impl NodeProc {
@@ -63,12 +88,20 @@ impl NodeProc {
             .args(["run", "--dir", self.dir.to_str().unwrap()])
             .env("RUST_LOG", "granary_node=debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(self.dir.join("node.log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.join("node.log")).unwrap(),
+            ))
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("listening on"), "node did not start: {line:?}; log: {}", self.log());
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.contains("listening on"),
+            "node did not start: {line:?}; log: {}",
+            self.log()
+        );
         self.addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
         self.child = Some(child);
     }
@@ -97,8 +130,15 @@ impl NodeProc {
     }
 
     pub fn status(&self) -> String {
-        let out = Command::new(BIN).args(["status", "--dir", self.dir.to_str().unwrap()]).output().unwrap();
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .args(["status", "--dir", self.dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 }
@@ -120,13 +160,18 @@ pub fn started(extra: &[&str], limits: &str) -> NodeProc {
 
 pub async fn client(node: &NodeProc, key: &SecretKey) -> net::NodeClient {
     let ep = net::client_endpoint(key).unwrap();
-    net::NodeClient::connect(&ep, node.addr, node.id).await.unwrap()
+    net::NodeClient::connect(&ep, node.addr, node.id)
+        .await
+        .unwrap()
 }
 
 /// A raw QUIC connection to the node, for hand-made frames.
 pub async fn raw_conn(node: &NodeProc) -> quinn::Connection {
     let ep = net::client_endpoint(&SecretKey::generate()).unwrap();
-    ep.connect(node.addr, &tls::server_name(&node.id)).unwrap().await.unwrap()
+    ep.connect(node.addr, &tls::server_name(&node.id))
+        .unwrap()
+        .await
+        .unwrap()
 }
 
 /// What came back on a raw stream.
