@@ -1,9 +1,4 @@
-//! Granary's proof engine, sans-IO: sealed replicas (DRG-PoRep with Sloth), BLAKE3-native Merkle
-//! commitments, seal proofs and storage challenges (PoSt).
-//!
-//! No module performs IO. Callers hand in byte slices, or implement
-//! [`challenge::ReplicaReader`] to serve replica bytes from files. See `docs/proofs.md` for the
-//! construction, every formula and the measured parameters.
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

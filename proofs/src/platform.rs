@@ -30,11 +30,11 @@ impl Platform {
 
     #[allow(unreachable_code)]
     fn detect_uncached() -> Self {
-        #[cfg(miri)]
+        #[cfg(any(miri, feature = "pure"))]
         {
             return Self::Scalar;
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(feature = "no_avx2")))]
         {
             if std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512vl")
@@ -77,10 +77,15 @@ mod tests {
     fn detect_is_stable_and_consistent() {
         let p = Platform::detect();
         assert_eq!(p, Platform::detect());
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(
+            target_arch = "x86_64",
+            not(any(feature = "pure", feature = "no_avx2"))
+        ))]
         if std::arch::is_x86_feature_detected!("avx2") {
             assert!(p.has_avx2());
         }
+        #[cfg(any(feature = "pure", feature = "no_avx2"))]
+        assert!(!p.has_avx2());
         assert!(p.hash_lanes() >= 1);
     }
 }

@@ -83,3 +83,59 @@ pub fn parent_key(replica_id: &[u8; 32], j: u64, parents: &[u8; 256]) -> [u8; 32
     h.update(parents);
     h.finalize_non_root()
 }
+
+fn neg_mod_p(x: &[u64; 4]) -> [u64; 4] {
+    if *x == [0; 4] { *x } else { sub(&MODULUS, x) }
+}
+
+/// One Sloth round forward, from the reference arithmetic.
+pub fn sloth_round_forward(x: &[u64; 4]) -> [u64; 4] {
+    let r = pow_sqrt_exponent(x);
+    let is_square = mul_mod_p(&r, &r) == *x;
+    let r_even = if r[0] & 1 == 0 { r } else { neg_mod_p(&r) };
+    if is_square {
+        r_even
+    } else {
+        neg_mod_p(&r_even)
+    }
+}
+
+/// Reference sealing: the definition of `docs/proofs.md` §1.3, one block at a time, with the
+/// hazmat parent key and the bit-by-bit field arithmetic. `None` if a block is out of the field.
+pub fn seal(rounds: u32, replica_id: &[u8; 32], plain: &[u8]) -> Option<Vec<u8>> {
+    let blocks = (plain.len() / 32) as u64;
+    let graph = crate::drg::Graph::new(replica_id, blocks);
+    let mut out = plain.to_vec();
+    for j in 0..blocks {
+        let mut input = [0u8; 256];
+        if let Some(ps) = graph.parents(crate::drg::BlockIdx(j)) {
+            for (k, &p) in ps.iter().enumerate() {
+                input[32 * k..32 * k + 32]
+                    .copy_from_slice(&out[32 * p as usize..32 * p as usize + 32]);
+            }
+        }
+        let key = parent_key(replica_id, j, &input);
+        let s = 32 * j as usize;
+        let mut x = [0u64; 4];
+        for (i, limb) in x.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            for (b, wb) in w.iter_mut().enumerate() {
+                *wb = out[s + 8 * i + b] ^ key[8 * i + b];
+            }
+            *limb = u64::from_le_bytes(w);
+        }
+        if geq(&x, &MODULUS) {
+            return None;
+        }
+        for i in 0..rounds {
+            if i > 0 {
+                x = add_mod_p(&x, &[u64::from(i), 0, 0, 0]);
+            }
+            x = sloth_round_forward(&x);
+        }
+        for (i, limb) in x.iter().enumerate() {
+            out[s + 8 * i..s + 8 * i + 8].copy_from_slice(&limb.to_le_bytes());
+        }
+    }
+    Some(out)
+}
