@@ -46,7 +46,9 @@ fn rid() -> ReplicaId {
 
 fn merkle(c: &mut Criterion) {
     let data = random_input(16 << 20, 1);
-    let raw1 = median(7, || { black_box(blake3::hash(&data)); });
+    let raw1 = median(7, || {
+        black_box(blake3::hash(&data));
+    });
     let tree1 = median(7, || {
         drop(black_box(MerkleTree::build_single_thread(&data)))
     });
@@ -186,7 +188,9 @@ fn seal_unseal(c: &mut Criterion) {
     let replica = seal::seal(&params, &rid(), &random_input(4 << 20, 4)).expect("seal");
     let blocks = (replica.len() / 32) as u64;
     let mut out = vec![0u8; replica.len()];
-    let raw = median(9, || { black_box(blake3::hash(&replica)); });
+    let raw = median(9, || {
+        black_box(blake3::hash(&replica));
+    });
     let un1 = median(5, || {
         seal::unseal_range(&params, &rid(), &replica, 0..blocks, &mut out).expect("unseal")
     });

@@ -27,7 +27,7 @@ impl Fe {
     pub const ZERO: Self = Self([0; 4]);
 
     /// Decodes 32 little-endian bytes; `None` if the value is `≥ p`.
-    #[inline]
+    #[inline(always)]
     pub fn from_bytes(bytes: &[u8; 32]) -> Option<Self> {
         let mut l = [0u64; 4];
         for (i, limb) in l.iter_mut().enumerate() {
@@ -39,7 +39,7 @@ impl Fe {
     }
 
     /// Encodes as 32 little-endian bytes.
-    #[inline]
+    #[inline(always)]
     pub fn to_bytes(self) -> [u8; 32] {
         let mut out = [0u8; 32];
         for (i, limb) in self.0.iter().enumerate() {
@@ -54,13 +54,13 @@ impl Fe {
     }
 
     /// Whether the canonical value is even.
-    #[inline]
+    #[inline(always)]
     pub fn is_even(self) -> bool {
         self.0[0] & 1 == 0
     }
 
     /// `self² mod p`.
-    #[inline]
+    #[inline(always)]
     pub fn square(self) -> Self {
         Self(canonicalize(sqr_loose(&self.0)))
     }
@@ -76,7 +76,7 @@ impl Fe {
 impl std::ops::Add for Fe {
     type Output = Self;
     /// `self + other mod p`.
-    #[inline]
+    #[inline(always)]
     fn add(self, other: Self) -> Self {
         let (s, carry) = add4(&self.0, &other.0);
         // A carry means the sum is s + 2^256 ≡ s + 189.
@@ -88,7 +88,7 @@ impl std::ops::Add for Fe {
 impl std::ops::Neg for Fe {
     type Output = Self;
     /// `−self mod p`.
-    #[inline]
+    #[inline(always)]
     fn neg(self) -> Self {
         if self == Self::ZERO {
             return self;
@@ -100,7 +100,7 @@ impl std::ops::Neg for Fe {
 impl std::ops::Sub for Fe {
     type Output = Self;
     /// `self − other mod p`.
-    #[inline]
+    #[inline(always)]
     fn sub(self, other: Self) -> Self {
         self + (-other)
     }
@@ -109,7 +109,7 @@ impl std::ops::Sub for Fe {
 impl std::ops::Mul for Fe {
     type Output = Self;
     /// `self · other mod p`.
-    #[inline]
+    #[inline(always)]
     fn mul(self, other: Self) -> Self {
         Self(canonicalize(mul_loose(&self.0, &other.0)))
     }
@@ -126,10 +126,19 @@ pub fn sloth_round_forward(x: Fe) -> Fe {
 }
 
 /// One Sloth round backward (fast): `y²` if `y` is even, else `−y²`.
-#[inline]
+#[inline(always)]
 pub fn sloth_round_inverse(y: Fe) -> Fe {
-    let s = y.square();
-    if y.is_even() { s } else { -s }
+    cond_neg(y.square(), !y.is_even())
+}
+
+/// `−x` if `flag`, else `x`, without a data-dependent branch (the parity is a coin flip, so a
+/// branch mispredicts half the time).
+#[inline(always)]
+fn cond_neg(x: Fe, flag: bool) -> Fe {
+    // p − x is p (not canonical) for x = 0; canonicalize maps it back to 0.
+    let n = canonicalize(sub4(&MODULUS, &x.0).0);
+    let mask = 0u64.wrapping_sub(u64::from(flag));
+    Fe(std::array::from_fn(|i| (n[i] & mask) | (x.0[i] & !mask)))
 }
 
 /// Sloth with `rounds` rounds: `x ← sqrt±(x) + i` between rounds (the round constant breaks the
@@ -160,17 +169,17 @@ pub fn sloth_inverse(mut y: Fe, rounds: u32) -> Fe {
 /// [`sloth_inverse`] over 8 independent elements at once: the rounds run outer and the lanes
 /// inner, so the 8 squarings of a round are independent and overlap in the pipeline (a scalar
 /// multi-lane kernel: 64-bit multiplies have no wide SIMD equivalent before AVX-512 IFMA).
-#[inline]
+#[inline(always)]
 pub fn sloth_inverse_x8(ys: &mut [Fe; 8], rounds: u32) {
     for i in (0..rounds).rev() {
-        let sq: [[u64; 4]; 8] = std::array::from_fn(|l| sqr_loose(&ys[l].0));
-        for (y, s) in ys.iter_mut().zip(sq) {
-            let s = Fe(canonicalize(s));
-            let mut x = if y.is_even() { s } else { -s };
-            if i > 0 {
-                x = x - Fe::from_u64(u64::from(i));
+        for y in ys.iter_mut() {
+            *y = sloth_round_inverse(*y);
+        }
+        if i > 0 {
+            let c = Fe::from_u64(u64::from(i));
+            for y in ys.iter_mut() {
+                *y = *y - c;
             }
-            *y = x;
         }
     }
 }
@@ -272,36 +281,42 @@ fn mul_loose(a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
 }
 
 #[inline(always)]
+fn adc(a: u64, b: u64, carry: u64) -> (u64, u64) {
+    let t = u128::from(a)
+        .wrapping_add(u128::from(b))
+        .wrapping_add(u128::from(carry));
+    (t as u64, (t >> 64) as u64)
+}
+
+/// Straight-line 4-limb squaring: 6 cross products doubled, 4 diagonal products, one reduction.
+#[inline(always)]
 fn sqr_loose(a: &[u64; 4]) -> [u64; 4] {
-    // Cross products once, doubled, plus the diagonal.
-    let mut w = [0u64; 8];
-    for i in 0..4 {
-        let mut carry = 0u64;
-        for j in (i + 1)..4 {
-            let (lo, hi) = mac(a[i], a[j], w[i + j], carry);
-            w[i + j] = lo;
-            carry = hi;
-        }
-        w[i + 4] = carry;
-    }
-    let mut top = 0u64;
-    for limb in w.iter_mut() {
-        let next = *limb >> 63;
-        *limb = (*limb << 1) | top;
-        top = next;
-    }
-    let mut carry = 0u64;
-    for i in 0..4 {
-        let (dlo, dhi) = mac(a[i], a[i], 0, 0);
-        let (lo, c1) = w[2 * i].overflowing_add(dlo);
-        let (lo, c2) = lo.overflowing_add(carry);
-        w[2 * i] = lo;
-        let (hi, c3) = w[2 * i + 1].overflowing_add(dhi);
-        let (hi, c4) = hi.overflowing_add(u64::from(c1) + u64::from(c2));
-        w[2 * i + 1] = hi;
-        carry = u64::from(c3) + u64::from(c4);
-    }
-    reduce_wide(&w)
+    let [a0, a1, a2, a3] = *a;
+    let (w1, c) = mac(a0, a1, 0, 0);
+    let (w2, c) = mac(a0, a2, 0, c);
+    let (w3, w4) = mac(a0, a3, 0, c);
+    let (w3, c) = mac(a1, a2, w3, 0);
+    let (w4, w5) = mac(a1, a3, w4, c);
+    let (w5, w6) = mac(a2, a3, w5, 0);
+    let w7 = w6 >> 63;
+    let w6 = (w6 << 1) | (w5 >> 63);
+    let w5 = (w5 << 1) | (w4 >> 63);
+    let w4 = (w4 << 1) | (w3 >> 63);
+    let w3 = (w3 << 1) | (w2 >> 63);
+    let w2 = (w2 << 1) | (w1 >> 63);
+    let w1 = w1 << 1;
+    let (d0, e0) = mac(a0, a0, 0, 0);
+    let (d1, e1) = mac(a1, a1, 0, 0);
+    let (d2, e2) = mac(a2, a2, 0, 0);
+    let (d3, e3) = mac(a3, a3, 0, 0);
+    let (w1, c) = adc(w1, e0, 0);
+    let (w2, c) = adc(w2, d1, c);
+    let (w3, c) = adc(w3, e1, c);
+    let (w4, c) = adc(w4, d2, c);
+    let (w5, c) = adc(w5, e2, c);
+    let (w6, c) = adc(w6, d3, c);
+    let w7 = w7.wrapping_add(e3).wrapping_add(c);
+    reduce_wide(&[d0, w1, w2, w3, w4, w5, w6, w7])
 }
 
 #[inline(always)]
