@@ -7,7 +7,7 @@
 //! <dir>/quarantine/                     files found inconsistent with the index
 //! ```
 //!
-//! A write goes to `tmp/`, is fsynced, renamed into place and the directory fsynced; only then
+//! A write streams into `tmp/` while it is received, is verified and fsynced, renamed into place and the directory fsynced; only then
 //! is the shard indexed (see [`crate::store`]). A crash at any point leaves either a file in
 //! `tmp/` or an unindexed file, which the start-up check removes or quarantines: nothing
 //! half-written is ever served.
@@ -96,19 +96,32 @@ impl Blobs {
         &self.tmp
     }
 
-    /// Writes data and outboard to `tmp/` and fsyncs them.
-    pub fn stage(&self, id: &ShardId, data: &[u8], outboard: &Outboard) -> io::Result<Staged> {
+    /// Creates the `tmp/` file a shard's bytes are streamed into; the returned [`Staged`]
+    /// removes it on drop unless committed.
+    pub fn begin(&self, id: &ShardId) -> io::Result<(Staged, File)> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let base = format!("{id}.{}.{n}", std::process::id());
-        let mut staged = Staged {
+        let staged = Staged {
             id: *id,
             data: self.tmp.join(format!("{base}.data")),
             outboard: self.tmp.join(format!("{base}.{OUTBOARD_EXT}")),
             committed: false,
         };
-        write_synced(&staged.data, data)?;
-        write_synced(&staged.outboard, &outboard.data)?;
-        staged.committed = false;
+        let file = File::create(&staged.data)?;
+        Ok((staged, file))
+    }
+
+    /// Makes a staged shard durable: fsyncs its data file and writes and fsyncs its outboard.
+    pub fn seal(&self, staged: &Staged, data: File, outboard: &Outboard) -> io::Result<()> {
+        data.sync_data()?;
+        write_synced(&staged.outboard, &outboard.data)
+    }
+
+    /// Writes data and outboard to `tmp/` and fsyncs them.
+    pub fn stage(&self, id: &ShardId, data: &[u8], outboard: &Outboard) -> io::Result<Staged> {
+        let (staged, mut file) = self.begin(id)?;
+        file.write_all(data)?;
+        self.seal(&staged, file, outboard)?;
         Ok(staged)
     }
 

@@ -4,7 +4,7 @@
 //! Order of checks for owner-signed requests, cheapest first, before any body byte is read:
 //! addressee, timestamp, signature, size limit, nonce (replay), quota reservation, free disk.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use granary_protocol::{
@@ -17,11 +17,11 @@ use granary_protocol::{
     verified::{self, EncodeError},
 };
 use quinn::RecvStream;
-use tokio::time::{Instant, timeout_at};
 
 use crate::{
     state::{Reject, State, disk_free},
     store::{AddOutcome, RemoveOutcome},
+    upload,
 };
 
 /// A successful response.
@@ -89,52 +89,6 @@ pub(crate) async fn has_shards(st: &Arc<State>, req: HasShards) -> Result<Respon
     .into())
 }
 
-/// Reads exactly `size` raw body bytes followed by the end of the stream, by `deadline`, with
-/// each read bounded by `read_timeout`.
-async fn read_body(
-    recv: &mut RecvStream,
-    size: u64,
-    deadline: Instant,
-    read_timeout: Duration,
-) -> Result<Vec<u8>, Reject> {
-    let mut data = Vec::with_capacity(size as usize);
-    loop {
-        let until = deadline.min(Instant::now() + read_timeout);
-        let chunk = timeout_at(until, recv.read_chunk(1 << 20, true))
-            .await
-            .map_err(|_| {
-                Reject::new(
-                    ErrorCode::Timeout,
-                    format!("body stalled at {} of {size} bytes", data.len()),
-                )
-            })?
-            .map_err(|e| {
-                Reject::new(
-                    ErrorCode::LengthMismatch,
-                    format!("body stream failed: {e}"),
-                )
-            })?;
-        match chunk {
-            Some(c) => {
-                if data.len() as u64 + c.bytes.len() as u64 > size {
-                    return Err(Reject::new(
-                        ErrorCode::LengthMismatch,
-                        format!("body longer than {size} bytes"),
-                    ));
-                }
-                data.extend_from_slice(&c.bytes);
-            }
-            None if data.len() as u64 == size => return Ok(data),
-            None => {
-                return Err(Reject::new(
-                    ErrorCode::LengthMismatch,
-                    format!("body ended after {} of {size} bytes", data.len()),
-                ));
-            }
-        }
-    }
-}
-
 pub(crate) async fn store_shard(
     st: &Arc<State>,
     req: StoreShard,
@@ -180,36 +134,32 @@ pub(crate) async fn store_shard(
         ));
     }
 
-    let allowance = Duration::from_secs_f64(size as f64 / st.config.limits.min_upload_rate as f64);
-    let deadline = Instant::now() + read_timeout + allowance;
-    let data = read_body(recv, size, deadline, read_timeout).await?;
+    let received = upload::receive(st, id, size, recv).await?;
 
     let state = Arc::clone(st);
     let outcome = blocking(move || {
         let _permit = permit;
         let _reservation = reservation;
-        commit_shard(&state, id, size, owner, &data)
+        commit_shard(&state, id, size, owner, received)
     })
     .await?;
     ok(outcome)
 }
 
-/// Verifies the received bytes against the id, writes them durably and indexes them.
+/// Makes a received, verified shard durable (fsync, rename) and indexes it.
 fn commit_shard(
     st: &State,
     id: ShardId,
     size: u64,
     owner: granary_protocol::NodeId,
-    data: &[u8],
+    received: upload::Received,
 ) -> Result<StoreOutcome, Reject> {
-    let ob = verified::outboard(data, size)?;
-    if ob.root != id.hash() {
-        return Err(Reject::new(
-            ErrorCode::HashMismatch,
-            format!("body hashes to {}, not {id}", ob.root.to_hex()),
-        ));
-    }
-    let staged = st.blobs.stage(&id, data, &ob)?;
+    let upload::Received {
+        outboard,
+        staged,
+        file,
+    } = received;
+    st.blobs.seal(&staged, file, &outboard)?;
     let _g = st
         .commit_lock
         .lock()

@@ -4,7 +4,8 @@
 //! - [`node`] — directory set-up (`init`), start-up consistency check, [`node::start`] /
 //!   [`node::RunningNode::shutdown`].
 //! - `server` — the QUIC accept loop; one task per connection, one per request stream.
-//! - `handler` — request handlers (auth, quotas, verification, commit).
+//! - `handler` — request handlers (auth, quotas, verification, commit); `upload` streams a
+//!   shard body to disk and hashes it as it arrives.
 //! - [`store`] — the metadata [`store::Store`] trait and its RocksDB implementation.
 //! - [`blobs`] — shard files on disk.
 //! - [`config`] — `config.toml`.
@@ -20,6 +21,7 @@ mod server;
 mod state;
 pub mod status;
 pub mod store;
+mod upload;
 mod wire;
 
 pub use config::Config;
