@@ -46,7 +46,7 @@ pub struct Limits {
     pub max_connections: u32,
     /// Concurrent bidirectional streams (requests) per connection.
     pub max_streams_per_connection: u32,
-    /// Concurrent shard uploads node-wide (bounds memory: each buffers up to one shard).
+    /// Concurrent shard uploads node-wide (bounds disk writers and open temporary files).
     pub max_concurrent_stores: u32,
     /// Time allowed to receive a request frame, and for each read of a body.
     pub read_timeout_ms: u64,
