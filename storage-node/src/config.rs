@@ -48,6 +48,12 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Concurrent shard uploads node-wide (bounds disk writers and open temporary files).
     pub max_concurrent_stores: u32,
+    /// Bytes of encoded ranges held in memory node-wide while being sent (bounds memory used
+    /// by concurrent `FetchRange` responses).
+    pub max_fetch_memory: u64,
+    /// Free disk space (bytes) the node always leaves; uploads that would eat into it get
+    /// `DiskFull`.
+    pub reserve_free_bytes: u64,
     /// Time allowed to receive a request frame, and for each read of a body.
     pub read_timeout_ms: u64,
     /// Slowest accepted upload rate; a body must arrive within
@@ -65,6 +71,8 @@ impl Default for Limits {
             max_connections: 1024,
             max_streams_per_connection: 64,
             max_concurrent_stores: 32,
+            max_fetch_memory: 1 << 30,
+            reserve_free_bytes: 1 << 30,
             read_timeout_ms: 10_000,
             min_upload_rate: 256 * 1024,
             idle_timeout_ms: 30_000,
@@ -152,6 +160,8 @@ impl Config {
         if self.limits.read_timeout_ms == 0
             || self.limits.min_upload_rate == 0
             || self.limits.max_concurrent_stores == 0
+            || self.limits.max_fetch_memory
+                < granary_protocol::message::encoded_range_bound(self.max_shard_size)
         {
             return Err(ConfigError::Invalid(
                 "timeouts, rates and store concurrency must be positive",

@@ -29,11 +29,17 @@ use crate::{
 pub(crate) struct Response {
     pub(crate) msg: Message,
     pub(crate) body: Option<Bytes>,
+    /// Memory budget held until the body is written.
+    pub(crate) _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl From<Message> for Response {
     fn from(msg: Message) -> Self {
-        Self { msg, body: None }
+        Self {
+            msg,
+            body: None,
+            _budget: None,
+        }
     }
 }
 
@@ -126,7 +132,7 @@ pub(crate) async fn store_shard(
         .map_err(|_| Reject::new(ErrorCode::Busy, "too many uploads in progress"))?
         .map_err(|_| Reject::new(ErrorCode::ShuttingDown, "node is shutting down"))?;
     let reservation = st.reserve(owner, size)?;
-    let need = size + verified::outboard_len(size) + (1 << 20);
+    let need = size + verified::outboard_len(size) + st.config.limits.reserve_free_bytes;
     if disk_free(st.blobs.tmp_dir()).is_some_and(|free| free < need) {
         return Err(Reject::new(
             ErrorCode::DiskFull,
@@ -196,12 +202,20 @@ pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Resp
             ),
         ));
     }
-    let state = Arc::clone(st);
     let start = req.start;
+    let bound = granary_protocol::message::encoded_range_bound(end - start);
+    let units = u32::try_from(bound.div_ceil(crate::state::FETCH_UNIT)).unwrap_or(u32::MAX);
+    let budget = tokio::time::timeout(
+        st.read_timeout(),
+        Arc::clone(&st.fetch_permits).acquire_many_owned(units),
+    )
+    .await
+    .map_err(|_| Reject::new(ErrorCode::Busy, "too many range reads in progress"))?
+    .map_err(|_| Reject::new(ErrorCode::ShuttingDown, "node is shutting down"))?;
+    let state = Arc::clone(st);
     let encoded = blocking(move || {
         let file = state.blobs.open_data(&id)?;
         let ob = state.blobs.read_outboard(&id, rec.size)?;
-        let bound = granary_protocol::message::encoded_range_bound(end - start);
         let mut out = Vec::with_capacity(bound as usize);
         match verified::encode_range(&file, &ob, start..end, &mut out) {
             Ok(()) => Ok(out),
@@ -228,6 +242,7 @@ pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Resp
     Ok(Response {
         msg,
         body: Some(Bytes::from(encoded)),
+        _budget: Some(budget),
     })
 }
 

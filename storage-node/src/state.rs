@@ -60,6 +60,9 @@ impl From<std::io::Error> for Reject {
     }
 }
 
+/// Granularity of the fetch memory budget.
+pub(crate) const FETCH_UNIT: u64 = 64 * 1024;
+
 #[derive(Debug, Default)]
 struct Reservations {
     bytes: u64,
@@ -76,6 +79,8 @@ pub(crate) struct State {
     /// Serialises "rename into place + index" against "un-index + unlink".
     pub(crate) commit_lock: Arc<Mutex<()>>,
     pub(crate) store_permits: Arc<Semaphore>,
+    /// Fetch memory budget, in units of [`FETCH_UNIT`] bytes.
+    pub(crate) fetch_permits: Arc<Semaphore>,
     reservations: Mutex<Reservations>,
 }
 
@@ -109,6 +114,8 @@ impl State {
         blobs: Arc<Blobs>,
     ) -> Self {
         let permits = config.limits.max_concurrent_stores as usize;
+        let fetch_units = (config.limits.max_fetch_memory / FETCH_UNIT)
+            .min(Semaphore::MAX_PERMITS as u64) as usize;
         Self {
             id,
             config,
@@ -116,6 +123,7 @@ impl State {
             blobs,
             commit_lock: Arc::new(Mutex::new(())),
             store_permits: Arc::new(Semaphore::new(permits)),
+            fetch_permits: Arc::new(Semaphore::new(fetch_units)),
             reservations: Mutex::default(),
         }
     }

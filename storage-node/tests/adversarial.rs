@@ -444,3 +444,50 @@ async fn graceful_shutdown_finishes_in_flight_store() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_is_a_typed_error_and_node_stays_healthy() {
+    // Ask the node to always keep 1 EiB free: every upload looks like a full disk.
+    let node = started(&[], "reserve_free_bytes = 1152921504606846976");
+    let owner = SecretKey::generate();
+    let c = client(&node, &owner).await;
+    let data = Bytes::from(random_bytes(10_000, 15));
+    let e = c
+        .store_shard(&owner, blake3::hash(&data), data.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::DiskFull), "{e}");
+    assert_eq!(
+        c.has_shards(&[blake3::hash(&data)]).await.unwrap(),
+        vec![false]
+    );
+    assert_eq!(c.info().await.unwrap().used, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused() {
+    let node = started(&[], "max_connections = 2");
+    let a = client(&node, &SecretKey::generate()).await;
+    let b = client(&node, &SecretKey::generate()).await;
+    a.info().await.unwrap();
+    b.info().await.unwrap();
+    let ep = common::net::client_endpoint(&SecretKey::generate()).unwrap();
+    let third = common::net::NodeClient::connect(&ep, node.addr, node.id).await;
+    assert!(
+        matches!(third, Err(common::net::ConnectError::Handshake(_))),
+        "{third:?}"
+    );
+    // Existing connections are unaffected; closing one makes room.
+    a.info().await.unwrap();
+    a.close();
+    let mut ok = false;
+    for _ in 0..50 {
+        if let Ok(c) = common::net::NodeClient::connect(&ep, node.addr, node.id).await {
+            c.info().await.unwrap();
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "a slot frees up after a connection closes");
+}
