@@ -326,8 +326,14 @@ async fn crash_leaves_nothing_half_written_served() {
         let big = big.clone();
         tokio::spawn(async move { c.store_shard(&owner, big_id, big).await })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Crash once the body is streaming into tmp/.
+    let tmp = node.path().join("tmp");
+    while std::fs::read_dir(&tmp).unwrap().count() == 0 && !upload.is_finished() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!upload.is_finished(), "32 MiB cannot cross loopback between two 1 ms polls");
     node.kill9();
+    assert!(std::fs::read_dir(&tmp).unwrap().count() > 0, "the crash left a partial upload");
     assert!(
         upload.await.unwrap().is_err(),
         "the upload cannot have completed"
