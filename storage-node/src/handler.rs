@@ -115,15 +115,25 @@ pub(crate) async fn store_shard(
     let ok = |outcome| Ok(Message::StoreShardOk(StoreShardOk { outcome }).into());
 
     if st.store.shard(&id)?.is_some() {
-        // Held already: record the reference without reading the body.
-        let (store, quota) = (Arc::clone(&st.store), st.quota());
-        let added = blocking(move || Ok(store.add_reference(&id, size, &owner, &quota)?)).await;
-        match added {
-            Ok(_) => return ok(StoreOutcome::AlreadyHeld),
-            // Deleted meanwhile: fall through and take the body.
-            Err(_) if st.store.shard(&id)?.is_none() => {}
-            Err(e) => return Err(e),
+        // Held already: record the reference without reading the body. Under the commit lock,
+        // so a concurrent delete of the last reference cannot leave an index entry without files.
+        let state = Arc::clone(st);
+        let added = blocking(move || {
+            let _g = state
+                .commit_lock
+                .lock()
+                .map_err(|_| Reject::internal("commit lock", "poisoned"))?;
+            if state.store.shard(&id)?.is_none() {
+                return Ok(false);
+            }
+            state.store.add_reference(&id, size, &owner, &state.quota())?;
+            Ok(true)
+        })
+        .await?;
+        if added {
+            return ok(StoreOutcome::AlreadyHeld);
         }
+        // Deleted meanwhile: take the body.
     }
 
     let read_timeout = st.read_timeout();
