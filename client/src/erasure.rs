@@ -1,12 +1,16 @@
-//! Systematic Reed–Solomon over GF(2^8): a segment becomes k data shards (its own bytes, cut in
-//! k equal pieces) plus m parity shards; any k of the k + m rebuild it.
+//! Systematic Reed–Solomon: a segment becomes k data shards (its own bytes, cut in k equal
+//! pieces) plus m parity shards; any k of the k + m rebuild it.
 //!
-//! The codec is `reed-solomon-erasure` in pure Rust, built without its `simd-accel` feature,
-//! which compiles C with a fixed `-march=haswell` and would crash on CPUs without AVX2.
-//! `benches/benches/data_path.rs` measures it against `reed-solomon-simd` in the same run; see
-//! docs/performance.md for the figures behind the choice.
+//! The codec is `reed-solomon-simd` (Leopard-RS, an FFT-based code over GF(2^16)), which picks
+//! its SIMD kernels (AVX2, SSSE3, NEON, scalar) at run time, so one binary runs on any x86-64 and
+//! on ARM. The product owner's first choice, `reed-solomon-erasure`, is portable only without its
+//! `simd-accel` feature (that feature compiles C with a fixed `-march=haswell`), and then it
+//! encodes 5–7× slower: `benches/benches/data_path.rs` measures both in one run; the figures are
+//! in docs/performance.md.
 
-use reed_solomon_erasure::galois_8::ReedSolomon;
+use std::cell::RefCell;
+
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use serde::{Deserialize, Serialize};
 
 /// Shard lengths are multiples of this many bytes (SIMD-friendly, and cheap).
@@ -37,7 +41,11 @@ impl ErasureParams {
 
     /// Checks the parameters are usable.
     pub fn validate(&self) -> Result<(), ErasureError> {
-        if self.data == 0 || self.parity == 0 || self.total() > 255 {
+        if self.data == 0
+            || self.parity == 0
+            || self.total() > 255
+            || !ReedSolomonEncoder::supports(self.data as usize, self.parity as usize)
+        {
             return Err(ErasureError::Params {
                 data: self.data,
                 parity: self.parity,
@@ -80,24 +88,25 @@ pub enum ErasureError {
         needed: usize,
     },
     /// The codec refused (shards of unequal length, a bug).
-    #[error("reed-solomon: {0:?}")]
-    Codec(reed_solomon_erasure::Error),
+    #[error("reed-solomon: {0}")]
+    Codec(reed_solomon_simd::Error),
 }
 
 /// An encoder/decoder for one [`ErasureParams`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Coder {
     params: ErasureParams,
-    rs: ReedSolomon,
+}
+
+thread_local! {
+    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
 }
 
 impl Coder {
-    /// Builds the coding matrices once.
+    /// A coder for `params`.
     pub fn new(params: ErasureParams) -> Result<Self, ErasureError> {
         params.validate()?;
-        let rs = ReedSolomon::new(params.data as usize, params.parity as usize)
-            .map_err(ErasureError::Codec)?;
-        Ok(Self { params, rs })
+        Ok(Self { params })
     }
 
     /// The parameters.
@@ -105,38 +114,87 @@ impl Coder {
         self.params
     }
 
-    /// Encodes a segment into one buffer of k + m shards of `shard_len` bytes each, shard i at
-    /// `i * shard_len`. Data shards hold the segment's bytes, the last one zero-padded.
+    /// Encodes a segment into a new [`ShardSet`].
     pub fn encode(&self, segment: &[u8]) -> Result<ShardSet, ErasureError> {
-        let shard_len = self.params.shard_len(segment.len());
-        let mut buf = vec![0u8; shard_len * self.params.total()];
-        buf[..segment.len()].copy_from_slice(segment);
-        let (data, parity) = buf.split_at_mut(shard_len * self.params.data as usize);
-        let data: Vec<&[u8]> = data.chunks(shard_len).collect();
-        let mut parity: Vec<&mut [u8]> = parity.chunks_mut(shard_len).collect();
-        self.rs
-            .encode_sep(&data, &mut parity)
-            .map_err(ErasureError::Codec)?;
-        Ok(ShardSet { shard_len, buf })
+        let mut set = ShardSet::default();
+        self.encode_into(segment, &mut set)?;
+        Ok(set)
     }
 
-    /// Rebuilds the missing data shards in place from any k present ones (all the same length).
+    /// Encodes a segment into `set`, reusing its memory: k + m shards of `shard_len` bytes, shard
+    /// i at `i * shard_len`. Data shards hold the segment's bytes, the last one zero-padded.
+    pub fn encode_into(&self, segment: &[u8], set: &mut ShardSet) -> Result<(), ErasureError> {
+        let (k, m) = (self.params.data as usize, self.params.parity as usize);
+        let shard_len = self.params.shard_len(segment.len());
+        set.shard_len = shard_len;
+        set.buf.clear();
+        set.buf.extend_from_slice(segment);
+        set.buf.resize(shard_len * k, 0);
+        ENCODER.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let enc = match slot.as_mut() {
+                Some(e) => {
+                    e.reset(k, m, shard_len).map_err(ErasureError::Codec)?;
+                    e
+                }
+                None => slot
+                    .insert(ReedSolomonEncoder::new(k, m, shard_len).map_err(ErasureError::Codec)?),
+            };
+            for shard in set.buf.chunks(shard_len) {
+                enc.add_original_shard(shard).map_err(ErasureError::Codec)?;
+            }
+            let result = enc.encode().map_err(ErasureError::Codec)?;
+            for parity in result.recovery_iter() {
+                set.buf.extend_from_slice(parity);
+            }
+            Ok(())
+        })
+    }
+
+    /// Rebuilds the missing data shards in place from any k present ones, all the same length:
+    /// whole shards, or the same run of whole 64-byte blocks of each.
     pub fn reconstruct_data(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), ErasureError> {
+        let (k, m) = (self.params.data as usize, self.params.parity as usize);
         let available = shards.iter().filter(|s| s.is_some()).count();
-        if available < self.params.data as usize {
+        if available < k {
             return Err(ErasureError::TooFewShards {
                 available,
-                needed: self.params.data as usize,
+                needed: k,
             });
         }
-        self.rs
-            .reconstruct_data(shards)
-            .map_err(ErasureError::Codec)
+        if shards[..k].iter().all(Option::is_some) {
+            return Ok(());
+        }
+        let len = shards.iter().flatten().map(Vec::len).next().unwrap_or(0);
+        if len == 0 {
+            for s in shards.iter_mut().take(k) {
+                s.get_or_insert_with(Vec::new);
+            }
+            return Ok(());
+        }
+        // Column ranges handed in must be whole 64-byte blocks of the shards: the codec's
+        // 16-bit symbols are split across each 64-byte block.
+        let mut dec = ReedSolomonDecoder::new(k, m, len).map_err(ErasureError::Codec)?;
+        for (i, s) in shards.iter().enumerate() {
+            if let Some(s) = s {
+                if i < k {
+                    dec.add_original_shard(i, s).map_err(ErasureError::Codec)?;
+                } else {
+                    dec.add_recovery_shard(i - k, s)
+                        .map_err(ErasureError::Codec)?;
+                }
+            }
+        }
+        let result = dec.decode().map_err(ErasureError::Codec)?;
+        for (i, restored) in result.restored_original_iter() {
+            shards[i] = Some(restored.to_vec());
+        }
+        Ok(())
     }
 }
 
 /// The k + m shards of one segment in one allocation.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ShardSet {
     /// Length of every shard.
     pub shard_len: usize,

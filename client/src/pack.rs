@@ -29,8 +29,8 @@ use granary_protocol::verified;
 
 use crate::{
     capability::Capability,
-    crypto::{self, FileCipher},
-    erasure::{Coder, ErasureError, ErasureParams},
+    crypto::{self, FileCipher, Sealer},
+    erasure::{Coder, ErasureError, ErasureParams, ShardSet},
     ids::{ContentHash, DatasetId, DatasetKey, ShardId},
     manifest::{Entry, EntryKind, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc},
     store::{PutShard, ShardStore, StoreError},
@@ -183,18 +183,9 @@ pub enum PackError {
     Options(String),
 }
 
-/// A slice of a segment that belongs to one file: decrypt/encrypt it with that file's key.
-struct Piece {
-    cipher: FileCipher,
-    file_offset: u64,
-    start: usize,
-    end: usize,
-}
-
 struct SegmentJob {
     seq: u64,
     bytes: Vec<u8>,
-    pieces: Vec<Piece>,
 }
 
 struct SegmentDone {
@@ -206,17 +197,14 @@ struct SegmentDone {
     shard_bytes: u64,
 }
 
-/// Encrypts, encodes and stores one segment.
+/// Erasure-codes and stores one segment (already encrypted), using `set` as scratch.
 fn encode_segment(
     coder: &Coder,
     store: &dyn ShardStore,
-    mut job: SegmentJob,
+    job: &SegmentJob,
+    set: &mut ShardSet,
 ) -> Result<SegmentDone, PackError> {
-    for p in &job.pieces {
-        p.cipher
-            .apply(p.file_offset, &mut job.bytes[p.start..p.end]);
-    }
-    let set = coder.encode(&job.bytes)?;
+    coder.encode_into(&job.bytes, set)?;
     let outboards: Vec<verified::Outboard> = set
         .shards()
         .map(|s| verified::outboard(s, s.len() as u64))
@@ -249,33 +237,24 @@ fn encode_segment(
 struct Producer<'a> {
     segment_size: usize,
     bytes: Vec<u8>,
-    pieces: Vec<Piece>,
     seq: u64,
     stream_pos: u64,
-    encrypt: bool,
     tx: Sender<SegmentJob>,
+    /// Segment buffers coming back from the encoders, for reuse.
+    recycled: Receiver<Vec<u8>>,
     abort: &'a AtomicBool,
     read_bytes: &'a AtomicU64,
     progress: Option<ProgressFn>,
 }
 
 impl Producer<'_> {
-    fn append(&mut self, cipher: &FileCipher, mut file_offset: u64, mut data: &[u8]) -> bool {
+    /// Appends stored (already encrypted) bytes to the stream.
+    fn append(&mut self, mut data: &[u8]) -> bool {
         while !data.is_empty() {
             let room = self.segment_size - self.bytes.len();
             let take = room.min(data.len());
-            let start = self.bytes.len();
             self.bytes.extend_from_slice(&data[..take]);
-            if self.encrypt {
-                self.pieces.push(Piece {
-                    cipher: cipher.clone(),
-                    file_offset,
-                    start,
-                    end: start + take,
-                });
-            }
             data = &data[take..];
-            file_offset += take as u64;
             self.stream_pos += take as u64;
             if self.bytes.len() == self.segment_size && !self.flush() {
                 return false;
@@ -289,10 +268,16 @@ impl Producer<'_> {
         if self.bytes.is_empty() {
             return true;
         }
+        let next = match self.recycled.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(self.segment_size),
+        };
         let job = SegmentJob {
             seq: self.seq,
-            bytes: std::mem::replace(&mut self.bytes, Vec::with_capacity(self.segment_size)),
-            pieces: std::mem::take(&mut self.pieces),
+            bytes: std::mem::replace(&mut self.bytes, next),
         };
         self.seq += 1;
         !self.abort.load(Ordering::Relaxed) && self.tx.send(job).is_ok()
@@ -384,9 +369,11 @@ impl FilePacker<'_, '_> {
                 return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
             }
             let offset = self.out.stream_pos;
-            let cipher = FileCipher::new(self.key, &hash);
             let data = std::mem::take(&mut self.scratch);
-            let ok = self.out.append(&cipher, 0, &data);
+            let mut sealer = Sealer::new(FileCipher::new(self.key, &hash));
+            let out = &mut *self.out;
+            let ok =
+                sealer.push(&data, &mut |b| out.append(b)) && sealer.finish(&mut |b| out.append(b));
             self.scratch = data;
             if !ok {
                 return Ok(Packed::Aborted);
@@ -417,7 +404,7 @@ impl FilePacker<'_, '_> {
         }
         f.rewind().map_err(read_err)?;
         let offset = self.out.stream_pos;
-        let cipher = FileCipher::new(self.key, &hash);
+        let mut sealer = Sealer::new(FileCipher::new(self.key, &hash));
         let mut check = blake3::Hasher::new();
         let mut pos = 0u64;
         loop {
@@ -430,10 +417,15 @@ impl FilePacker<'_, '_> {
             }
             check.update(&block[..n]);
             self.out.note_read(n);
-            if !self.out.append(&cipher, pos, &block[..n]) {
+            let out = &mut *self.out;
+            if !sealer.push(&block[..n], &mut |b| out.append(b)) {
                 return Ok(Packed::Aborted);
             }
             pos += n as u64;
+        }
+        let out = &mut *self.out;
+        if !sealer.finish(&mut |b| out.append(b)) {
+            return Ok(Packed::Aborted);
         }
         let after = FileStamp::of(&f.metadata().map_err(read_err)?);
         if pos != size || check.finalize() != hash.as_hash() || after != before {
@@ -445,7 +437,7 @@ impl FilePacker<'_, '_> {
 
     fn pack_reader(&mut self, reader: &mut dyn Read) -> Result<Packed, PackError> {
         let seed = crypto::random_seed();
-        let cipher = FileCipher::new(self.key, &seed);
+        let mut sealer = Sealer::new(FileCipher::new(self.key, &seed));
         let offset = self.out.stream_pos;
         let mut block = vec![0u8; READ_BLOCK];
         let mut hasher = blake3::Hasher::new();
@@ -464,10 +456,15 @@ impl FilePacker<'_, '_> {
             };
             hasher.update(&block[..n]);
             self.out.note_read(n);
-            if !self.out.append(&cipher, pos, &block[..n]) {
+            let out = &mut *self.out;
+            if !sealer.push(&block[..n], &mut |b| out.append(b)) {
                 return Ok(Packed::Aborted);
             }
             pos += n as u64;
+        }
+        let out = &mut *self.out;
+        if !sealer.finish(&mut |b| out.append(b)) {
+            return Ok(Packed::Aborted);
         }
         let hash = ContentHash(*hasher.finalize().as_bytes());
         Ok(Packed::Kind(file_kind(pos, hash, offset, Some(seed))))
@@ -672,6 +669,7 @@ fn collect_segments(
     store: &dyn ShardStore,
     workers: usize,
     jobs: Receiver<SegmentJob>,
+    recycle: Sender<Vec<u8>>,
     abort: &AtomicBool,
 ) -> Result<Vec<SegmentDone>, PackError> {
     std::thread::scope(|s| {
@@ -679,12 +677,15 @@ fn collect_segments(
         for _ in 0..workers {
             let jobs = jobs.clone();
             let done_tx = done_tx.clone();
+            let recycle = recycle.clone();
             s.spawn(move || {
+                let mut set = ShardSet::default();
                 for job in jobs {
                     if abort.load(Ordering::Relaxed) {
                         continue;
                     }
-                    let r = encode_segment(coder, store, job);
+                    let r = encode_segment(coder, store, &job, &mut set);
+                    let _ = recycle.try_send(job.bytes);
                     if r.is_err() {
                         abort.store(true, Ordering::Relaxed);
                     }
@@ -746,16 +747,16 @@ pub fn pack(
     let abort = AtomicBool::new(false);
     let read_bytes = AtomicU64::new(0);
     let (job_tx, job_rx) = bounded::<SegmentJob>(workers * 2);
+    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(workers * 2 + 2);
 
     let (produced, done) = std::thread::scope(|s| {
         let producer = Producer {
             segment_size,
             bytes: Vec::with_capacity(segment_size),
-            pieces: Vec::new(),
             seq: 0,
             stream_pos: base_len,
-            encrypt: key.is_some(),
             tx: job_tx,
+            recycled: recycle_rx,
             abort: &abort,
             read_bytes: &read_bytes,
             progress: opts.progress.clone(),
@@ -769,7 +770,7 @@ pub fn pack(
             }
             r
         });
-        let done = collect_segments(&coder, store, workers, job_rx, &abort);
+        let done = collect_segments(&coder, store, workers, job_rx, recycle_tx, &abort);
         let produced = handle
             .join()
             .unwrap_or_else(|_| Err(PackError::Options("the reader thread panicked".into())));
@@ -843,13 +844,16 @@ fn store_manifest(
     }
     let mut nodes = NodeTable::default();
     let mut manifest_segments = Vec::new();
+    let mut set = ShardSet::default();
     for (seq, chunk) in blob.chunks(segment_size).enumerate() {
         let job = SegmentJob {
             seq: seq as u64,
             bytes: chunk.to_vec(),
-            pieces: Vec::new(),
         };
-        manifest_segments.push(desc(encode_segment(coder, store, job)?, &mut nodes));
+        manifest_segments.push(desc(
+            encode_segment(coder, store, &job, &mut set)?,
+            &mut nodes,
+        ));
     }
     let root = RootRecord {
         erasure: coder.params(),

@@ -18,9 +18,9 @@ use std::{
 
 use crate::{
     capability::Capability,
-    crypto::{self, FileCipher},
+    crypto::{self, CryptoError, FileCipher, Opener},
     erasure::{Coder, ErasureError},
-    ids::DatasetKey,
+    ids::{ContentHash, DatasetKey},
     manifest::{
         Entry, EntryKind, FormatError, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc,
     },
@@ -72,6 +72,9 @@ pub enum ReadError {
         /// File size.
         size: u64,
     },
+    /// An encrypted chunk failed authentication.
+    #[error("decryption failed: {0}")]
+    Decrypt(#[from] CryptoError),
     /// A whole file's plaintext did not hash to the manifest's value.
     #[error("{0:?}: content does not match its hash in the manifest")]
     ContentMismatch(String),
@@ -137,6 +140,67 @@ impl SegmentReader<'_> {
         }
     }
 
+    /// Reads column `col` of k healthy shards of `seg` and rebuilds its data shards.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_column(
+        &self,
+        seg: &SegmentDesc,
+        col: &Range<u64>,
+        wanted: &[(usize, Range<u64>)],
+        pieces: &mut [Option<Vec<u8>>],
+        bad: &mut HashSet<usize>,
+        failed: &mut Vec<(usize, String)>,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<Option<Vec<u8>>>, SegmentError> {
+        let total = self.coder.params().total();
+        let k = self.coder.params().data as usize;
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut have = 0;
+        for j in 0..total {
+            if have == k {
+                break;
+            }
+            if bad.contains(&j) {
+                continue;
+            }
+            // A piece already read for exactly this column is reused.
+            if wanted.iter().any(|(w, r)| *w == j && r == col) {
+                if let Some(p) = &pieces[j] {
+                    shards[j] = Some(p.clone());
+                    have += 1;
+                    continue;
+                }
+            }
+            match self.store.read_range(&self.loc(seg, j), col.clone()) {
+                Ok(b) => {
+                    stats.shard_reads += 1;
+                    shards[j] = Some(b);
+                    have += 1;
+                }
+                Err(e) => {
+                    stats.shard_failures += 1;
+                    bad.insert(j);
+                    failed.push((j, e.to_string()));
+                }
+            }
+        }
+        if have < k {
+            let lost = failed
+                .iter()
+                .map(|(i, e)| format!("shard {i}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(SegmentError::TooManyLost {
+                available: have,
+                needed: k,
+                lost,
+            });
+        }
+        self.coder.reconstruct_data(&mut shards)?;
+        stats.rebuilds += 1;
+        Ok(shards)
+    }
+
     /// Reads `range` (within the segment's length) of segment `idx`.
     fn read(
         &self,
@@ -164,7 +228,6 @@ impl SegmentReader<'_> {
                 (i, range.start.max(s) - s..range.end.min(s + sl) - s)
             })
             .collect();
-        let all_same_column = wanted.iter().all(|(_, r)| *r == wanted[0].1);
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; self.coder.params().total()];
         for (i, r) in &wanted {
             match self.store.read_range(&self.loc(seg, *i), r.clone()) {
@@ -179,66 +242,36 @@ impl SegmentReader<'_> {
             }
         }
         if !failed.is_empty() {
-            // Rebuild each lost column range from k other shards of the segment.
-            let columns: Vec<Range<u64>> = if all_same_column {
-                vec![wanted[0].1.clone()]
-            } else {
-                failed
-                    .iter()
-                    .map(|(i, _)| wanted[*i - first].1.clone())
-                    .collect()
-            };
+            // Rebuild each lost range from the same columns of k other shards. The codec works
+            // on 64-byte blocks (16-bit symbols split across each block), so columns are widened
+            // to 64-byte boundaries; shard lengths are multiples of 64, so they stay in bounds.
             let mut bad: HashSet<usize> = failed.iter().map(|(i, _)| *i).collect();
-            for col in columns {
-                let mut shards: Vec<Option<Vec<u8>>> = vec![None; self.coder.params().total()];
-                let mut have = 0;
-                for j in 0..self.coder.params().total() {
-                    if have == k {
-                        break;
-                    }
-                    if bad.contains(&j) {
-                        continue;
-                    }
-                    let reuse = pieces[j].as_ref().filter(|_| {
-                        all_same_column || wanted.iter().any(|(w, r)| *w == j && *r == col)
-                    });
-                    if let Some(p) = reuse {
-                        shards[j] = Some(p.clone());
-                        have += 1;
-                        continue;
-                    }
-                    match self.store.read_range(&self.loc(seg, j), col.clone()) {
-                        Ok(b) => {
-                            stats.shard_reads += 1;
-                            shards[j] = Some(b);
-                            have += 1;
-                        }
-                        Err(e) => {
-                            stats.shard_failures += 1;
-                            bad.insert(j);
-                            failed.push((j, e.to_string()));
-                        }
-                    }
+            let lost_wanted: Vec<(usize, Range<u64>)> = wanted
+                .iter()
+                .filter(|(i, _)| pieces[*i].is_none())
+                .cloned()
+                .collect();
+            let mut rebuilt: Vec<(Range<u64>, Vec<Option<Vec<u8>>>)> = Vec::new();
+            for (i, r) in lost_wanted {
+                let col = r.start / 64 * 64..(r.end.div_ceil(64) * 64).min(sl);
+                if !rebuilt.iter().any(|(c, _)| *c == col) {
+                    let shards = self
+                        .gather_column(
+                            seg,
+                            &col,
+                            &wanted,
+                            &mut pieces,
+                            &mut bad,
+                            &mut failed,
+                            stats,
+                        )
+                        .map_err(wrap)?;
+                    rebuilt.push((col.clone(), shards));
                 }
-                if have < k {
-                    let lost = failed
-                        .iter()
-                        .map(|(i, e)| format!("shard {i}: {e}"))
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    return Err(wrap(SegmentError::TooManyLost {
-                        available: have,
-                        needed: k,
-                        lost,
-                    }));
-                }
-                self.coder
-                    .reconstruct_data(&mut shards)
-                    .map_err(|e| wrap(SegmentError::Erasure(e)))?;
-                stats.rebuilds += 1;
-                for (i, r) in &wanted {
-                    if pieces[*i].is_none() && *r == col {
-                        pieces[*i] = shards[*i].take();
+                if let Some((_, shards)) = rebuilt.iter().find(|(c, _)| *c == col) {
+                    if let Some(full) = &shards[i] {
+                        let from = (r.start - col.start) as usize;
+                        pieces[i] = Some(full[from..from + (r.end - r.start) as usize].to_vec());
                     }
                 }
             }
@@ -340,16 +373,17 @@ impl Dataset {
         }
     }
 
-    fn cipher(&self, entry: &Entry) -> Option<FileCipher> {
+    fn cipher(&self, entry: &Entry) -> FileCipher {
+        let key = self
+            .capability
+            .key
+            .as_ref()
+            .filter(|_| self.root.key_check.is_some());
         match &entry.kind {
-            EntryKind::File { hash, key_seed, .. } => Some(FileCipher::new(
-                self.capability
-                    .key
-                    .as_ref()
-                    .filter(|_| self.root.key_check.is_some()),
-                key_seed.as_ref().unwrap_or(hash),
-            )),
-            _ => None,
+            EntryKind::File { hash, key_seed, .. } => {
+                FileCipher::new(key, key_seed.as_ref().unwrap_or(hash))
+            }
+            _ => FileCipher::new(None, &ContentHash([0; 32])),
         }
     }
 
@@ -366,14 +400,18 @@ impl Dataset {
         }
     }
 
-    /// Reads bytes `range` of a file, verified shard by shard and decrypted.
-    pub fn read_range(
+    /// Streams the verified plaintext of bytes `range` of a file into `sink`, segment by
+    /// segment. With `cache`, whole segments are read and kept for the next call (extraction
+    /// of many small files); without, only the byte ranges needed are read.
+    fn stream_file(
         &self,
         store: &dyn ShardStore,
         entry: &Entry,
         range: Range<u64>,
         stats: &mut ReadStats,
-    ) -> Result<Vec<u8>, ReadError> {
+        mut cache: Option<&mut Option<(usize, Vec<u8>)>>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
         let EntryKind::File { size, offset, .. } = entry.kind else {
             return Err(ReadError::NotAFile(entry.display_path()));
         };
@@ -385,17 +423,60 @@ impl Dataset {
                 size,
             });
         }
+        let cipher = self.cipher(entry);
+        let span = cipher.stored_span(range.clone(), size);
+        let mut opener = Opener::new(cipher, span.first_chunk);
+        let mut skip = span.skip;
+        let mut left = range.end - range.start;
+        let mut emit = |p: &[u8]| -> Result<(), ReadError> {
+            let s = (skip as usize).min(p.len());
+            skip -= s as u64;
+            let n = (left as usize).min(p.len() - s);
+            left -= n as u64;
+            if n > 0 {
+                sink(&p[s..s + n])?;
+            }
+            Ok(())
+        };
         let reader = self.segments(store);
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        for (seg, r) in self
-            .index
-            .segment_pieces(offset + range.start..offset + range.end)
-        {
-            out.extend(reader.read(seg, r, stats)?);
+        let stored = offset + span.stored.start..offset + span.stored.end;
+        for (seg, r) in self.index.segment_pieces(stored) {
+            match cache.as_deref_mut() {
+                Some(cache) => {
+                    if cache.as_ref().is_none_or(|(i, _)| *i != seg) {
+                        let len = self.index.manifest.segments[seg].len as u64;
+                        *cache = Some((seg, reader.read(seg, 0..len, stats)?));
+                    }
+                    if let Some((_, bytes)) = cache.as_ref() {
+                        opener.push(&bytes[r.start as usize..r.end as usize], &mut emit)?;
+                    }
+                }
+                None => {
+                    let bytes = reader.read(seg, r, stats)?;
+                    opener.push(&bytes, &mut emit)?;
+                }
+            }
         }
-        if let Some(c) = self.cipher(entry) {
-            c.apply(range.start, &mut out);
+        opener.finish(&mut emit)?;
+        if left != 0 {
+            return Err(ReadError::ContentMismatch(entry.display_path()));
         }
+        Ok(())
+    }
+
+    /// Reads bytes `range` of a file, verified shard by shard and decrypted.
+    pub fn read_range(
+        &self,
+        store: &dyn ShardStore,
+        entry: &Entry,
+        range: Range<u64>,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<u8>, ReadError> {
+        let mut out = Vec::with_capacity((range.end.saturating_sub(range.start)) as usize);
+        self.stream_file(store, entry, range, stats, None, &mut |p| {
+            out.extend_from_slice(p);
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -407,28 +488,17 @@ impl Dataset {
         out: &mut dyn Write,
         stats: &mut ReadStats,
     ) -> Result<u64, ReadError> {
-        let EntryKind::File {
-            size, offset, hash, ..
-        } = entry.kind
-        else {
+        let EntryKind::File { size, hash, .. } = entry.kind else {
             return Err(ReadError::NotAFile(entry.display_path()));
         };
-        let reader = self.segments(store);
-        let cipher = self.cipher(entry);
         let mut hasher = blake3::Hasher::new();
-        let mut pos = 0u64;
-        for (seg, r) in self.index.segment_pieces(offset..offset + size) {
-            let mut bytes = reader.read(seg, r, stats)?;
-            if let Some(c) = &cipher {
-                c.apply(pos, &mut bytes);
-            }
-            hasher.update(&bytes);
-            out.write_all(&bytes).map_err(|source| ReadError::Io {
+        self.stream_file(store, entry, 0..size, stats, None, &mut |p| {
+            hasher.update(p);
+            out.write_all(p).map_err(|source| ReadError::Io {
                 path: entry.display_path(),
                 source,
-            })?;
-            pos += bytes.len() as u64;
-        }
+            })
+        })?;
         if hasher.finalize() != hash.as_hash() {
             return Err(ReadError::ContentMismatch(entry.display_path()));
         }
@@ -480,12 +550,8 @@ impl Dataset {
         });
         let mut written = 0u64;
         let mut cache: Option<(usize, Vec<u8>)> = None;
-        let reader = self.segments(store);
         for e in files {
-            let EntryKind::File {
-                size, offset, hash, ..
-            } = e.kind
-            else {
+            let EntryKind::File { size, hash, .. } = e.kind else {
                 continue;
             };
             let path = target(e);
@@ -494,26 +560,12 @@ impl Dataset {
             }
             let tmp = partial_name(&path);
             let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-            let cipher = self.cipher(e);
             let mut hasher = blake3::Hasher::new();
-            let mut pos = 0u64;
             let result = (|| {
-                for (seg, r) in self.index.segment_pieces(offset..offset + size) {
-                    if cache.as_ref().is_none_or(|(i, _)| *i != seg) {
-                        let len = self.index.manifest.segments[seg].len as u64;
-                        cache = Some((seg, reader.read(seg, 0..len, stats)?));
-                    }
-                    let Some((_, seg_bytes)) = &cache else {
-                        continue;
-                    };
-                    let mut bytes = seg_bytes[r.start as usize..r.end as usize].to_vec();
-                    if let Some(c) = &cipher {
-                        c.apply(pos, &mut bytes);
-                    }
-                    hasher.update(&bytes);
-                    f.write_all(&bytes).map_err(io(&path))?;
-                    pos += bytes.len() as u64;
-                }
+                self.stream_file(store, e, 0..size, stats, Some(&mut cache), &mut |p| {
+                    hasher.update(p);
+                    f.write_all(p).map_err(io(&path))
+                })?;
                 if hasher.finalize() != hash.as_hash() {
                     return Err(ReadError::ContentMismatch(e.display_path()));
                 }

@@ -95,7 +95,10 @@ pub fn compare_trees(a: &Path, b: &Path) -> std::io::Result<Option<String>> {
         }
         if let crate::walk::WalkKind::File { .. } = x.kind {
             if hash_file(&x.abs)? != hash_file(&y.abs)? {
-                return Ok(Some(format!("{} content differs", String::from_utf8_lossy(&x.rel))));
+                return Ok(Some(format!(
+                    "{} content differs",
+                    String::from_utf8_lossy(&x.rel)
+                )));
             }
         }
     }

@@ -127,7 +127,9 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
         stats.rebuilds
     );
     match sample::compare_trees(&src, &out)? {
-        None => println!("5. verified: the restored copy is byte-for-byte identical to the original"),
+        None => {
+            println!("5. verified: the restored copy is byte-for-byte identical to the original")
+        }
         Some(diff) => bail!("restored copy differs: {diff}"),
     }
     if !args.keep && args.dir.is_none() {

@@ -32,7 +32,11 @@ pub(crate) mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "granary", version, about = "Content-addressed, erasure-coded, encrypted dataset storage")]
+#[command(
+    name = "granary",
+    version,
+    about = "Content-addressed, erasure-coded, encrypted dataset storage"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -256,9 +260,9 @@ fn run(cli: Cli) -> Result<()> {
             let t = Instant::now();
             let report = pack(source, &store, &opts).map_err(|e| {
                 let code = match e {
-                    PackError::FileChanged { .. } | PackError::Unreadable(_) | PackError::Read { .. } => {
-                        exit::INPUT
-                    }
+                    PackError::FileChanged { .. }
+                    | PackError::Unreadable(_)
+                    | PackError::Read { .. } => exit::INPUT,
                     _ => 1,
                 };
                 anyhow!(e).context(exit_tag(code))
@@ -380,7 +384,12 @@ fn run(cli: Cli) -> Result<()> {
                     let v = serde_json::json!({"path": e.display_path(), "kind": kind, "mode": e.mode, "size": e.size(), "target": extra});
                     writeln!(stdout, "{v}")?;
                 } else {
-                    writeln!(stdout, "{kind:7} {:o} {extra:>12} {}", e.mode, e.display_path())?;
+                    writeln!(
+                        stdout,
+                        "{kind:7} {:o} {extra:>12} {}",
+                        e.mode,
+                        e.display_path()
+                    )?;
                 }
             }
             Ok(())
