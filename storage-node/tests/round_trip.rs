@@ -179,3 +179,31 @@ async fn impostor_node_is_refused_with_typed_error() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_reuses_and_replaces_connections() {
+    let mut node = started(&[], "");
+    let key = SecretKey::generate();
+    let pool = net::NodePool::new(net::client_endpoint(&key).unwrap());
+    let a = pool.get(node.addr, node.id).await.unwrap();
+    let b = pool.get(node.addr, node.id).await.unwrap();
+    assert_eq!(a.remote_address(), b.remote_address());
+    assert_eq!(pool.len(), 1);
+    a.info().await.unwrap();
+    // Restart the node: the cached connection dies; the pool dials anew.
+    assert!(node.stop());
+    node.start();
+    let mut fresh = None;
+    for _ in 0..100 {
+        let c = pool.get(node.addr, node.id).await.unwrap();
+        if c.info().await.is_ok() {
+            fresh = Some(c);
+            break;
+        }
+        pool.evict(&node.id);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(fresh.is_some(), "pool reconnects after the node restarts");
+    pool.close_all();
+    assert!(pool.is_empty());
+}

@@ -77,6 +77,11 @@ impl NodeClient {
         self.conn.remote_address()
     }
 
+    /// Whether the connection is still open (it may still fail on next use).
+    pub fn is_alive(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+
     /// Closes the connection (pending calls fail).
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"bye");

@@ -4,7 +4,8 @@
 //! pins the node id it expects ([`NodeClient::connect`]). Each call opens one bidirectional
 //! stream, sends one request frame (plus the shard bytes for a store), reads one response, and
 //! is bounded by a timeout ([`NodeClient::with_timeout`]). Ranges are verified against the shard
-//! id before they are returned. The wire format is `docs/protocol.md`.
+//! id before they are returned. [`NodePool`] keeps one connection per node for callers that
+//! talk to many. The wire format is `docs/protocol.md`.
 //!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr, node: granary_protocol::NodeId) -> anyhow::Result<()> {
@@ -22,9 +23,11 @@
 mod client;
 mod endpoint;
 mod error;
+mod pool;
 mod wire;
 
 pub use client::NodeClient;
 pub use endpoint::{client_endpoint, client_endpoint_on};
 pub use error::{ConnectError, EndpointError, RemoteError, RequestError};
 pub use granary_protocol::message::{DeleteOutcome, NodeInfo, StoreOutcome};
+pub use pool::NodePool;
