@@ -126,7 +126,9 @@ pub(crate) async fn store_shard(
             if state.store.shard(&id)?.is_none() {
                 return Ok(false);
             }
-            state.store.add_reference(&id, size, &owner, &state.quota())?;
+            state
+                .store
+                .add_reference(&id, size, &owner, &state.quota())?;
             Ok(true)
         })
         .await?;

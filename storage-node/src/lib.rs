@@ -9,6 +9,7 @@
 //! - [`store`] — the metadata [`store::Store`] trait and its RocksDB implementation.
 //! - [`blobs`] — shard files on disk.
 //! - [`config`] — `config.toml`.
+//! - [`scrub`] — offline re-hash of every shard, quarantining rot.
 //! - [`status`] — a read-only report of a node directory, usable while the node runs.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -17,6 +18,7 @@ pub mod blobs;
 pub mod config;
 mod handler;
 pub mod node;
+pub mod scrub;
 mod server;
 mod state;
 pub mod status;

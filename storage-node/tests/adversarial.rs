@@ -331,9 +331,15 @@ async fn crash_leaves_nothing_half_written_served() {
     while std::fs::read_dir(&tmp).unwrap().count() == 0 && !upload.is_finished() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert!(!upload.is_finished(), "32 MiB cannot cross loopback between two 1 ms polls");
+    assert!(
+        !upload.is_finished(),
+        "32 MiB cannot cross loopback between two 1 ms polls"
+    );
     node.kill9();
-    assert!(std::fs::read_dir(&tmp).unwrap().count() > 0, "the crash left a partial upload");
+    assert!(
+        std::fs::read_dir(&tmp).unwrap().count() > 0,
+        "the crash left a partial upload"
+    );
     assert!(
         upload.await.unwrap().is_err(),
         "the upload cannot have completed"
@@ -443,7 +449,11 @@ async fn graceful_shutdown_finishes_in_flight_store() {
     assert!(node.stop(), "graceful shutdown exits 0");
     // The in-flight upload was allowed to finish and was acknowledged.
     let outcome = upload.await.unwrap();
-    assert!(outcome.is_ok(), "in flight: {was_in_flight}, {outcome:?}; log: {}", node.log());
+    assert!(
+        outcome.is_ok(),
+        "in flight: {was_in_flight}, {outcome:?}; log: {}",
+        node.log()
+    );
     assert!(node.log().contains("shutting down"));
     node.start();
     let c = client(&node, &owner).await;
@@ -495,4 +505,64 @@ async fn connections_over_the_limit_are_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "a slot frees up after a connection closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_finds_rot_nobody_read() {
+    let mut node = started(&[], "");
+    let owner = SecretKey::generate();
+    let c = client(&node, &owner).await;
+    let good = Bytes::from(random_bytes(70_000, 16));
+    let bad = Bytes::from(random_bytes(70_000, 17));
+    c.store_shard(&owner, blake3::hash(&good), good.clone())
+        .await
+        .unwrap();
+    c.store_shard(&owner, blake3::hash(&bad), bad.clone())
+        .await
+        .unwrap();
+    let dir = node.path().to_path_buf();
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    // Refused while the node runs (the database is locked).
+    assert!(!run(&["scrub"]).status.success());
+    assert!(node.stop());
+    let out = run(&["scrub"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verified 2 shards, 140000 bytes"));
+
+    let hex = blake3::hash(&bad).to_hex().to_string();
+    let path = node
+        .path()
+        .join("shards")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[69_999] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let out = run(&["scrub"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("quarantined {hex}: bytes do not hash to the id")),
+        "{text}"
+    );
+
+    node.start();
+    let c = client(&node, &owner).await;
+    let held = c
+        .has_shards(&[blake3::hash(&good), blake3::hash(&bad)])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![true, false]);
 }

@@ -43,7 +43,7 @@ async fn concurrent_stores_and_deletes_keep_index_files_and_accounting_consisten
             for _ in 0..40 {
                 let o = &owners[(rng.next() % 3) as usize];
                 let s = &shards[(rng.next() % 8) as usize];
-                if rng.next() % 3 == 0 {
+                if rng.next().is_multiple_of(3) {
                     c.delete_shards(o, &[blake3::hash(s)]).await.unwrap();
                 } else {
                     c.store_shard(o, blake3::hash(s), s.clone()).await.unwrap();

@@ -52,6 +52,12 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Re-hash every stored shard and quarantine corrupt ones (run while the node is stopped).
+    Scrub {
+        /// Node directory.
+        #[arg(long, env = "GRANARY_NODE_DIR")]
+        dir: PathBuf,
+    },
     /// Print the node id.
     Id {
         /// Node directory.
@@ -96,6 +102,17 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Run { dir } => run(dir)?,
+        Cmd::Scrub { dir } => {
+            let r = granary_node::scrub::scrub(&dir)
+                .with_context(|| format!("scrubbing {} (is the node stopped?)", dir.display()))?;
+            println!("verified {} shards, {} bytes", r.verified, r.bytes);
+            for q in r.check.quarantined.iter().chain(&r.corrupt) {
+                println!("quarantined {q}");
+            }
+            if !r.corrupt.is_empty() || !r.check.quarantined.is_empty() {
+                std::process::exit(2);
+            }
+        }
     }
     Ok(())
 }
