@@ -21,9 +21,11 @@ pub(crate) fn transport_config() -> quinn::TransportConfig {
     t
 }
 
-/// A client endpoint bound to `0.0.0.0:0` that authenticates as `identity`.
+/// A client endpoint that authenticates as `identity`, bound to `[::]:0` (dual-stack: reaches
+/// IPv4 and IPv6 nodes) or, where IPv6 is unavailable, to `0.0.0.0:0`.
 pub fn client_endpoint(identity: &SecretKey) -> Result<quinn::Endpoint, EndpointError> {
-    client_endpoint_on(identity, SocketAddr::from(([0, 0, 0, 0], 0)))
+    client_endpoint_on(identity, SocketAddr::from(([0u16; 8], 0)))
+        .or_else(|_| client_endpoint_on(identity, SocketAddr::from(([0, 0, 0, 0], 0))))
 }
 
 /// A client endpoint bound to `bind` (e.g. `[::]:0` for IPv6) that authenticates as `identity`.
