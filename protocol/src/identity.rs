@@ -90,7 +90,7 @@ pub enum IdentityError {
 }
 
 /// Why a node id string or bytes could not be parsed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ParseNodeIdError {
     /// Not 64 hex digits.
@@ -283,5 +283,70 @@ mod tests {
         let s = k.public().to_string();
         assert_eq!(s.parse::<NodeId>().unwrap(), k.public());
         assert_eq!("zz".parse::<NodeId>(), Err(ParseNodeIdError::Format));
+    }
+}
+
+/// A node's id and socket address, written `<64 hex id>@<ip:port>` (e.g. in CLI flags and
+/// devnet files). The address says where to dial; the id is what the dialer pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// The node's id.
+    pub id: NodeId,
+    /// Where it listens (UDP).
+    pub addr: std::net::SocketAddr,
+}
+
+/// Why a `NodeAddr` string could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseNodeAddrError {
+    /// No `@` separator.
+    #[error("expected <node id>@<ip:port>")]
+    Format,
+    /// The id part is invalid.
+    #[error("node id: {0}")]
+    Id(#[from] ParseNodeIdError),
+    /// The address part is invalid.
+    #[error("address: {0}")]
+    Addr(#[from] std::net::AddrParseError),
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+impl FromStr for NodeAddr {
+    type Err = ParseNodeAddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, addr) = s.trim().split_once('@').ok_or(ParseNodeAddrError::Format)?;
+        Ok(Self {
+            id: id.parse()?,
+            addr: addr.parse()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod node_addr_tests {
+    use super::*;
+
+    #[test]
+    fn node_addr_round_trips() {
+        let id = SecretKey::from_bytes(&[5; 32]).public();
+        let na = NodeAddr {
+            id,
+            addr: "127.0.0.1:7400".parse().unwrap(),
+        };
+        assert_eq!(na.to_string().parse::<NodeAddr>().unwrap(), na);
+        let v6 = format!("{id}@[::1]:7400");
+        assert_eq!(v6.parse::<NodeAddr>().unwrap().addr.port(), 7400);
+        assert_eq!("nope".parse::<NodeAddr>(), Err(ParseNodeAddrError::Format));
+        assert!(matches!(
+            format!("{id}@nope").parse::<NodeAddr>(),
+            Err(ParseNodeAddrError::Addr(_))
+        ));
     }
 }

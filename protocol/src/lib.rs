@@ -28,6 +28,6 @@ mod wire_tests;
 
 pub use error_code::ErrorCode;
 pub use frame::{MAX_FRAME, MsgType, PROTOCOL_VERSION};
-pub use identity::{NodeId, SecretKey, Signature};
+pub use identity::{NodeAddr, NodeId, SecretKey, Signature};
 pub use message::{Message, ShardId};
 pub use tls::ALPN;

@@ -66,6 +66,17 @@ async fn store_fetch_has_delete_round_trip() {
 
     let status = node.status();
     assert!(status.contains(&id.to_hex().to_string()), "{status}");
+    let out = std::process::Command::new(common::BIN)
+        .args(["id", "--addr", "--dir"])
+        .arg(node.path())
+        .output()
+        .unwrap();
+    let na: granary_protocol::NodeAddr = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!((na.id, na.addr), (node.id, node.addr));
 
     assert_eq!(
         c.delete_shards(&owner, &[id, other]).await.unwrap(),

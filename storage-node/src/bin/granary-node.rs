@@ -58,11 +58,14 @@ enum Cmd {
         #[arg(long, env = "GRANARY_NODE_DIR")]
         dir: PathBuf,
     },
-    /// Print the node id.
+    /// Print the node id (with `--addr`: `<id>@<bound address>` of the running node).
     Id {
         /// Node directory.
         #[arg(long, env = "GRANARY_NODE_DIR")]
         dir: PathBuf,
+        /// Print `<id>@<addr>` using the address the node last bound (`node.addr`).
+        #[arg(long)]
+        addr: bool,
     },
 }
 
@@ -89,9 +92,20 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("initialising {}", dir.display()))?;
             println!("{id}");
         }
-        Cmd::Id { dir } => {
-            let key = SecretKey::load(&node::identity_path(&dir))?;
-            println!("{}", key.public());
+        Cmd::Id { dir, addr } => {
+            let id = SecretKey::load(&node::identity_path(&dir))?.public();
+            if addr {
+                let path = node::addr_path(&dir);
+                let bound = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {} (has the node run?)", path.display()))?;
+                let na = granary_protocol::NodeAddr {
+                    id,
+                    addr: bound.trim().parse()?,
+                };
+                println!("{na}");
+            } else {
+                println!("{id}");
+            }
         }
         Cmd::Status { dir, json, limit } => {
             let s = status::read(&dir, limit)?;
