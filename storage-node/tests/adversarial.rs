@@ -317,7 +317,7 @@ async fn crash_leaves_nothing_half_written_served() {
         .unwrap();
 
     // Start a large upload and crash the node in the middle of it.
-    let big = Bytes::from(random_bytes(32 << 20, 12));
+    let big = Bytes::from(random_bytes(64 << 20, 12));
     let big_id = blake3::hash(&big);
     let upload = {
         // The dead node is only noticed by timeout; keep it short.
@@ -333,7 +333,7 @@ async fn crash_leaves_nothing_half_written_served() {
     }
     assert!(
         !upload.is_finished(),
-        "32 MiB cannot cross loopback between two 1 ms polls"
+        "64 MiB cannot cross loopback between two 1 ms polls"
     );
     node.kill9();
     assert!(
@@ -432,7 +432,7 @@ async fn graceful_shutdown_finishes_in_flight_store() {
     let mut node = started(&[], "");
     let owner = SecretKey::generate();
     let c = client(&node, &owner).await;
-    let big = Bytes::from(random_bytes(48 << 20, 14));
+    let big = Bytes::from(random_bytes(64 << 20, 14));
     let id = blake3::hash(&big);
     let upload = {
         let (c, owner, big) = (c.clone(), owner.clone(), big.clone());
@@ -444,7 +444,7 @@ async fn graceful_shutdown_finishes_in_flight_store() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let was_in_flight = !upload.is_finished();
-    // 48 MiB cannot cross loopback between two 1 ms polls: the test really interrupts an upload.
+    // 64 MiB cannot cross loopback between two 1 ms polls: the test really interrupts an upload.
     assert!(was_in_flight);
     assert!(node.stop(), "graceful shutdown exits 0");
     // The in-flight upload was allowed to finish and was acknowledged.
