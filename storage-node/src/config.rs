@@ -33,6 +33,12 @@ pub struct Config {
     pub label: String,
     /// Largest shard accepted, in bytes (at most the protocol's 64 MiB).
     pub max_shard_size: u64,
+    /// Background scrub speed in bytes per second (0 turns it off).
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_rate: u64,
+    /// Pause between background scrub passes, in seconds.
+    #[serde(default = "default_scrub_pause")]
+    pub scrub_pause_secs: u64,
     /// Connection and timing limits.
     #[serde(default)]
     pub limits: Limits,
@@ -65,6 +71,14 @@ pub struct Limits {
     pub shutdown_grace_ms: u64,
 }
 
+fn default_scrub_rate() -> u64 {
+    8 << 20
+}
+
+fn default_scrub_pause() -> u64 {
+    24 * 3600
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -89,6 +103,8 @@ impl Default for Config {
             owner_quota: 100 << 30,
             label: "default".into(),
             max_shard_size: granary_protocol::message::MAX_SHARD_SIZE,
+            scrub_rate: default_scrub_rate(),
+            scrub_pause_secs: default_scrub_pause(),
             limits: Limits::default(),
         }
     }

@@ -135,6 +135,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     janitor: JoinHandle<()>,
+    scrubber: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -157,6 +158,7 @@ impl RunningNode {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         self.janitor.abort();
+        self.scrubber.abort();
         let _ = self.task.await;
     }
 
@@ -195,6 +197,7 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
 
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(server::serve(endpoint, Arc::clone(&st), rx));
+    let scrubber = tokio::spawn(crate::scrub::run_online(Arc::clone(&st)));
     let janitor_state = Arc::clone(&st);
     let janitor = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -211,5 +214,6 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
         shutdown: tx,
         task,
         janitor,
+        scrubber,
     })
 }

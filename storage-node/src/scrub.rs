@@ -1,16 +1,18 @@
-//! `granary-node scrub`: re-hash every stored shard (node stopped) and quarantine any whose
-//! bytes or outboard no longer match its id.
+//! Scrubbing: re-hash stored shards and quarantine any whose bytes or outboard no longer match
+//! their id. Offline for every shard (`granary-node scrub`, node stopped), or online in the
+//! running node at a bounded rate ([`run_online`], `scrub_rate` in the config).
 //!
 //! Reads already re-verify the bytes they serve; a scrub finds rot in shards nobody reads, so
 //! that repair can rebuild them before too many copies are lost.
 
-use std::{fs::File, io::BufReader, path::Path};
+use std::{fs::File, io::BufReader, path::Path, sync::Arc, time::Duration};
 
-use granary_protocol::verified;
+use granary_protocol::{ShardId, verified};
 
 use crate::{
     blobs::Blobs,
     node::{CheckReport, StartError, check},
+    state::State,
     store::{Store, rocks::RocksStore},
 };
 
@@ -39,17 +41,7 @@ pub fn scrub(dir: &Path) -> Result<ScrubReport, StartError> {
         ..Default::default()
     };
     for (id, rec) in store.shards()? {
-        let fresh = File::open(blobs.data_path(&id))
-            .and_then(|f| verified::outboard(BufReader::with_capacity(1 << 20, f), rec.size));
-        let stored = blobs.read_outboard(&id, rec.size);
-        let why = match (fresh, stored) {
-            (Ok(f), Ok(s)) if f.root == id.hash() && f.data == s.data => None,
-            (Ok(f), Ok(_)) if f.root != id.hash() => {
-                Some("bytes do not hash to the id".to_string())
-            }
-            (Ok(_), Ok(_)) => Some("outboard does not match the bytes".to_string()),
-            (Err(e), _) | (_, Err(e)) => Some(format!("unreadable: {e}")),
-        };
+        let why = verify_shard(&blobs, &id, rec.size);
         report.verified += 1;
         report.bytes += rec.size;
         if let Some(why) = why {
@@ -62,4 +54,64 @@ pub fn scrub(dir: &Path) -> Result<ScrubReport, StartError> {
         }
     }
     Ok(report)
+}
+
+/// Re-hashes one shard; `Some(reason)` if it no longer matches its id.
+pub fn verify_shard(blobs: &Blobs, id: &ShardId, size: u64) -> Option<String> {
+    let fresh = File::open(blobs.data_path(id))
+        .and_then(|f| verified::outboard(BufReader::with_capacity(1 << 20, f), size));
+    let stored = blobs.read_outboard(id, size);
+    match (fresh, stored) {
+        (Ok(f), Ok(s)) if f.root == id.hash() && f.data == s.data => None,
+        (Ok(f), Ok(_)) if f.root != id.hash() => Some("bytes do not hash to the id".to_string()),
+        (Ok(_), Ok(_)) => Some("outboard does not match the bytes".to_string()),
+        (Err(e), _) | (_, Err(e)) => Some(format!("unreadable: {e}")),
+    }
+}
+
+/// The running node's background scrub: walks the index in id order, re-hashing at most
+/// `scrub_rate` bytes per second, pausing `scrub_pause_secs` between passes. Runs until aborted.
+pub(crate) async fn run_online(st: Arc<State>) {
+    let rate = st.config.scrub_rate;
+    if rate == 0 {
+        return;
+    }
+    loop {
+        let shards = match st.store.shards() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%e, "scrub: listing shards failed");
+                Vec::new()
+            }
+        };
+        let (mut checked, mut bad) = (0usize, 0usize);
+        for (id, rec) in shards {
+            let s = Arc::clone(&st);
+            let res = tokio::task::spawn_blocking(move || {
+                // Still indexed? (It may have been deleted since the listing.)
+                if !matches!(s.store.shard(&id), Ok(Some(r)) if r.size == rec.size) {
+                    return None;
+                }
+                let why = verify_shard(&s.blobs, &id, rec.size)?;
+                let _g = s.commit_lock.lock();
+                // Re-check under the lock: a delete (and a fresh store) may have raced the hashing.
+                if !matches!(s.store.shard(&id), Ok(Some(_))) {
+                    return None;
+                }
+                let why = verify_shard(&s.blobs, &id, rec.size).map(|_| why)?;
+                let _ = s.store.drop_shard(&id);
+                let _ = s.blobs.quarantine(&id);
+                Some(why)
+            })
+            .await;
+            checked += 1;
+            if let Ok(Some(why)) = res {
+                bad += 1;
+                tracing::warn!(%id, %why, "scrub: quarantined corrupt shard");
+            }
+            tokio::time::sleep(Duration::from_secs_f64(rec.size as f64 / rate as f64)).await;
+        }
+        tracing::info!(checked, quarantined = bad, "scrub pass done");
+        tokio::time::sleep(Duration::from_secs(st.config.scrub_pause_secs.max(1))).await;
+    }
 }

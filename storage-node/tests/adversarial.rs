@@ -566,3 +566,52 @@ async fn scrub_finds_rot_nobody_read() {
         .unwrap();
     assert_eq!(held, vec![true, false]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_scrub_quarantines_rot() {
+    let mut node = started(&[], "");
+    let owner = SecretKey::generate();
+    let c = client(&node, &owner).await;
+    let good = Bytes::from(random_bytes(50_000, 18));
+    let bad = Bytes::from(random_bytes(50_000, 19));
+    c.store_shard(&owner, blake3::hash(&good), good.clone())
+        .await
+        .unwrap();
+    c.store_shard(&owner, blake3::hash(&bad), bad.clone())
+        .await
+        .unwrap();
+    assert!(node.stop());
+    let hex = blake3::hash(&bad).to_hex().to_string();
+    let path = node
+        .path()
+        .join("shards")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[123] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    // Restart with a fast scrub; nobody reads the bad shard, yet it goes.
+    let cfg = node.path().join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("scrub_rate = 8388608", "scrub_rate = 1073741824");
+    std::fs::write(
+        &cfg,
+        text.replace("scrub_pause_secs = 86400", "scrub_pause_secs = 1"),
+    )
+    .unwrap();
+    node.start();
+    let c = client(&node, &owner).await;
+    let ids = [blake3::hash(&good), blake3::hash(&bad)];
+    let mut held = c.has_shards(&ids).await.unwrap();
+    for _ in 0..600 {
+        if !held[1] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held = c.has_shards(&ids).await.unwrap();
+    }
+    assert_eq!(held, vec![true, false], "log: {}", node.log());
+    assert!(node.log().contains("scrub: quarantined corrupt shard"));
+    assert_eq!(c.fetch_shard(ids[0]).await.unwrap(), good);
+}
