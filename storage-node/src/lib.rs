@@ -9,7 +9,7 @@
 //! - [`store`] — the metadata [`store::Store`] trait and its RocksDB implementation.
 //! - [`blobs`] — shard files on disk.
 //! - [`config`] — `config.toml`.
-//! - [`scrub`] — offline re-hash of every shard, quarantining rot.
+//! - [`scrub`] — re-hashing shards (offline, and rate-limited in the running node), quarantining rot.
 //! - [`status`] — a read-only report of a node directory, usable while the node runs.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
