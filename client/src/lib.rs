@@ -7,10 +7,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod capability;
+pub mod config;
 pub mod crypto;
+pub mod devnet;
 pub mod erasure;
 pub mod ids;
 pub mod manifest;
+pub mod net;
 pub mod pack;
 pub mod read;
 pub mod sample;

@@ -229,8 +229,12 @@ impl SegmentReader<'_> {
             })
             .collect();
         let mut pieces: Vec<Option<Vec<u8>>> = vec![None; self.coder.params().total()];
-        for (i, r) in &wanted {
-            match self.store.read_range(&self.loc(seg, *i), r.clone()) {
+        let reqs: Vec<(ShardLoc, Range<u64>)> = wanted
+            .iter()
+            .map(|(i, r)| (self.loc(seg, *i), r.clone()))
+            .collect();
+        for ((i, _), result) in wanted.iter().zip(self.store.read_ranges(&reqs)) {
+            match result {
                 Ok(b) => {
                     stats.shard_reads += 1;
                     pieces[*i] = Some(b);

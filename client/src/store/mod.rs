@@ -11,6 +11,7 @@ use granary_protocol::verified::{Outboard, VerifyError};
 use crate::ids::{DatasetId, ShardId};
 
 pub mod dir;
+pub mod net;
 
 /// Where a shard is, as far as the manifest knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,13 @@ pub trait ShardStore: Send + Sync {
 
     /// Reads `range` of a shard, verified against its id.
     fn read_range(&self, shard: &ShardLoc, range: Range<u64>) -> Result<Vec<u8>, FetchError>;
+
+    /// Reads several ranges; stores that can run them concurrently override this.
+    fn read_ranges(&self, reqs: &[(ShardLoc, Range<u64>)]) -> Vec<Result<Vec<u8>, FetchError>> {
+        reqs.iter()
+            .map(|(l, r)| self.read_range(l, r.clone()))
+            .collect()
+    }
 
     /// Which of `ids` the store already holds (uploads skip those).
     fn has_shards(&self, ids: &[ShardId]) -> Result<Vec<bool>, StoreError>;

@@ -11,11 +11,15 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use granary_client::{
-    Capability, Dataset, ErasureParams, PackOptions, ReadError, ReadStats, Source,
+    Capability, Dataset, ErasureParams, PackOptions, ReadError, ReadStats, Source, config, devnet,
     manifest::EntryKind,
     pack,
     pack::PackError,
-    store::{ShardStore, dir::DirStore},
+    store::{
+        ShardStore,
+        dir::DirStore,
+        net::{NetStore, parse_nodes},
+    },
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -44,9 +48,38 @@ struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct StoreArgs {
-    /// A local shard store directory (created if missing).
+    /// Use a local shard store directory instead of storage nodes.
     #[arg(long, env = "GRANARY_STORE")]
-    store: PathBuf,
+    store: Option<PathBuf>,
+    /// Client config (key and nodes); default $GRANARY_CONFIG, then the platform config dir.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Extra storage node, `<id>@<ip:port>` (repeatable).
+    #[arg(long = "node", value_name = "ID@ADDR")]
+    nodes: Vec<String>,
+}
+
+impl StoreArgs {
+    /// The network store from the config (plus `--node` flags).
+    fn net(&self) -> Result<NetStore> {
+        let path = config::locate(self.config.as_deref())?;
+        let loaded = config::load(&path)?;
+        let mut nodes = loaded.nodes;
+        nodes.extend(parse_nodes(&self.nodes).map_err(|e| anyhow!(e).context(exit_tag(2)))?);
+        Ok(NetStore::new(nodes, loaded.key)?)
+    }
+
+    /// A local directory store with `--store`, else the network.
+    fn open(&self) -> Result<Box<dyn ShardStore>> {
+        match &self.store {
+            Some(dir) => {
+                Ok(Box::new(DirStore::open(dir, false).with_context(|| {
+                    format!("opening store {}", dir.display())
+                })?))
+            }
+            None => Ok(Box::new(self.net()?)),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -121,8 +154,45 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Pack a generated sample dataset, lose m shards of every segment, rebuild and verify.
+    /// Remove a dataset: drop your references to all its shards on every node (owner only).
+    Rm {
+        /// The capability.
+        cap: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The nodes this client knows and their health.
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A local network of real node processes on loopback.
+    #[command(subcommand)]
+    Devnet(DevnetCmd),
+    /// The main demo: a devnet, a sample dataset put, nodes killed, the dataset got back verified.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum DevnetCmd {
+    /// Start N nodes under DIR and write DIR/client.toml.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Devnet directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop the nodes of the devnet in DIR.
+    Down {
+        /// Devnet directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 fn progress(quiet: bool, len: u64, what: &str) -> ProgressBar {
@@ -217,8 +287,8 @@ fn run(cli: Cli) -> Result<()> {
             name,
             out,
         } => {
-            let store = DirStore::open(&store.store, false)
-                .with_context(|| format!("opening store {}", store.store.display()))?;
+            let store = store.open()?;
+            let store = &*store;
             let mut opts = PackOptions {
                 erasure: ErasureParams { data: k, parity: m },
                 encrypt: !public,
@@ -226,7 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                 ..PackOptions::default()
             };
             if let Some(base) = update {
-                let ds = open(&base, &store)?;
+                let ds = open(&base, store)?;
                 opts.key = ds.capability.key.clone();
                 opts.encrypt = ds.root.key_check.is_some();
                 opts.erasure = ds.manifest().erasure;
@@ -258,7 +328,7 @@ fn run(cli: Cli) -> Result<()> {
             let pb2 = pb.clone();
             opts.progress = Some(Arc::new(move |n| pb2.set_position(n)));
             let t = Instant::now();
-            let report = pack(source, &store, &opts).map_err(|e| {
+            let report = pack(source, store, &opts).map_err(|e| {
                 let code = match e {
                     PackError::FileChanged { .. }
                     | PackError::Unreadable(_)
@@ -307,15 +377,16 @@ fn run(cli: Cli) -> Result<()> {
             store,
             out,
         } => {
-            let store = DirStore::open(&store.store, false)?;
-            let ds = open(&cap, &store)?;
+            let store = store.open()?;
+            let store = &*store;
+            let ds = open(&cap, store)?;
             let dest = dest.unwrap_or_else(|| PathBuf::from(ds.capability.id.to_string()));
             let total: u64 = ds.manifest().entries.iter().map(|e| e.size()).sum();
             let pb = progress(out.quiet, total, "getting");
             let t = Instant::now();
             let mut stats = ReadStats::default();
             let report = ds
-                .extract(&store, &dest, Some(&|n| pb.set_position(n)), &mut stats)
+                .extract(store, &dest, Some(&|n| pb.set_position(n)), &mut stats)
                 .map_err(read_error)?;
             pb.finish_and_clear();
             let secs = t.elapsed().as_secs_f64();
@@ -347,8 +418,9 @@ fn run(cli: Cli) -> Result<()> {
             range,
             store,
         } => {
-            let store = DirStore::open(&store.store, false)?;
-            let ds = open(&cap, &store)?;
+            let store = store.open()?;
+            let store = &*store;
+            let ds = open(&cap, store)?;
             let entry = ds.file(&path).map_err(read_error)?;
             let mut stdout = io::stdout().lock();
             let mut stats = ReadStats::default();
@@ -356,12 +428,12 @@ fn run(cli: Cli) -> Result<()> {
                 Some(spec) => {
                     let r = parse_range(&spec, entry.size())?;
                     let bytes = ds
-                        .read_range(&store, entry, r, &mut stats)
+                        .read_range(store, entry, r, &mut stats)
                         .map_err(read_error)?;
                     stdout.write_all(&bytes).context("writing to stdout")?;
                 }
                 None => {
-                    ds.write_file(&store, entry, &mut stdout, &mut stats)
+                    ds.write_file(store, entry, &mut stdout, &mut stats)
                         .map_err(read_error)?;
                 }
             }
@@ -369,8 +441,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Ls { cap, store, json } => {
-            let store = DirStore::open(&store.store, false)?;
-            let ds = open(&cap, &store)?;
+            let store = store.open()?;
+            let store = &*store;
+            let ds = open(&cap, store)?;
             let mut stdout = io::stdout().lock();
             for e in &ds.manifest().entries {
                 let (kind, extra) = match &e.kind {
@@ -392,6 +465,83 @@ fn run(cli: Cli) -> Result<()> {
                     )?;
                 }
             }
+            Ok(())
+        }
+        Cmd::Rm { cap, store } => {
+            let net = store.net()?;
+            let ds = open(&cap, &net)?;
+            let mut ids: Vec<_> = ds
+                .manifest()
+                .segments
+                .iter()
+                .chain(&ds.root.manifest_segments)
+                .flat_map(|s| s.shards.iter().copied())
+                .collect();
+            ids.push(granary_client::ids::ShardId(ds.capability.id.0));
+            ids.sort();
+            ids.dedup();
+            let removed = net.delete(&ids)?;
+            if removed == 0 {
+                return Err(anyhow!(
+                    "no shard of this dataset is stored under your key: only its owner can remove it"
+                )
+                .context(exit_tag(exit::NOT_FOUND)));
+            }
+            eprintln!("removed {removed} shard references of {}", ds.capability.id);
+            Ok(())
+        }
+        Cmd::Status { store, json } => {
+            let net = store.net()?;
+            let mut healthy = 0;
+            for st in net.status() {
+                match &st.info {
+                    Ok(info) => {
+                        healthy += 1;
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"node": st.node.to_string(), "ok": true, "label": info.label, "shards": info.shard_count, "used": info.used, "free": info.free, "capacity": info.capacity, "version": info.version})
+                            );
+                        } else {
+                            println!(
+                                "up    {}  {:>8} shards  {:>10.1} MB used  {:>10.1} MB free  {}",
+                                st.node,
+                                info.shard_count,
+                                info.used as f64 / 1e6,
+                                info.free as f64 / 1e6,
+                                info.label
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"node": st.node.to_string(), "ok": false, "error": e})
+                            );
+                        } else {
+                            println!("down  {}  {e}", st.node);
+                        }
+                    }
+                }
+            }
+            if !json {
+                eprintln!("{healthy} of {} nodes reachable", net.nodes().len());
+            }
+            Ok(())
+        }
+        Cmd::Devnet(DevnetCmd::Up { nodes, dir }) => {
+            let net = devnet::up(&dir, nodes, &devnet::node_binary())?;
+            for n in &net.nodes {
+                eprintln!("node {} (pid {}) in {}", n.addr, n.pid, n.dir.display());
+            }
+            let cfg = std::fs::canonicalize(dir.join("client.toml"))?;
+            println!("GRANARY_CONFIG={}", cfg.display());
+            Ok(())
+        }
+        Cmd::Devnet(DevnetCmd::Down { dir }) => {
+            let n = devnet::down(&dir)?;
+            eprintln!("stopped {n} nodes");
             Ok(())
         }
         Cmd::Demo(args) => demo::run(args),

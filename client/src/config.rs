@@ -1,0 +1,101 @@
+//! The client configuration: the user's key and the storage nodes to start from.
+//!
+//! Found from `--config FILE`, else `$GRANARY_CONFIG`, else `<platform config dir>/granary/
+//! client.toml`. Example:
+//!
+//! ```toml
+//! key_file = "client.key"          # relative to this file; created on first use
+//! nodes = ["<64 hex id>@127.0.0.1:7401", "..."]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use granary_protocol::{NodeAddr, SecretKey};
+use serde::{Deserialize, Serialize};
+
+/// What `client.toml` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientConfig {
+    /// The user's ed25519 key (owner of what they store), relative to the config file.
+    pub key_file: PathBuf,
+    /// Bootstrap storage nodes, `<id>@<ip:port>`.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+/// A loaded configuration.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// The user's key.
+    pub key: SecretKey,
+    /// The nodes.
+    pub nodes: Vec<NodeAddr>,
+}
+
+/// Configuration problems, each naming the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No config was given and none exists in the default place.
+    #[error("no client config: pass --config FILE, set GRANARY_CONFIG, or create {0}")]
+    Missing(String),
+    /// Reading or parsing failed.
+    #[error("{path}: {detail}")]
+    Bad {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// The config file to use: `flag`, else `$GRANARY_CONFIG`, else the platform default.
+pub fn locate(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("GRANARY_CONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let default = dirs::config_dir()
+        .map(|d| d.join("granary").join("client.toml"))
+        .unwrap_or_else(|| PathBuf::from("client.toml"));
+    if default.exists() {
+        Ok(default)
+    } else {
+        Err(ConfigError::Missing(default.display().to_string()))
+    }
+}
+
+/// Loads a config; a missing key file is created with a fresh key.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let bad = |detail: String| ConfigError::Bad {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let cfg: ClientConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let key_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.key_file);
+    let key = if key_path.exists() {
+        SecretKey::load(&key_path).map_err(|e| bad(format!("key {}: {e}", key_path.display())))?
+    } else {
+        let k = SecretKey::generate();
+        k.save(&key_path)
+            .map_err(|e| bad(format!("creating key {}: {e}", key_path.display())))?;
+        k
+    };
+    let nodes = crate::store::net::parse_nodes(&cfg.nodes).map_err(bad)?;
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        key,
+        nodes,
+    })
+}
+
+/// Writes a config file.
+pub fn save(path: &Path, cfg: &ClientConfig) -> std::io::Result<()> {
+    let text = toml::to_string_pretty(cfg).map_err(std::io::Error::other)?;
+    std::fs::write(path, text)
+}

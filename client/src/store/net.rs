@@ -1,0 +1,490 @@
+//! A shard store over storage nodes on QUIC: placement by rendezvous hashing, verified reads,
+//! dead nodes skipped.
+//!
+//! Placement is a pure function of the shard id and the known nodes: each node's score for a
+//! shard is `BLAKE3(shard id ‖ node id)`, and a segment's k + m shards go to the best-scoring
+//! nodes, one shard per node while there are enough nodes. The manifest records where each
+//! shard went as a hint; a reader asks the hinted node first, then the next candidates in
+//! score order. A node that fails to connect is skipped for [`DEAD_FOR`] so that a dead node
+//! costs one timeout, not one per shard; the reassembly code then rebuilds around it.
+
+use std::{
+    collections::HashMap,
+    ops::Range,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use granary_protocol::{NodeAddr, NodeId, SecretKey, message::NodeInfo};
+
+use super::{FetchError, PutShard, ShardLoc, ShardStore, StoreError};
+use crate::{
+    ids::{DatasetId, ShardId},
+    net::{NodeClient, NodePool, RequestError, client_endpoint},
+};
+
+/// How long a node that failed is skipped.
+pub const DEAD_FOR: Duration = Duration::from_secs(30);
+/// Bound on connecting to a node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on one shard request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one shard read before the node is treated as down and the read routed around it.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Copies of a root record.
+const ROOT_COPIES: usize = 3;
+
+/// A [`ShardStore`] spread over storage nodes.
+#[derive(Debug)]
+pub struct NetStore {
+    rt: tokio::runtime::Runtime,
+    pool: NodePool,
+    nodes: Vec<NodeAddr>,
+    owner: SecretKey,
+    dead: Mutex<HashMap<NodeId, Instant>>,
+}
+
+/// Rendezvous score of `node` for `key`.
+fn score(key: &[u8; 32], node: &NodeId) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(key);
+    h.update(node.as_bytes());
+    let b = h.finalize();
+    u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// A node's state as seen by [`NetStore::status`].
+#[derive(Debug)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeAddr,
+    /// Its self-description, or why it could not be reached.
+    pub info: Result<NodeInfo, String>,
+}
+
+impl NetStore {
+    /// A store over `nodes`, writing as `owner`.
+    pub fn new(nodes: Vec<NodeAddr>, owner: SecretKey) -> Result<Self, StoreError> {
+        if nodes.is_empty() {
+            return Err(StoreError::Unavailable(
+                "no storage nodes configured (add them to the client config or pass --node)".into(),
+            ));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("starting the I/O runtime: {e}")))?;
+        let endpoint = {
+            let _guard = rt.enter();
+            client_endpoint(&owner).map_err(|e| StoreError::Unavailable(e.to_string()))?
+        };
+        let pool = NodePool::new(endpoint).with_timeout(REQUEST_TIMEOUT);
+        Ok(Self {
+            rt,
+            pool,
+            nodes,
+            owner,
+            dead: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The nodes this store knows.
+    pub fn nodes(&self) -> &[NodeAddr] {
+        &self.nodes
+    }
+
+    /// Nodes ranked for `key`, best first, live ones before ones recently seen dead.
+    fn ranked(&self, key: &[u8; 32]) -> Vec<NodeAddr> {
+        let mut v = self.nodes.clone();
+        v.sort_by_key(|n| std::cmp::Reverse(score(key, &n.id)));
+        let dead = self.dead_set();
+        v.sort_by_key(|n| dead.contains_key(&n.id));
+        v
+    }
+
+    fn dead_set(&self) -> HashMap<NodeId, Instant> {
+        let mut d = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        d.retain(|_, t| t.elapsed() < DEAD_FOR);
+        d.clone()
+    }
+
+    fn mark_dead(&self, id: NodeId) {
+        self.pool.evict(&id);
+        self.dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Instant::now());
+    }
+
+    async fn client(&self, node: &NodeAddr) -> Result<NodeClient, String> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get(node.addr, node.id)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => {
+                self.mark_dead(node.id);
+                Err(format!("{}: {e}", node.id.fmt_short()))
+            }
+            Err(_) => {
+                self.mark_dead(node.id);
+                Err(format!("{}: connect timed out", node.id.fmt_short()))
+            }
+        }
+    }
+
+    /// Stores one shard on the first node of `candidates` that takes it.
+    async fn put_one(
+        &self,
+        id: ShardId,
+        bytes: Bytes,
+        candidates: &[NodeAddr],
+    ) -> Result<NodeId, StoreError> {
+        let mut errors = Vec::new();
+        for node in candidates {
+            let client = match self.client(node).await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            // Resumable uploads: a shard the node already holds is not sent again.
+            if let Ok(held) = client.has_shards(&[id.as_hash()]).await {
+                if held.first() == Some(&true) {
+                    return Ok(node.id);
+                }
+            }
+            match client
+                .store_shard(&self.owner, id.as_hash(), bytes.clone())
+                .await
+            {
+                Ok(_) => return Ok(node.id),
+                Err(e @ (RequestError::Connection(_) | RequestError::Timeout)) => {
+                    self.mark_dead(node.id);
+                    errors.push(format!("{}: {e}", node.id.fmt_short()));
+                }
+                Err(e) => errors.push(format!("{}: {e}", node.id.fmt_short())),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "no node took shard {id}: {}",
+            errors.join("; ")
+        )))
+    }
+
+    async fn read_one(&self, shard: &ShardLoc, range: Range<u64>) -> Result<Vec<u8>, FetchError> {
+        let mut candidates = self.ranked(&shard.id.0);
+        if let Some(h) = shard.hint {
+            if let Some(pos) = candidates.iter().position(|n| n.id.as_bytes() == &h) {
+                let n = candidates.remove(pos);
+                if !self.dead_set().contains_key(&n.id) {
+                    candidates.insert(0, n);
+                } else {
+                    candidates.push(n);
+                }
+            }
+        }
+        candidates.truncate(4);
+        let dead = self.dead_set();
+        let mut reasons = Vec::new();
+        for node in &candidates {
+            // A node that failed recently is not waited for again: the reader rebuilds around it.
+            if dead.contains_key(&node.id) {
+                reasons.push(format!("{}: down", node.id.fmt_short()));
+                continue;
+            }
+            let client = match self.client(node).await {
+                Ok(c) => c,
+                Err(e) => {
+                    reasons.push(e);
+                    continue;
+                }
+            };
+            // A node that does not answer in time is treated as down, so a killed or stalled
+            // node costs one timeout, not a stalled read: the reader rebuilds from parity.
+            let fetched = match tokio::time::timeout(
+                READ_TIMEOUT,
+                client.fetch_range(shard.id.as_hash(), range.clone()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(RequestError::Timeout),
+            };
+            match fetched {
+                Ok(b) if b.len() as u64 == range.end - range.start => return Ok(b),
+                Ok(b) => reasons.push(format!(
+                    "{}: short read ({} bytes)",
+                    node.id.fmt_short(),
+                    b.len()
+                )),
+                Err(RequestError::Verify(v)) => {
+                    return Err(FetchError::Corrupt {
+                        id: shard.id,
+                        source: v,
+                    });
+                }
+                Err(e @ (RequestError::Connection(_) | RequestError::Timeout)) => {
+                    self.mark_dead(node.id);
+                    reasons.push(format!("{}: {e}", node.id.fmt_short()));
+                }
+                Err(e) => reasons.push(format!("{}: {e}", node.id.fmt_short())),
+            }
+        }
+        Err(FetchError::Unavailable {
+            id: shard.id,
+            reason: reasons.join("; "),
+        })
+    }
+
+    /// Asks every node for its info.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            for node in &self.nodes {
+                let info = match self.client(node).await {
+                    Ok(c) => match tokio::time::timeout(READ_TIMEOUT, c.info()).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => {
+                            self.mark_dead(node.id);
+                            Err("no answer (timed out)".into())
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
+                out.push(NodeStatus { node: *node, info });
+            }
+            out
+        })
+    }
+
+    /// Removes this owner's reference to `ids` on every node that has them; returns how many
+    /// references were removed.
+    pub fn delete(&self, ids: &[ShardId]) -> Result<u64, StoreError> {
+        let hashes: Vec<blake3::Hash> = ids.iter().map(|i| i.as_hash()).collect();
+        self.rt.block_on(async {
+            let mut removed = 0;
+            let mut unreachable = Vec::new();
+            for node in &self.nodes {
+                let client = match self.client(node).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        unreachable.push(e);
+                        continue;
+                    }
+                };
+                let held = client
+                    .has_shards(&hashes)
+                    .await
+                    .map_err(|e| StoreError::Rejected {
+                        node: node.id.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                let mine: Vec<blake3::Hash> = hashes
+                    .iter()
+                    .zip(held)
+                    .filter(|(_, h)| *h)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for batch in mine.chunks(4096) {
+                    let outcomes = client
+                        .delete_shards(&self.owner, batch)
+                        .await
+                        .map_err(|e| StoreError::Rejected {
+                            node: node.id.to_string(),
+                            reason: e.to_string(),
+                        })?;
+                    removed += outcomes
+                        .iter()
+                        .filter(|o| {
+                            !matches!(o, granary_protocol::message::DeleteOutcome::NotOwner)
+                        })
+                        .count() as u64;
+                }
+            }
+            if removed == 0 && !unreachable.is_empty() {
+                return Err(StoreError::Unavailable(unreachable.join("; ")));
+            }
+            Ok(removed)
+        })
+    }
+}
+
+impl ShardStore for NetStore {
+    fn put_segment(&self, shards: &[PutShard<'_>]) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+        self.rt.block_on(async {
+            // Distinct nodes for the shards of a segment, while there are enough nodes.
+            let mut used: Vec<NodeId> = Vec::new();
+            let mut plans = Vec::new();
+            for s in shards {
+                let ranked = self.ranked(&s.id.0);
+                let mut cands: Vec<NodeAddr> = ranked
+                    .iter()
+                    .filter(|n| !used.contains(&n.id))
+                    .copied()
+                    .collect();
+                if cands.is_empty() {
+                    cands = ranked.clone();
+                }
+                if let Some(first) = cands.first() {
+                    used.push(first.id);
+                }
+                // Fall back to the remaining nodes if the preferred one is down.
+                for n in &ranked {
+                    if !cands.iter().any(|c| c.id == n.id) {
+                        cands.push(*n);
+                    }
+                }
+                plans.push((s.id, Bytes::copy_from_slice(s.bytes), cands));
+            }
+            let futs = plans
+                .iter()
+                .map(|(id, bytes, cands)| self.put_one(*id, bytes.clone(), cands));
+            let results = futures_join_all(futs).await;
+            results
+                .into_iter()
+                .map(|r| r.map(|n| Some(*n.as_bytes())))
+                .collect()
+        })
+    }
+
+    fn put_root(&self, id: &DatasetId, bytes: &[u8]) -> Result<(), StoreError> {
+        self.rt.block_on(async {
+            let ranked = self.ranked(&id.0);
+            let bytes = Bytes::copy_from_slice(bytes);
+            let mut ok = 0;
+            let mut last_err = None;
+            for node in &ranked {
+                if ok == ROOT_COPIES {
+                    break;
+                }
+                match self
+                    .put_one(ShardId(id.0), bytes.clone(), std::slice::from_ref(node))
+                    .await
+                {
+                    Ok(_) => ok += 1,
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            match (ok, last_err) {
+                (0, Some(e)) => Err(e),
+                (0, None) => Err(StoreError::Unavailable(
+                    "no node for the root record".into(),
+                )),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn get_root(&self, id: &DatasetId) -> Result<Vec<u8>, FetchError> {
+        let sid = ShardId(id.0);
+        self.rt.block_on(async {
+            let mut reasons = Vec::new();
+            let dead = self.dead_set();
+            for node in self.ranked(&id.0) {
+                if dead.contains_key(&node.id) {
+                    continue;
+                }
+                let client = match self.client(&node).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        reasons.push(e);
+                        continue;
+                    }
+                };
+                let fetched = match tokio::time::timeout(
+                    READ_TIMEOUT,
+                    client.fetch_shard(id.as_hash()),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.mark_dead(node.id);
+                        Err(RequestError::Timeout)
+                    }
+                };
+                match fetched {
+                    Ok(b) => return Ok(b),
+                    Err(e) => reasons.push(format!("{}: {e}", node.id.fmt_short())),
+                }
+            }
+            if reasons
+                .iter()
+                .all(|r| r.contains("not found") || r.contains("NotFound"))
+            {
+                return Err(FetchError::NotFound(sid));
+            }
+            Err(FetchError::Unavailable {
+                id: sid,
+                reason: reasons.join("; "),
+            })
+        })
+    }
+
+    fn read_range(&self, shard: &ShardLoc, range: Range<u64>) -> Result<Vec<u8>, FetchError> {
+        self.rt.block_on(self.read_one(shard, range))
+    }
+
+    fn read_ranges(&self, reqs: &[(ShardLoc, Range<u64>)]) -> Vec<Result<Vec<u8>, FetchError>> {
+        self.rt.block_on(futures_join_all(
+            reqs.iter().map(|(l, r)| self.read_one(l, r.clone())),
+        ))
+    }
+
+    fn has_shards(&self, ids: &[ShardId]) -> Result<Vec<bool>, StoreError> {
+        let mut out = vec![false; ids.len()];
+        self.rt.block_on(async {
+            for node in &self.nodes {
+                let Ok(client) = self.client(node).await else {
+                    continue;
+                };
+                let hashes: Vec<blake3::Hash> = ids.iter().map(|i| i.as_hash()).collect();
+                if let Ok(held) = client.has_shards(&hashes).await {
+                    for (o, h) in out.iter_mut().zip(held) {
+                        *o |= h;
+                    }
+                }
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// Runs futures concurrently on the current task and collects their outputs in order.
+async fn futures_join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut outs: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
+    let mut futs: Vec<Option<_>> = futs.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, slot) in futs.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        outs[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outs.into_iter().flatten().collect()
+}
+
+/// Parses `<id>@<addr>` strings.
+pub fn parse_nodes(list: &[String]) -> Result<Vec<NodeAddr>, String> {
+    list.iter()
+        .map(|s| {
+            s.parse::<NodeAddr>()
+                .map_err(|e| format!("node {s:?}: {e}"))
+        })
+        .collect()
+}
