@@ -2,9 +2,9 @@
 
 use crate::seal::SealParams;
 
-/// Default sealing unit: 64 MiB (sixteen 4 MiB shards sealed as one replica). The lazy rebuild
+/// Default sealing unit: 128 MiB (thirty-two 4 MiB shards sealed as one replica). The lazy rebuild
 /// time of a unit is proportional to its size; see `docs/proofs.md`, "Sizing".
-pub const DEFAULT_UNIT_BYTES: u64 = 64 << 20;
+pub const DEFAULT_UNIT_BYTES: u64 = 128 << 20;
 
 /// Default Sloth rounds per 32-byte block.
 pub const DEFAULT_ROUNDS: u32 = 3;
@@ -15,7 +15,7 @@ pub const DEFAULT_DEADLINE_MS: u64 = 1_000;
 /// Measured cost of one Sloth round (a 256-bit modular square root) on the reference machine
 /// (AMD EPYC, 2 cores shared), nanoseconds, from `cargo run -p granary-proofs --example measure
 /// --profile dev`. Used by the work-counting attack tests, never by a timer.
-pub const MEASURED_SLOTH_ROUND_NS: u64 = 3_100;
+pub const MEASURED_SLOTH_ROUND_NS: u64 = 2_850;
 
 /// Default challenged chunks per PoSt round.
 pub const DEFAULT_POST_CHALLENGES: usize = 1_000;
