@@ -20,6 +20,9 @@ use crate::merkle::{self, ChunkIdx, ChunkOpening, MerkleTree, chunk_count};
 const LEAF_KEY: [u8; 32] = *b"granary.post.leaf.v1............";
 const NODE_KEY: [u8; 32] = *b"granary.post.node.v1............";
 
+/// Most units one node commitment can hold (merkle-cbt indexes its `2n − 1` nodes with `u32`).
+pub const MAX_UNITS: u32 = 1 << 31;
+
 /// Position of a sealed unit in a node's committed list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ReplicaIdx(pub u32);
@@ -128,8 +131,8 @@ pub struct PostProof {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PostSetupError {
-    /// No units, or more than `u32::MAX`.
-    #[error("{count} sealed units: need 1..=u32::MAX")]
+    /// No units, or more than [`MAX_UNITS`].
+    #[error("{count} sealed units: need 1..=2^31")]
     Count {
         /// Units given.
         count: usize,
@@ -236,7 +239,7 @@ impl std::fmt::Debug for PostProver {
 impl PostProver {
     /// Commits to `replicas` (order is the index order challenges use).
     pub fn new(replicas: Vec<SealedReplica>) -> Result<Self, PostSetupError> {
-        if replicas.is_empty() || u32::try_from(replicas.len()).is_err() {
+        if replicas.is_empty() || replicas.len() > MAX_UNITS as usize {
             return Err(PostSetupError::Count {
                 count: replicas.len(),
             });
@@ -327,6 +330,14 @@ pub fn verify(
     c: usize,
     proof: &PostProof,
 ) -> Result<(), PostVerifyError> {
+    if commitment.count == 0 || commitment.count > MAX_UNITS {
+        let got = commitment.count as usize;
+        return Err(PostVerifyError::Count {
+            what: "units in the commitment",
+            got,
+            want: 1,
+        });
+    }
     let chals = challenges(seed, commitment.count, c);
     let mut idx: Vec<u32> = chals.iter().map(|ch| ch.replica.0).collect();
     idx.sort_unstable();
