@@ -1,2 +1,316 @@
-//! Placeholder: filled in by the owning work item.
-fn main() {}
+//! Client data-path benchmarks. Each group has criterion numbers (`Throughput::Bytes`) and the
+//! run ends with `RATIO` lines: a stage's throughput over its limit measured in the same run.
+//!
+//! `cargo bench -p granary-benches --bench data_path --profile dev`
+
+use std::hint::black_box;
+
+use aes::cipher::{KeyIvInit, StreamCipher};
+use criterion::{Criterion, Throughput, criterion_group};
+use granary_benches::ratio;
+use granary_client::{
+    Dataset, ErasureParams, PackOptions, ReadStats, Source,
+    crypto::{FileCipher, Sealer},
+    erasure::Coder,
+    ids::{ContentHash, DatasetKey},
+    pack,
+    sample::{self, SampleSpec},
+    store::dir::DirStore,
+};
+
+const MB: usize = 1 << 20;
+
+fn input(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    sample::fill(&mut v, seed);
+    v
+}
+
+type Aes256Ctr = ctr::Ctr64BE<aes::Aes256>;
+
+fn chacha(buf: &mut [u8]) {
+    use chacha20::cipher::{KeyIvInit as _, StreamCipher as _};
+    let mut c = chacha20::ChaCha20::new(&[7u8; 32].into(), &[0u8; 12].into());
+    c.apply_keystream(buf);
+}
+
+/// Seals a buffer the way the pack pipeline does (our file cipher).
+fn seal(data: &[u8]) -> usize {
+    let cipher = FileCipher::new(
+        Some(&DatasetKey::from_bytes([3; 32])),
+        &ContentHash([1; 32]),
+    );
+    let mut s = Sealer::new(cipher);
+    let mut n = 0;
+    s.push(data, &mut |b| {
+        n += b.len();
+        true
+    });
+    s.finish(&mut |b| {
+        n += b.len();
+        true
+    });
+    n
+}
+
+fn aes_ctr(buf: &mut [u8]) {
+    let mut c = Aes256Ctr::new(&[7u8; 32].into(), &[0u8; 16].into());
+    c.apply_keystream(buf);
+}
+
+fn ring_gcm_chunks(key: &ring::aead::LessSafeKey, buf: &mut [u8], tags: &mut Vec<ring::aead::Tag>) {
+    tags.clear();
+    for (i, chunk) in buf.chunks_mut(64 * 1024).enumerate() {
+        let mut n = [0u8; 12];
+        n[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let nonce = ring::aead::Nonce::assume_unique_for_key(n);
+        if let Ok(tag) = key.seal_in_place_separate_tag(nonce, ring::aead::Aad::empty(), chunk) {
+            tags.push(tag);
+        }
+    }
+}
+
+fn micro(c: &mut Criterion) {
+    let data = input(16 * MB, 1);
+    let mut g = c.benchmark_group("primitives");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.sample_size(10);
+    let mut dst = vec![0u8; data.len()];
+    g.bench_function("memcpy", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&data)))
+    });
+    g.bench_function("blake3", |b| b.iter(|| blake3::hash(black_box(&data))));
+    let mut buf = data.clone();
+    g.bench_function("aes256-gcm-chunks", |b| b.iter(|| seal(black_box(&buf))));
+    g.bench_function("chacha20", |b| b.iter(|| chacha(black_box(&mut buf))));
+    g.bench_function("aes256-ctr", |b| b.iter(|| aes_ctr(black_box(&mut buf))));
+    for p in [ErasureParams::DEVNET, ErasureParams::PUBLIC] {
+        let coder = Coder::new(p).unwrap();
+        let mut set = granary_client::erasure::ShardSet::default();
+        g.bench_function(format!("rs-encode-{p}"), |b| {
+            b.iter(|| coder.encode_into(black_box(&data), &mut set).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// RS throughput in data bytes/s for both crates, encode and reconstruct of m lost data shards.
+fn rs_ratios(data: &[u8]) {
+    use reed_solomon_erasure::galois_8::ReedSolomon;
+    for p in [ErasureParams::DEVNET, ErasureParams::PUBLIC] {
+        let (k, m) = (p.data as usize, p.parity as usize);
+        let coder = Coder::new(p).unwrap();
+        let set = coder.encode(data).unwrap();
+        let sl = set.shard_len;
+        let n = data.len() as u64;
+        let rse = ReedSolomon::new(k, m).unwrap();
+        let mut buf = set.buf.clone();
+        let erasure_encode = || {
+            let (d, par) = buf.split_at_mut(sl * k);
+            let d: Vec<&[u8]> = d.chunks(sl).collect();
+            let mut par: Vec<&mut [u8]> = par.chunks_mut(sl).collect();
+            rse.encode_sep(&d, &mut par).unwrap();
+        };
+        let mut out = granary_client::erasure::ShardSet::default();
+        let simd_encode = || coder.encode_into(data, &mut out).unwrap();
+        ratio(
+            &format!("rs-encode {p}: reed-solomon-simd (ours) vs reed-solomon-erasure"),
+            n,
+            simd_encode,
+            "reed-solomon-erasure",
+            erasure_encode,
+        );
+        // Each crate reconstructs m lost data shards from its own parity.
+        let mut ebuf = set.buf[..sl * k].to_vec();
+        ebuf.resize(sl * (k + m), 0);
+        {
+            let (d, par) = ebuf.split_at_mut(sl * k);
+            let d: Vec<&[u8]> = d.chunks(sl).collect();
+            let mut par: Vec<&mut [u8]> = par.chunks_mut(sl).collect();
+            rse.encode_sep(&d, &mut par).unwrap();
+        }
+        let e_shards: Vec<Vec<u8>> = ebuf.chunks(sl).map(|c| c.to_vec()).collect();
+        let s_shards: Vec<Vec<u8>> = set.shards().map(|c| c.to_vec()).collect();
+        let erasure_rebuild = || {
+            let mut v: Vec<Option<Vec<u8>>> = e_shards.iter().cloned().map(Some).collect();
+            for s in v.iter_mut().take(m) {
+                *s = None;
+            }
+            rse.reconstruct_data(&mut v).unwrap();
+            black_box(v);
+        };
+        let simd_rebuild = || {
+            let mut v: Vec<Option<Vec<u8>>> = s_shards.iter().cloned().map(Some).collect();
+            for s in v.iter_mut().take(m) {
+                *s = None;
+            }
+            coder.reconstruct_data(&mut v).unwrap();
+            black_box(v);
+        };
+        ratio(
+            &format!(
+                "rs-reconstruct {p} ({m} data shards lost): reed-solomon-simd (ours) vs reed-solomon-erasure"
+            ),
+            n,
+            simd_rebuild,
+            "reed-solomon-erasure",
+            erasure_rebuild,
+        );
+    }
+}
+
+fn primitive_ratios() {
+    let data = input(16 * MB, 2);
+    let n = data.len() as u64;
+    let mut dst = vec![0u8; data.len()];
+    let mut buf = data.clone();
+    ratio(
+        "blake3 vs memcpy",
+        n,
+        || {
+            black_box(blake3::hash(&data));
+        },
+        "memcpy",
+        || dst.copy_from_slice(black_box(&data)),
+    );
+    ratio(
+        "chacha20 (RustCrypto) vs blake3",
+        n,
+        || chacha(&mut buf),
+        "blake3",
+        || {
+            black_box(blake3::hash(&data));
+        },
+    );
+    ratio(
+        "file cipher: aes256-gcm 64 KiB chunks (ring, ours) vs blake3",
+        n,
+        || {
+            black_box(seal(&data));
+        },
+        "blake3",
+        || {
+            black_box(blake3::hash(&data));
+        },
+    );
+    let mut buf2 = data.clone();
+    ratio(
+        "aes256-ctr (RustCrypto) vs blake3",
+        n,
+        || aes_ctr(&mut buf2),
+        "blake3",
+        || {
+            black_box(blake3::hash(&data));
+        },
+    );
+    let key = ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &[9u8; 32]).unwrap(),
+    );
+    let mut buf3 = data.clone();
+    let mut tags = Vec::new();
+    ratio(
+        "aes256-gcm (ring, 64 KiB chunks) vs blake3",
+        n,
+        || ring_gcm_chunks(&key, &mut buf3, &mut tags),
+        "blake3",
+        || {
+            black_box(blake3::hash(&data));
+        },
+    );
+    rs_ratios(&data);
+}
+
+/// The whole pack pipeline (walk, read, hash, encrypt, RS, outboards, write to tmpfs) and the
+/// healthy reassembly, against raw single-core BLAKE3 of the same bytes.
+fn pipeline_ratios() {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let src = base.path().join("src");
+    let (_, bytes) = sample::generate(
+        &src,
+        SampleSpec {
+            files: 400,
+            total_bytes: 256 << 20,
+            seed: 7,
+        },
+    )
+    .unwrap();
+    let all = input(bytes as usize, 3);
+    let blake = || {
+        black_box(blake3::hash(&all));
+    };
+    for p in [ErasureParams::DEVNET, ErasureParams::PUBLIC] {
+        let mut round = 0;
+        let mut last = None;
+        let opts = PackOptions {
+            erasure: p,
+            ..PackOptions::default()
+        };
+        let store_root = base.path().join(format!("store-{p}"));
+        let pack_once = || {
+            round += 1;
+            let _ = std::fs::remove_dir_all(&store_root);
+            let store = DirStore::open(&store_root, false).unwrap();
+            last = Some(
+                pack(Source::Path(src.clone()), &store, &opts)
+                    .unwrap()
+                    .capability,
+            );
+        };
+        ratio(
+            &format!("pack pipeline {p} vs raw blake3 (1 core)"),
+            bytes,
+            pack_once,
+            "blake3",
+            blake,
+        );
+        let store = DirStore::open(&store_root, false).unwrap();
+        let cap = last.clone().unwrap();
+        let out = base.path().join("out");
+        let unpack_once = || {
+            let _ = std::fs::remove_dir_all(&out);
+            let ds = Dataset::open(&cap, &store).unwrap();
+            ds.extract(&store, &out, None, &mut ReadStats::default())
+                .unwrap();
+        };
+        ratio(
+            &format!("reassembly {p} (healthy) vs raw blake3 (1 core)"),
+            bytes,
+            unpack_once,
+            "blake3",
+            blake,
+        );
+    }
+    // Stage sum for 4+2: hashing twice-equivalent work is bounded by these stages.
+    let coder = Coder::new(ErasureParams::DEVNET).unwrap();
+    let mut set = granary_client::erasure::ShardSet::default();
+    let stages = || {
+        black_box(blake3::hash(&all));
+        black_box(seal(&all));
+        for seg in all.chunks(4 * MB) {
+            coder.encode_into(seg, &mut set).unwrap();
+            for s in set.shards() {
+                black_box(granary_protocol::verified::outboard(s, s.len() as u64).unwrap());
+            }
+        }
+    };
+    ratio(
+        "sum of stages 4+2 (hash, encrypt, RS, outboards; 1 thread) vs raw blake3",
+        bytes,
+        stages,
+        "blake3",
+        blake,
+    );
+}
+
+criterion_group!(benches, micro);
+
+fn main() {
+    benches();
+    primitive_ratios();
+    pipeline_ratios();
+    Criterion::default().configure_from_args().final_summary();
+}

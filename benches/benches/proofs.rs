@@ -50,14 +50,14 @@ fn merkle(c: &mut Criterion) {
         black_box(blake3::hash(&data));
     });
     let tree1 = median(7, || {
-        drop(black_box(MerkleTree::build_single_thread(&data)))
+        let _ = black_box(MerkleTree::build_single_thread(&data));
     });
     let rawn = median(7, || {
-        drop(black_box(
-            blake3::Hasher::new().update_rayon(&data).finalize(),
-        ))
+        let _ = black_box(blake3::Hasher::new().update_rayon(&data).finalize());
     });
-    let treen = median(7, || drop(black_box(MerkleTree::build(&data))));
+    let treen = median(7, || {
+        let _ = black_box(MerkleTree::build(&data));
+    });
     println!(
         "RATIO merkle build / raw BLAKE3, 16 MiB: 1 thread {:.2}x ({:.0} vs {:.0} MB/s); rayon {:.2}x ({:.0} vs {:.0} MB/s) [target >= 0.8]",
         raw1 / tree1,
@@ -155,9 +155,7 @@ fn seal_unseal(c: &mut Criterion) {
     let plain = random_input(256 << 10, 3);
     let params = SealParams::DEFAULT;
     let t_seal = median(3, || {
-        drop(black_box(
-            seal::seal(&params, &rid(), &plain).expect("seal"),
-        ))
+        let _ = black_box(seal::seal(&params, &rid(), &plain).expect("seal"));
     });
     let mbs = plain.len() as f64 / t_seal / 1e6;
     println!(
@@ -292,7 +290,7 @@ fn post(c: &mut Criterion) {
     let cnum = DEFAULT_POST_CHALLENGES;
     let proof = prover.prove(&seed, cnum, &store).expect("prove");
     let t_prove = median(7, || {
-        drop(black_box(prover.prove(&seed, cnum, &store).expect("prove")))
+        let _ = black_box(prover.prove(&seed, cnum, &store).expect("prove"));
     });
     let t_verify = median(7, || {
         challenge::verify(&commitment, &seed, cnum, &proof).expect("verify")

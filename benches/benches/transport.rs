@@ -286,9 +286,7 @@ fn transport(c: &mut Criterion) {
 }
 
 /// Runs futures concurrently on the current task (no extra dependency).
-async fn futures_join_all<F: Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
+async fn futures_join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futs {
         set.push(Box::pin(f));

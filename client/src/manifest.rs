@@ -318,13 +318,13 @@ impl Manifest {
                 what: W,
                 detail: format!("path {:?}: {detail}", e.display_path()),
             })?;
-            if let EntryKind::File { size, offset, .. } = e.kind {
-                if offset.checked_add(size).is_none_or(|end| end > pos) {
-                    return Err(FormatError::Invalid {
-                        what: W,
-                        detail: format!("file {:?} lies outside the data stream", e.display_path()),
-                    });
-                }
+            if let EntryKind::File { size, offset, .. } = e.kind
+                && offset.checked_add(size).is_none_or(|end| end > pos)
+            {
+                return Err(FormatError::Invalid {
+                    what: W,
+                    detail: format!("file {:?} lies outside the data stream", e.display_path()),
+                });
             }
         }
         Ok(IndexedManifest {

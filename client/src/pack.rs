@@ -726,13 +726,13 @@ pub fn pack(
     opts: &PackOptions,
 ) -> Result<PackReport, PackError> {
     let coder = Coder::new(opts.erasure)?;
-    if let Some(b) = &opts.base {
-        if b.manifest.erasure != opts.erasure {
-            return Err(PackError::Options(format!(
-                "the base dataset uses {} erasure coding; an update must use the same",
-                b.manifest.erasure
-            )));
-        }
+    if let Some(b) = &opts.base
+        && b.manifest.erasure != opts.erasure
+    {
+        return Err(PackError::Options(format!(
+            "the base dataset uses {} erasure coding; an update must use the same",
+            b.manifest.erasure
+        )));
     }
     let key = opts
         .encrypt

@@ -121,6 +121,9 @@ pub struct ReadStats {
     pub rebuilds: u64,
 }
 
+/// One byte range of every shard of a segment (`None`: not read or lost).
+type Column = Vec<Option<Vec<u8>>>;
+
 /// Reads segments of one segment table through a store, rebuilding lost shards.
 struct SegmentReader<'a> {
     coder: &'a Coder,
@@ -164,12 +167,12 @@ impl SegmentReader<'_> {
                 continue;
             }
             // A piece already read for exactly this column is reused.
-            if wanted.iter().any(|(w, r)| *w == j && r == col) {
-                if let Some(p) = &pieces[j] {
-                    shards[j] = Some(p.clone());
-                    have += 1;
-                    continue;
-                }
+            if wanted.iter().any(|(w, r)| *w == j && r == col)
+                && let Some(p) = &pieces[j]
+            {
+                shards[j] = Some(p.clone());
+                have += 1;
+                continue;
             }
             match self.store.read_range(&self.loc(seg, j), col.clone()) {
                 Ok(b) => {
@@ -255,7 +258,7 @@ impl SegmentReader<'_> {
                 .filter(|(i, _)| pieces[*i].is_none())
                 .cloned()
                 .collect();
-            let mut rebuilt: Vec<(Range<u64>, Vec<Option<Vec<u8>>>)> = Vec::new();
+            let mut rebuilt: Vec<(Range<u64>, Column)> = Vec::new();
             for (i, r) in lost_wanted {
                 let col = r.start / 64 * 64..(r.end.div_ceil(64) * 64).min(sl);
                 if !rebuilt.iter().any(|(c, _)| *c == col) {
@@ -272,11 +275,11 @@ impl SegmentReader<'_> {
                         .map_err(wrap)?;
                     rebuilt.push((col.clone(), shards));
                 }
-                if let Some((_, shards)) = rebuilt.iter().find(|(c, _)| *c == col) {
-                    if let Some(full) = &shards[i] {
-                        let from = (r.start - col.start) as usize;
-                        pieces[i] = Some(full[from..from + (r.end - r.start) as usize].to_vec());
-                    }
+                if let Some((_, shards)) = rebuilt.iter().find(|(c, _)| *c == col)
+                    && let Some(full) = &shards[i]
+                {
+                    let from = (r.start - col.start) as usize;
+                    pieces[i] = Some(full[from..from + (r.end - r.start) as usize].to_vec());
                 }
             }
         }
@@ -413,7 +416,7 @@ impl Dataset {
         entry: &Entry,
         range: Range<u64>,
         stats: &mut ReadStats,
-        mut cache: Option<&mut Option<(usize, Vec<u8>)>>,
+        mut prefetch: Option<&mut Prefetch>,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), ReadError>,
     ) -> Result<(), ReadError> {
         let EntryKind::File { size, offset, .. } = entry.kind else {
@@ -445,15 +448,10 @@ impl Dataset {
         let reader = self.segments(store);
         let stored = offset + span.stored.start..offset + span.stored.end;
         for (seg, r) in self.index.segment_pieces(stored) {
-            match cache.as_deref_mut() {
-                Some(cache) => {
-                    if cache.as_ref().is_none_or(|(i, _)| *i != seg) {
-                        let len = self.index.manifest.segments[seg].len as u64;
-                        *cache = Some((seg, reader.read(seg, 0..len, stats)?));
-                    }
-                    if let Some((_, bytes)) = cache.as_ref() {
-                        opener.push(&bytes[r.start as usize..r.end as usize], &mut emit)?;
-                    }
+            match prefetch.as_deref_mut() {
+                Some(pf) => {
+                    let bytes = pf.segment(seg, &reader, stats)?;
+                    opener.push(&bytes[r.start as usize..r.end as usize], &mut emit)?;
                 }
                 None => {
                     let bytes = reader.read(seg, r, stats)?;
@@ -552,43 +550,59 @@ impl Dataset {
             EntryKind::File { offset, .. } => offset,
             _ => 0,
         });
-        let mut written = 0u64;
-        let mut cache: Option<(usize, Vec<u8>)> = None;
-        for e in files {
-            let EntryKind::File { size, hash, .. } = e.kind else {
-                continue;
-            };
-            let path = target(e);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(io(parent))?;
-            }
-            let tmp = partial_name(&path);
-            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-            let mut hasher = blake3::Hasher::new();
-            let result = (|| {
-                self.stream_file(store, e, 0..size, stats, Some(&mut cache), &mut |p| {
-                    hasher.update(p);
-                    f.write_all(p).map_err(io(&path))
-                })?;
-                if hasher.finalize() != hash.as_hash() {
-                    return Err(ReadError::ContentMismatch(e.display_path()));
+        // Whole segments, in the order the files need them, read ahead by a few threads.
+        let mut order: Vec<usize> = Vec::new();
+        for e in &files {
+            if let EntryKind::File { size, offset, .. } = e.kind {
+                let stored = self.cipher(e).stored_len(size);
+                for (seg, _) in self.index.segment_pieces(offset..offset + stored) {
+                    if order.last().is_none_or(|&l| seg > l) {
+                        order.push(seg);
+                    }
                 }
-                f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
-                    .map_err(io(&path))?;
-                let _ = f.set_modified(mtime(e.mtime_ns));
-                fs::rename(&tmp, &path).map_err(io(&path))
-            })();
-            if let Err(err) = result {
-                let _ = fs::remove_file(&tmp);
-                return Err(err);
-            }
-            written += size;
-            report.files += 1;
-            report.bytes += size;
-            if let Some(p) = progress {
-                p(written);
             }
         }
+        let reader = self.segments(store);
+        std::thread::scope(|scope| {
+            let mut pf = Prefetch::start(scope, &reader, order, PREFETCH_THREADS);
+            let mut written = 0u64;
+            for e in files {
+                let EntryKind::File { size, hash, .. } = e.kind else {
+                    continue;
+                };
+                let path = target(e);
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                let tmp = partial_name(&path);
+                let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+                let mut hasher = blake3::Hasher::new();
+                let result = (|| {
+                    self.stream_file(store, e, 0..size, stats, Some(&mut pf), &mut |p| {
+                        hasher.update(p);
+                        f.write_all(p).map_err(io(&path))
+                    })?;
+                    if hasher.finalize() != hash.as_hash() {
+                        return Err(ReadError::ContentMismatch(e.display_path()));
+                    }
+                    f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+                        .map_err(io(&path))?;
+                    let _ = f.set_modified(mtime(e.mtime_ns));
+                    fs::rename(&tmp, &path).map_err(io(&path))
+                })();
+                if let Err(err) = result {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(err);
+                }
+                written += size;
+                report.files += 1;
+                report.bytes += size;
+                if let Some(p) = progress {
+                    p(written);
+                }
+            }
+            Ok::<(), ReadError>(())
+        })?;
         for e in entries {
             match &e.kind {
                 EntryKind::Symlink { target: t } => {
@@ -605,6 +619,150 @@ impl Dataset {
             }
         }
         Ok(report)
+    }
+}
+
+/// Segment reader threads used by [`Dataset::extract`].
+const PREFETCH_THREADS: usize = 4;
+/// How far ahead of the writer the readers may run, in segments.
+const PREFETCH_AHEAD: usize = 8;
+
+type Fetched = (usize, Result<(Vec<u8>, ReadStats), ReadError>);
+
+/// Whole segments read ahead by worker threads, handed out in `order`. Memory is bounded by
+/// [`PREFETCH_AHEAD`] segments.
+struct Prefetch {
+    order: Vec<usize>,
+    next: usize,
+    current: Option<(usize, Vec<u8>)>,
+    pending: std::collections::BTreeMap<usize, Result<(Vec<u8>, ReadStats), ReadError>>,
+    rx: crossbeam_channel::Receiver<Fetched>,
+    consumed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Prefetch {
+    fn start<'scope, 'env: 'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        reader: &'env SegmentReader<'env>,
+        order: Vec<usize>,
+        threads: usize,
+    ) -> Self {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        };
+        let (tx, rx) = crossbeam_channel::bounded::<Fetched>(PREFETCH_AHEAD);
+        let taken = Arc::new(AtomicUsize::new(0));
+        let consumed = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(order.clone());
+        for _ in 0..threads.min(order.len()) {
+            let (tx, taken, consumed, stop, order) = (
+                tx.clone(),
+                taken.clone(),
+                consumed.clone(),
+                stop.clone(),
+                shared.clone(),
+            );
+            scope.spawn(move || {
+                loop {
+                    let pos = taken.fetch_add(1, Ordering::Relaxed);
+                    if pos >= order.len() {
+                        return;
+                    }
+                    while pos >= consumed.load(Ordering::Relaxed) + PREFETCH_AHEAD {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let seg = order[pos];
+                    let len = reader.segments[seg].len as u64;
+                    let mut stats = ReadStats::default();
+                    let r = reader.read(seg, 0..len, &mut stats).map(|b| (b, stats));
+                    if tx.send((pos, r)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Self {
+            order,
+            next: 0,
+            current: None,
+            pending: Default::default(),
+            rx,
+            consumed,
+            stop,
+        }
+    }
+
+    /// The bytes of segment `seg`: read ahead if it is next in order, else read now.
+    fn segment(
+        &mut self,
+        seg: usize,
+        reader: &SegmentReader<'_>,
+        stats: &mut ReadStats,
+    ) -> Result<&[u8], ReadError> {
+        if self.current.as_ref().is_none_or(|(i, _)| *i != seg) {
+            let ahead = self.order[self.next.min(self.order.len())..]
+                .iter()
+                .position(|&s| s == seg);
+            match ahead {
+                Some(skip) => {
+                    for _ in 0..=skip {
+                        let pos = self.next;
+                        let r = loop {
+                            if let Some(r) = self.pending.remove(&pos) {
+                                break r;
+                            }
+                            match self.rx.recv() {
+                                Ok((p, r)) => {
+                                    self.pending.insert(p, r);
+                                }
+                                Err(_) => {
+                                    let len = reader.segments[self.order[pos]].len as u64;
+                                    let mut st = ReadStats::default();
+                                    break reader
+                                        .read(self.order[pos], 0..len, &mut st)
+                                        .map(|b| (b, st));
+                                }
+                            }
+                        };
+                        self.next += 1;
+                        self.consumed
+                            .store(self.next, std::sync::atomic::Ordering::Relaxed);
+                        let (bytes, st) = r?;
+                        stats.shard_reads += st.shard_reads;
+                        stats.shard_failures += st.shard_failures;
+                        stats.rebuilds += st.rebuilds;
+                        self.current = Some((self.order[pos], bytes));
+                    }
+                }
+                None => {
+                    // Out of order (a deduplicated file pointing back): read it directly.
+                    let len = reader.segments[seg].len as u64;
+                    self.current = Some((seg, reader.read(seg, 0..len, stats)?));
+                }
+            }
+        }
+        Ok(self
+            .current
+            .as_ref()
+            .map(|(_, b)| b.as_slice())
+            .unwrap_or(&[]))
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Drain so that blocked senders wake up and see the receiver gone.
+        while self.rx.try_recv().is_ok() {}
     }
 }
 

@@ -93,13 +93,13 @@ pub fn compare_trees(a: &Path, b: &Path) -> std::io::Result<Option<String>> {
         if x.rel != y.rel || x.kind != y.kind {
             return Ok(Some(format!("{} differs", String::from_utf8_lossy(&x.rel))));
         }
-        if let crate::walk::WalkKind::File { .. } = x.kind {
-            if hash_file(&x.abs)? != hash_file(&y.abs)? {
-                return Ok(Some(format!(
-                    "{} content differs",
-                    String::from_utf8_lossy(&x.rel)
-                )));
-            }
+        if let crate::walk::WalkKind::File { .. } = x.kind
+            && hash_file(&x.abs)? != hash_file(&y.abs)?
+        {
+            return Ok(Some(format!(
+                "{} content differs",
+                String::from_utf8_lossy(&x.rel)
+            )));
         }
     }
     Ok(None)

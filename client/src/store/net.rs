@@ -149,10 +149,10 @@ impl NetStore {
                 }
             };
             // Resumable uploads: a shard the node already holds is not sent again.
-            if let Ok(held) = client.has_shards(&[id.as_hash()]).await {
-                if held.first() == Some(&true) {
-                    return Ok(node.id);
-                }
+            if let Ok(held) = client.has_shards(&[id.as_hash()]).await
+                && held.first() == Some(&true)
+            {
+                return Ok(node.id);
             }
             match client
                 .store_shard(&self.owner, id.as_hash(), bytes.clone())
@@ -174,14 +174,14 @@ impl NetStore {
 
     async fn read_one(&self, shard: &ShardLoc, range: Range<u64>) -> Result<Vec<u8>, FetchError> {
         let mut candidates = self.ranked(&shard.id.0);
-        if let Some(h) = shard.hint {
-            if let Some(pos) = candidates.iter().position(|n| n.id.as_bytes() == &h) {
-                let n = candidates.remove(pos);
-                if !self.dead_set().contains_key(&n.id) {
-                    candidates.insert(0, n);
-                } else {
-                    candidates.push(n);
-                }
+        if let Some(h) = shard.hint
+            && let Some(pos) = candidates.iter().position(|n| n.id.as_bytes() == &h)
+        {
+            let n = candidates.remove(pos);
+            if !self.dead_set().contains_key(&n.id) {
+                candidates.insert(0, n);
+            } else {
+                candidates.push(n);
             }
         }
         candidates.truncate(4);
@@ -378,46 +378,47 @@ impl ShardStore for NetStore {
 
     fn get_root(&self, id: &DatasetId) -> Result<Vec<u8>, FetchError> {
         let sid = ShardId(id.0);
-        self.rt.block_on(async {
-            let mut reasons = Vec::new();
-            let dead = self.dead_set();
-            for node in self.ranked(&id.0) {
-                if dead.contains_key(&node.id) {
-                    continue;
-                }
-                let client = match self.client(&node).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        reasons.push(e);
-                        continue;
-                    }
-                };
-                let fetched = match tokio::time::timeout(
-                    READ_TIMEOUT,
-                    client.fetch_shard(id.as_hash()),
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(_) => {
-                        self.mark_dead(node.id);
-                        Err(RequestError::Timeout)
-                    }
-                };
-                match fetched {
-                    Ok(b) => return Ok(b),
-                    Err(e) => reasons.push(format!("{}: {e}", node.id.fmt_short())),
+        let dead = self.dead_set();
+        let candidates: Vec<NodeAddr> = self
+            .ranked(&id.0)
+            .into_iter()
+            .filter(|n| !dead.contains_key(&n.id))
+            .collect();
+        let fetch = |node: NodeAddr| async move {
+            let client = self.client(&node).await?;
+            match tokio::time::timeout(READ_TIMEOUT, client.fetch_shard(id.as_hash())).await {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(e)) => Err(format!("{}: {e}", node.id.fmt_short())),
+                Err(_) => {
+                    self.mark_dead(node.id);
+                    Err(format!("{}: timed out", node.id.fmt_short()))
                 }
             }
-            if reasons
-                .iter()
-                .all(|r| r.contains("not found") || r.contains("NotFound"))
+        };
+        self.rt.block_on(async {
+            // The root record is on the best-ranked nodes: ask them at once, take the first
+            // answer, so one dead node does not delay opening a dataset.
+            let mut reasons = Vec::new();
+            for group in candidates.chunks(ROOT_COPIES) {
+                match first_ok(group.iter().map(|n| fetch(*n))).await {
+                    Ok(b) => return Ok(b),
+                    Err(mut r) => reasons.append(&mut r),
+                }
+            }
+            if !reasons.is_empty()
+                && reasons
+                    .iter()
+                    .all(|r| r.contains("not found") || r.contains("NotFound"))
             {
                 return Err(FetchError::NotFound(sid));
             }
             Err(FetchError::Unavailable {
                 id: sid,
-                reason: reasons.join("; "),
+                reason: if reasons.is_empty() {
+                    "every node is down".into()
+                } else {
+                    reasons.join("; ")
+                },
             })
         })
     }
@@ -477,6 +478,33 @@ async fn futures_join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F
     })
     .await;
     outs.into_iter().flatten().collect()
+}
+
+/// Runs futures concurrently and returns the first `Ok`, or every error if none succeeds.
+async fn first_ok<T, F: Future<Output = Result<T, String>>>(
+    futs: impl IntoIterator<Item = F>,
+) -> Result<T, Vec<String>> {
+    let mut futs: Vec<Option<_>> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut errors = Vec::new();
+    std::future::poll_fn(|cx| {
+        for slot in futs.iter_mut() {
+            if let Some(f) = slot
+                && let std::task::Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                *slot = None;
+                match r {
+                    Ok(v) => return std::task::Poll::Ready(Ok(v)),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        if futs.iter().all(Option::is_none) {
+            std::task::Poll::Ready(Err(std::mem::take(&mut errors)))
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Parses `<id>@<addr>` strings.

@@ -119,6 +119,7 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
             data: args.k,
             parity: args.m,
         },
+        workers: if net.is_some() { super::NET_WORKERS } else { 0 },
         ..PackOptions::default()
     };
     let t = Instant::now();

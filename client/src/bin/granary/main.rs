@@ -25,6 +25,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 mod demo;
 
+/// Encoder/upload threads when storing to nodes.
+pub(crate) const NET_WORKERS: usize = 6;
+
 /// Exit codes that scripts can rely on.
 pub(crate) mod exit {
     /// Data could not be read back intact (too many shards lost, verification failed).
@@ -287,12 +290,15 @@ fn run(cli: Cli) -> Result<()> {
             name,
             out,
         } => {
+            let local = store.store.is_some();
             let store = store.open()?;
             let store = &*store;
             let mut opts = PackOptions {
                 erasure: ErasureParams { data: k, parity: m },
                 encrypt: !public,
                 skip_unreadable,
+                // Uploads wait on the network: more segments in flight than cores.
+                workers: if local { 0 } else { NET_WORKERS },
                 ..PackOptions::default()
             };
             if let Some(base) = update {
