@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/granary-target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: setup build test lint fmt bench demo devnet clean-devnet
+.PHONY: setup build test lint fmt bench demo devnet devnet-down
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,13 @@ fmt:
 bench: setup
 	$(CARGO) bench -p granary-benches --profile dev
 
-## The README's main job.
+## The README's main job: a 6-node devnet, put, kill 2 nodes, get, verify.
 demo: build
 	$(BIN)/granary demo
+
+## A 6-node devnet in .devnet/ (stop it with `make devnet-down`).
+devnet: build
+	$(BIN)/granary devnet up --nodes 6 --dir .devnet
+
+devnet-down:
+	$(BIN)/granary devnet down --dir .devnet

@@ -84,15 +84,15 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let (store, net): (Box<dyn ShardStore>, Option<&NetStore>);
-    let net_store;
+    let ddir = dir.join("devnet");
     let mut devnet_nodes = Vec::new();
-    if args.local {
-        store = Box::new(DirStore::open(dir.join("store"), false)?);
-        net = None;
+    let dir_store;
+    let net_store;
+    let (store, net): (&dyn ShardStore, Option<&NetStore>) = if args.local {
+        dir_store = DirStore::open(dir.join("store"), false)?;
         println!("2. local shard store in {}", dir.join("store").display());
+        (&dir_store, None)
     } else {
-        let ddir = dir.join("devnet");
         let t = Instant::now();
         let d = devnet::up(&ddir, args.nodes, &devnet::node_binary())
             .context("starting the devnet (is granary-node built next to granary?)")?;
@@ -105,13 +105,7 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
             t.elapsed().as_secs_f64(),
             ddir.join("client.toml").display()
         );
-        // The store is used through a reference below; `net_store` lives to the end.
-        store = Box::new(DirStore::open(dir.join("unused"), false)?);
-        net = Some(&net_store);
-    }
-    let store: &dyn ShardStore = match net {
-        Some(n) => n,
-        None => &*store,
+        (&net_store, Some(&net_store))
     };
 
     let opts = PackOptions {
@@ -167,7 +161,8 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-    } else if let Some(dirstore) = Some(DirStore::open(dir.join("store"), false)?) {
+    } else {
+        let dirstore = DirStore::open(dir.join("store"), false)?;
         let ds = Dataset::open(&report.capability, store)?;
         let mut lost = HashSet::new();
         let mut seed = 0x2545_F491_4F6C_DD1Du64;

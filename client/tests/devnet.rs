@@ -1,0 +1,676 @@
+//! End-to-end tests: the real `granary` CLI against real `granary-node` processes on loopback.
+//!
+//! Each test starts its own devnet (`granary devnet up`) in its own temporary directory and
+//! stops it in a drop guard (`granary devnet down`, then SIGKILL of any node still alive), so
+//! a failing test leaves no processes behind. Every child process is bounded by a timeout
+//! ([`TIMEOUT`]) after which it is killed and the test fails; nothing asserts on wall time.
+//!
+//! The node binary is taken from next to the CLI binary (built on demand if missing) and
+//! passed to the CLI as `$GRANARY_NODE_BIN`.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::Read,
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::OnceLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Bound on any one child process.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on building the node binary when it is missing.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+fn cli_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_granary"))
+}
+
+/// `granary-node` next to the CLI binary; built with the same target dir and profile if missing.
+fn node_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cli = cli_bin();
+        let out_dir = cli.parent().expect("CLI binary has a directory");
+        let node = out_dir.join("granary-node");
+        if !node.is_file() {
+            // <target>/<profile dir>/granary: the target dir is two levels up.
+            let profile_dir = out_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("debug")
+                .to_string();
+            let target = out_dir
+                .parent()
+                .expect("binary directory has a parent (the target dir)");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "granary-node", "--bin", "granary-node"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("CARGO_TARGET_DIR", target);
+            match profile_dir.as_str() {
+                "debug" => {}
+                "release" => {
+                    cmd.arg("--release");
+                }
+                other => {
+                    cmd.args(["--profile", other]);
+                }
+            }
+            let out = run_with_timeout(cmd, BUILD_TIMEOUT);
+            assert!(
+                out.status.success() && node.is_file(),
+                "granary-node is missing at {} and building it failed; build it first with \
+                 `cargo build -p granary-node --bin granary-node` (same CARGO_TARGET_DIR).\n{}",
+                node.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        node
+    })
+}
+
+/// Runs `cmd` to completion with its output captured; kills it and panics after `timeout`.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
+    let (out, err) = drain(&mut child);
+    let status = wait_with_timeout(&mut child, timeout, &desc);
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+type Reader = thread::JoinHandle<Vec<u8>>;
+
+/// Reads a child's piped stdout and stderr on threads (so a full pipe never blocks it).
+fn drain(child: &mut Child) -> (Reader, Reader) {
+    fn reader(mut r: impl Read + Send + 'static) -> Reader {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    }
+    let out = child.stdout.take().expect("stdout is piped");
+    let err = child.stderr.take().expect("stderr is piped");
+    (reader(out), reader(err))
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration, desc: &str) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("waiting for a child") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{desc} did not finish within {timeout:?}; killed it");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: plain kill(2) on a node process this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// A `granary` command with the node binary set.
+fn granary() -> Command {
+    let mut cmd = Command::new(cli_bin());
+    cmd.env("GRANARY_NODE_BIN", node_bin())
+        .env_remove("GRANARY_CONFIG")
+        .env_remove("GRANARY_STORE");
+    cmd
+}
+
+/// Runs `granary args… --config config`.
+fn run_cli(config: &Path, args: &[&str]) -> Output {
+    let mut cmd = granary();
+    cmd.args(args).arg("--config").arg(config);
+    run_with_timeout(cmd, TIMEOUT)
+}
+
+fn describe(args: &[&str], out: &Output) -> String {
+    format!(
+        "granary {}: {}\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(config: &Path, args: &[&str]) -> Vec<u8> {
+    let out = run_cli(config, args);
+    assert!(out.status.success(), "{}", describe(args, &out));
+    out.stdout
+}
+
+/// Runs a command that must fail with exit code `code`.
+fn fails_with(config: &Path, args: &[&str], code: i32) -> Output {
+    let out = run_cli(config, args);
+    assert_eq!(out.status.code(), Some(code), "{}", describe(args, &out));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devnet guard
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Node {
+    dir: PathBuf,
+    pid: u32,
+    addr: String,
+}
+
+/// A running devnet; stopped on drop, even when the test panics.
+#[derive(Debug)]
+struct Devnet {
+    dir: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl Devnet {
+    fn up(dir: &Path, n: usize) -> Self {
+        let mut cmd = granary();
+        cmd.args(["devnet", "up", "--nodes", &n.to_string(), "--dir"])
+            .arg(dir);
+        let out = run_with_timeout(cmd, TIMEOUT);
+        // Read devnet.toml even if `up` failed part way, so that the guard stops what started.
+        let nodes = read_devnet(dir);
+        let net = Self {
+            dir: dir.to_path_buf(),
+            nodes,
+        };
+        assert!(
+            out.status.success(),
+            "devnet up: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(net.nodes.len(), n, "devnet.toml lists every node");
+        net
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("client.toml")
+    }
+
+    fn kill(&self, i: usize) {
+        let pid = self.nodes[i].pid;
+        sigkill(pid);
+        // The node was re-parented to init when `devnet up` exited; wait until it is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `status --json`, one object per node, in config order.
+    fn status(&self) -> Vec<serde_json::Value> {
+        parse_json_lines(&ok(&self.config(), &["status", "--json"]))
+    }
+
+    /// Bytes stored over all nodes (the `used` of every reachable node).
+    fn used(&self) -> u64 {
+        self.status()
+            .iter()
+            .map(|s| s["used"].as_u64().unwrap_or(0))
+            .sum()
+    }
+}
+
+fn read_devnet(dir: &Path) -> Vec<Node> {
+    let Ok(text) = fs::read_to_string(dir.join("devnet.toml")) else {
+        return Vec::new();
+    };
+    let v: toml::Value = toml::from_str(&text).expect("devnet.toml parses");
+    v["nodes"]
+        .as_array()
+        .expect("devnet.toml has [[nodes]]")
+        .iter()
+        .map(|n| Node {
+            dir: PathBuf::from(n["dir"].as_str().expect("node dir")),
+            pid: u32::try_from(n["pid"].as_integer().expect("node pid")).expect("pid fits"),
+            addr: n["addr"].as_str().expect("node addr").to_string(),
+        })
+        .collect()
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            for n in &self.nodes {
+                if let Ok(log) = fs::read_to_string(n.dir.join("node.log")) {
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    eprintln!("--- {} node.log (last lines, newest first) ---", n.dir.display());
+                    for l in tail {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+        let mut cmd = granary();
+        cmd.args(["devnet", "down", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Ok(mut child) = cmd.spawn() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        for n in &self.nodes {
+            if alive(n.pid) {
+                sigkill(n.pid);
+            }
+        }
+    }
+}
+
+fn parse_json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------------------------
+
+/// Deterministic pseudo-random bytes (xorshift64).
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes a small tree (about 2.3 MB): nested dirs, an empty file, an empty dir, a
+/// duplicate file, text and random bytes. Returns the relative paths of its files.
+fn small_dataset(root: &Path) -> Vec<String> {
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a.bin", bytes(300_000, 1)),
+        ("empty.txt", Vec::new()),
+        ("readme.txt", b"hello granary\n".repeat(1000)),
+        ("sub/b.bin", bytes(1_500_000, 2)),
+        ("sub/copy-of-a.bin", bytes(300_000, 1)),
+        ("sub/deeper/c.bin", bytes(200_001, 3)),
+    ];
+    for (p, data) in &files {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        fs::write(&path, data).expect("write");
+    }
+    fs::create_dir_all(root.join("empty-dir")).expect("mkdir");
+    files.iter().map(|(p, _)| p.to_string()).collect()
+}
+
+/// `n` files of `size` random bytes each.
+fn big_dataset(root: &Path, n: usize, size: usize) {
+    fs::create_dir_all(root).expect("mkdir");
+    for i in 0..n {
+        fs::write(root.join(format!("part-{i:03}.bin")), bytes(size, 100 + i as u64))
+            .expect("write");
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Item {
+    Dir,
+    File(Vec<u8>),
+    Link(PathBuf),
+}
+
+/// Every entry under `root` by relative path.
+fn tree(root: &Path) -> Vec<(PathBuf, Item)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let e = e.expect("dir entry");
+            let ft = e.file_type().expect("file type");
+            let p = e.path();
+            let rel = p.strip_prefix(root).expect("under root").to_path_buf();
+            if ft.is_symlink() {
+                out.push((rel, Item::Link(fs::read_link(&p).expect("readlink"))));
+            } else if ft.is_dir() {
+                out.push((rel, Item::Dir));
+                stack.push(p);
+            } else {
+                out.push((rel, Item::File(fs::read(&p).expect("read"))));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Asserts that two trees are identical (paths, kinds, contents), with a short message.
+fn assert_same_tree(expected: &Path, got: &Path) {
+    let a = tree(expected);
+    let b = tree(got);
+    let names = |t: &[(PathBuf, Item)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "same paths");
+    for ((p, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{} differs", p.display());
+    }
+}
+
+/// `put` of `path` with extra flags; returns the capability.
+fn put(config: &Path, path: &Path, extra: &[&str]) -> String {
+    let p = path.to_str().expect("utf-8 path");
+    let mut args = vec!["put", p, "--json", "-q"];
+    args.extend_from_slice(extra);
+    let out = ok(config, &args);
+    let v = parse_json_lines(&out);
+    assert_eq!(v.len(), 1, "put --json prints one object");
+    v[0]["capability"]
+        .as_str()
+        .expect("capability field")
+        .to_string()
+}
+
+/// `get` into a fresh `dest` that must then equal `expected`.
+fn get_exact(config: &Path, cap: &str, dest: &Path, expected: &Path) {
+    ok(config, &["get", cap, dest.to_str().expect("utf-8"), "-q"]);
+    assert_same_tree(expected, dest);
+}
+
+/// A second client identity: the same nodes, its own key.
+fn other_client(net: &Devnet, dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).expect("mkdir");
+    let cfg = dir.join("client.toml");
+    fs::copy(net.config(), &cfg).expect("copy client.toml");
+    let text = fs::read_to_string(&cfg).expect("read");
+    assert!(text.contains("key_file = \"client.key\""), "{text}");
+    cfg
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn put_get_cat_ls_rm_round_trip() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let files = small_dataset(&data);
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+    let cfg = net.config();
+
+    let cap = put(&cfg, &data, &[]);
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
+
+    // cat: whole files and byte ranges (B exclusive), including an empty file.
+    for f in &files {
+        let want = fs::read(data.join(f)).expect("read");
+        assert_eq!(ok(&cfg, &["cat", &cap, f]), want, "cat {f}");
+    }
+    let b = fs::read(data.join("sub/b.bin")).expect("read");
+    for (a, z) in [(0, 1), (12_345, 400_000), (1_048_570, 1_048_590), (1_499_000, 1_500_000)] {
+        let r = format!("{a}-{z}");
+        assert_eq!(
+            ok(&cfg, &["cat", &cap, "sub/b.bin", "--range", &r]),
+            &b[a..z],
+            "cat --range {r}"
+        );
+    }
+    // A path that is not in the dataset: exit 4.
+    fails_with(&cfg, &["cat", &cap, "no/such/file"], 4);
+
+    // ls lists every path (files and directories).
+    let listed: BTreeSet<String> = parse_json_lines(&ok(&cfg, &["ls", &cap, "--json"]))
+        .iter()
+        .map(|e| e["path"].as_str().expect("path").to_string())
+        .collect();
+    for p in files
+        .iter()
+        .map(String::as_str)
+        .chain(["sub", "sub/deeper", "empty-dir"])
+    {
+        assert!(listed.contains(p), "ls lists {p}: {listed:?}");
+    }
+    let plain = String::from_utf8(ok(&cfg, &["ls", &cap])).expect("utf-8");
+    for f in &files {
+        assert!(plain.lines().any(|l| l.ends_with(f.as_str())), "ls: {f}");
+    }
+
+    // rm with another client key: refused with exit 4, nothing removed.
+    let other = other_client(&net, &tmp.path().join("other"));
+    fails_with(&other, &["rm", &cap], 4);
+    assert!(
+        tmp.path().join("other/client.key").is_file(),
+        "the other client got its own key"
+    );
+    get_exact(&cfg, &cap, &tmp.path().join("got-after-foreign-rm"), &data);
+
+    // rm by the owner; then the dataset cannot be got.
+    ok(&cfg, &["rm", &cap]);
+    let gone = tmp.path().join("gone");
+    let args = ["get", &cap, gone.to_str().expect("utf-8"), "-q"];
+    let out = run_cli(&cfg, &args);
+    assert!(!out.status.success(), "get after rm: {}", describe(&args, &out));
+}
+
+#[test]
+fn get_with_m_nodes_killed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    big_dataset(&data.join("big"), 3, 1_000_000);
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+    let cfg = net.config();
+
+    let cap = put(&cfg, &data, &["--k", "4", "--m", "2"]);
+    net.kill(1);
+    net.kill(4);
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
+    let b = fs::read(data.join("sub/b.bin")).expect("read");
+    assert_eq!(
+        ok(&cfg, &["cat", &cap, "sub/b.bin", "--range", "1000-700000"]),
+        &b[1000..700_000]
+    );
+}
+
+/// Every shard data file (not outboards) under a node's `shards/` tree.
+fn shard_files(node_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![node_dir.join("shards")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_none() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn get_with_one_node_corrupted_on_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    big_dataset(&data.join("big"), 3, 1_000_000);
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+    let cfg = net.config();
+    let cap = put(&cfg, &data, &[]);
+
+    // Flip a byte in the middle of every shard file of the node holding the most shards.
+    let victim = net
+        .nodes
+        .iter()
+        .max_by_key(|n| shard_files(&n.dir).len())
+        .expect("nodes");
+    let shards = shard_files(&victim.dir);
+    assert!(!shards.is_empty(), "node {} holds shards", victim.addr);
+    for p in &shards {
+        let mut b = fs::read(p).expect("read shard");
+        assert!(!b.is_empty());
+        let i = b.len() / 2;
+        b[i] ^= 0x5a;
+        fs::write(p, &b).expect("write shard");
+    }
+
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
+    let b = fs::read(data.join("sub/b.bin")).expect("read");
+    assert_eq!(ok(&cfg, &["cat", &cap, "sub/b.bin"]), b);
+}
+
+/// The client killed with SIGKILL during `put`; the same `put` again completes, reads back
+/// byte-exact, and stores no more than a clean put would (shards the nodes already hold are
+/// not stored again).
+///
+/// Public (`--public`) on purpose: an encrypted put draws a fresh dataset key each time, so
+/// its shards differ from the interrupted attempt's and nothing could be reused.
+#[test]
+fn client_killed_during_put_then_put_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    big_dataset(&data, 30, 1_000_000);
+
+    // What a clean put of the same data stores.
+    let clean_used = {
+        let net = Devnet::up(&tmp.path().join("clean"), 6);
+        put(&net.config(), &data, &["--public"]);
+        net.used()
+    };
+    assert!(clean_used > 30_000_000, "clean put stored {clean_used} bytes");
+
+    // A put finishes in well under a second on loopback, so it can end before the test sees
+    // a shard; then try again on a fresh devnet.
+    for attempt in 0..8 {
+        let net = Devnet::up(&tmp.path().join(format!("run-{attempt}")), 6);
+        let cfg = net.config();
+        let mut cmd = granary();
+        cmd.arg("put")
+            .arg(&data)
+            .args(["--public", "--json", "-q", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn put");
+        let (out, err) = drain(&mut child);
+        let deadline = Instant::now() + TIMEOUT;
+        let mut killed = false;
+        loop {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            let shards: u64 = net
+                .status()
+                .iter()
+                .map(|s| s["shards"].as_u64().unwrap_or(0))
+                .sum();
+            if shards > 0 {
+                let _ = child.kill(); // SIGKILL
+                killed = true;
+                break;
+            }
+            assert!(Instant::now() < deadline, "put stored nothing in {TIMEOUT:?}");
+        }
+        let status = wait_with_timeout(&mut child, TIMEOUT, "put");
+        let (stdout, stderr) = (out.join().expect("out"), err.join().expect("err"));
+        if !killed || status.success() {
+            assert!(
+                status.success(),
+                "put failed: {status}\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+            eprintln!("attempt {attempt}: put finished before it could be killed; again");
+            continue;
+        }
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "put was killed");
+        assert!(stdout.is_empty(), "no capability from a killed put");
+
+        let partial = net.used();
+        assert!(partial > 0, "the killed put left shards on the nodes");
+        eprintln!("attempt {attempt}: killed put left {partial} of {clean_used} bytes");
+
+        let cap = put(&cfg, &data, &["--public"]);
+        get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
+        let used = net.used();
+        assert!(
+            used as f64 <= clean_used as f64 * 1.05,
+            "after the interrupted and the second put the nodes hold {used} bytes; a clean \
+             put stores {clean_used} (partial after the kill: {partial})"
+        );
+        return;
+    }
+    panic!("put always finished before a shard could be seen; could not interrupt it");
+}
+
+#[test]
+fn status_reports_up_and_down_nodes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+
+    let st = net.status();
+    assert_eq!(st.len(), 6, "{st:?}");
+    for (s, n) in st.iter().zip(&net.nodes) {
+        assert_eq!(s["node"].as_str(), Some(n.addr.as_str()), "{s}");
+        assert_eq!(s["ok"], serde_json::Value::Bool(true), "{s}");
+    }
+
+    net.kill(3);
+    let st = net.status();
+    assert_eq!(st.len(), 6, "{st:?}");
+    for (i, (s, n)) in st.iter().zip(&net.nodes).enumerate() {
+        assert_eq!(s["node"].as_str(), Some(n.addr.as_str()), "{s}");
+        assert_eq!(s["ok"], serde_json::Value::Bool(i != 3), "node {i}: {s}");
+    }
+    // The plain form says the same.
+    let text = String::from_utf8(ok(&net.config(), &["status"])).expect("utf-8");
+    let down: Vec<&str> = text.lines().filter(|l| l.starts_with("down")).collect();
+    assert_eq!(down.len(), 1, "{text}");
+    assert!(down[0].contains(&net.nodes[3].addr), "{text}");
+}
