@@ -269,7 +269,10 @@ impl Drop for Devnet {
             for n in &self.nodes {
                 if let Ok(log) = fs::read_to_string(n.dir.join("node.log")) {
                     let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                    eprintln!("--- {} node.log (last lines, newest first) ---", n.dir.display());
+                    eprintln!(
+                        "--- {} node.log (last lines, newest first) ---",
+                        n.dir.display()
+                    );
                     for l in tail {
                         eprintln!("{l}");
                     }
@@ -353,8 +356,11 @@ fn small_dataset(root: &Path) -> Vec<String> {
 fn big_dataset(root: &Path, n: usize, size: usize) {
     fs::create_dir_all(root).expect("mkdir");
     for i in 0..n {
-        fs::write(root.join(format!("part-{i:03}.bin")), bytes(size, 100 + i as u64))
-            .expect("write");
+        fs::write(
+            root.join(format!("part-{i:03}.bin")),
+            bytes(size, 100 + i as u64),
+        )
+        .expect("write");
     }
 }
 
@@ -451,7 +457,12 @@ fn put_get_cat_ls_rm_round_trip() {
         assert_eq!(ok(&cfg, &["cat", &cap, f]), want, "cat {f}");
     }
     let b = fs::read(data.join("sub/b.bin")).expect("read");
-    for (a, z) in [(0, 1), (12_345, 400_000), (1_048_570, 1_048_590), (1_499_000, 1_500_000)] {
+    for (a, z) in [
+        (0, 1),
+        (12_345, 400_000),
+        (1_048_570, 1_048_590),
+        (1_499_000, 1_500_000),
+    ] {
         let r = format!("{a}-{z}");
         assert_eq!(
             ok(&cfg, &["cat", &cap, "sub/b.bin", "--range", &r]),
@@ -493,7 +504,11 @@ fn put_get_cat_ls_rm_round_trip() {
     let gone = tmp.path().join("gone");
     let args = ["get", &cap, gone.to_str().expect("utf-8"), "-q"];
     let out = run_cli(&cfg, &args);
-    assert!(!out.status.success(), "get after rm: {}", describe(&args, &out));
+    assert!(
+        !out.status.success(),
+        "get after rm: {}",
+        describe(&args, &out)
+    );
 }
 
 #[test]
@@ -583,13 +598,19 @@ fn client_killed_during_put_then_put_again() {
         put(&net.config(), &data, &["--public"]);
         net.used()
     };
-    assert!(clean_used > 30_000_000, "clean put stored {clean_used} bytes");
+    assert!(
+        clean_used > 30_000_000,
+        "clean put stored {clean_used} bytes"
+    );
 
     // A put finishes in well under a second on loopback, so it can end before the test sees
     // a shard; then try again on a fresh devnet.
     for attempt in 0..8 {
         let net = Devnet::up(&tmp.path().join(format!("run-{attempt}")), 6);
         let cfg = net.config();
+        // Create the client key before `put` and `status` run concurrently: two processes
+        // that both find the key file missing race to create it, and the loser fails.
+        assert_eq!(net.used(), 0);
         let mut cmd = granary();
         cmd.arg("put")
             .arg(&data)
@@ -616,7 +637,10 @@ fn client_killed_during_put_then_put_again() {
                 killed = true;
                 break;
             }
-            assert!(Instant::now() < deadline, "put stored nothing in {TIMEOUT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "put stored nothing in {TIMEOUT:?}"
+            );
         }
         let status = wait_with_timeout(&mut child, TIMEOUT, "put");
         let (stdout, stderr) = (out.join().expect("out"), err.join().expect("err"));
