@@ -41,6 +41,22 @@ use crate::{
 pub const DEFAULT_SHARD_SIZE: u32 = 1 << 20;
 /// Read block for large files.
 const READ_BLOCK: usize = 1 << 20;
+/// Read block for the hashing pass over large files (hashed with rayon across cores).
+const HASH_BLOCK: usize = 8 << 20;
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
 
 /// Called with the number of plaintext bytes read so far.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
@@ -383,17 +399,19 @@ impl FilePacker<'_, '_> {
         }
         // Large: hash first (the key derives from the content), then read again to store,
         // hashing again to prove the bytes stored are the bytes hashed.
-        let mut block = vec![0u8; READ_BLOCK];
+        // The encoders are idle while a large file is hashed: hash on every core, in big reads.
+        let mut block = vec![0u8; HASH_BLOCK];
         let mut hasher = blake3::Hasher::new();
         let mut n_total = 0u64;
         loop {
-            let n = f.read(&mut block).map_err(read_err)?;
+            let n = read_full(&mut f, &mut block).map_err(read_err)?;
             if n == 0 {
                 break;
             }
-            hasher.update(&block[..n]);
+            hasher.update_rayon(&block[..n]);
             n_total += n as u64;
         }
+        block.truncate(READ_BLOCK);
         if n_total != size {
             return Err(changed("its size changed during the read"));
         }

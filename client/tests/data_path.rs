@@ -620,3 +620,41 @@ fn a_full_output_device_is_a_clear_error() {
     assert!(err.to_string().contains("No space left on device"), "{err}");
     assert!(partials.is_empty(), "{partials:?}");
 }
+
+/// A healthy range read touches only the data shards that cover it: one shard for a range
+/// inside one shard, and no parity.
+#[test]
+fn healthy_range_reads_touch_only_covering_data_shards() {
+    let t = tempfile::tempdir().unwrap();
+    sample_tree(&t.path().join("src"));
+    let (cap, store, _) = round_trip(
+        t.path(),
+        &PackOptions {
+            encrypt: false,
+            ..opts(4, 2)
+        },
+    );
+    let ds = Dataset::open(&cap, &store).unwrap();
+    let e = ds.file("big.bin").unwrap();
+    let mut stats = ReadStats::default();
+    let got = ds.read_range(&store, e, 100..164, &mut stats).unwrap();
+    assert_eq!(got, bytes(100_000, 99)[100..164]);
+    assert_eq!(
+        stats,
+        ReadStats {
+            shard_reads: 1,
+            shard_failures: 0,
+            rebuilds: 0
+        }
+    );
+    // Delete every parity shard: healthy reads of the whole file do not notice.
+    for seg in &ds.manifest().segments {
+        for id in &seg.shards[4..] {
+            let _ = store.remove_shard(id);
+        }
+    }
+    let mut stats = ReadStats::default();
+    let all = ds.read_range(&store, e, 0..100_000, &mut stats).unwrap();
+    assert_eq!(all, bytes(100_000, 99));
+    assert_eq!(stats.shard_failures, 0);
+}

@@ -246,6 +246,15 @@ impl Devnet {
     }
 }
 
+/// Stops devnets concurrently.
+fn down_all(nets: Vec<Devnet>) {
+    thread::scope(|s| {
+        for n in nets {
+            s.spawn(move || drop(n));
+        }
+    });
+}
+
 fn read_devnet(dir: &Path) -> Vec<Node> {
     let Ok(text) = fs::read_to_string(dir.join("devnet.toml")) else {
         return Vec::new();
@@ -593,11 +602,12 @@ fn client_killed_during_put_then_put_again() {
     big_dataset(&data, 30, 1_000_000);
 
     // What a clean put of the same data stores.
-    let clean_used = {
-        let net = Devnet::up(&tmp.path().join("clean"), 6);
-        put(&net.config(), &data, &["--public"]);
-        net.used()
-    };
+    // Devnets are stopped together at the end (each stop can take a while).
+    let mut nets = Vec::new();
+    let clean = Devnet::up(&tmp.path().join("clean"), 6);
+    put(&clean.config(), &data, &["--public"]);
+    let clean_used = clean.used();
+    nets.push(clean);
     assert!(
         clean_used > 30_000_000,
         "clean put stored {clean_used} bytes"
@@ -651,6 +661,7 @@ fn client_killed_during_put_then_put_again() {
                 String::from_utf8_lossy(&stderr)
             );
             eprintln!("attempt {attempt}: put finished before it could be killed; again");
+            nets.push(net);
             continue;
         }
         assert_eq!(status.signal(), Some(libc::SIGKILL), "put was killed");
@@ -668,6 +679,8 @@ fn client_killed_during_put_then_put_again() {
             "after the interrupted and the second put the nodes hold {used} bytes; a clean \
              put stores {clean_used} (partial after the kill: {partial})"
         );
+        nets.push(net);
+        down_all(nets);
         return;
     }
     panic!("put always finished before a shard could be seen; could not interrupt it");

@@ -47,8 +47,18 @@ fn pack_and_reassemble_of_1gib_stay_under_256mib_rss() {
             .unwrap(),
     );
     let get_rss = get["peak_rss_kib"].as_u64().unwrap();
-    println!("peak RSS: put {} MiB, get {} MiB", put_rss / 1024, get_rss / 1024);
+    println!(
+        "peak RSS: put {} MiB, get {} MiB",
+        put_rss / 1024,
+        get_rss / 1024
+    );
     assert_eq!(get["bytes"].as_u64().unwrap(), (1 << 30) + 50 * 10_000);
-    assert!(put_rss > 0 && put_rss < LIMIT_KIB, "put peak RSS {put_rss} KiB");
-    assert!(get_rss > 0 && get_rss < LIMIT_KIB, "get peak RSS {get_rss} KiB");
+    assert!(
+        put_rss > 0 && put_rss < LIMIT_KIB,
+        "put peak RSS {put_rss} KiB"
+    );
+    assert!(
+        get_rss > 0 && get_rss < LIMIT_KIB,
+        "get peak RSS {get_rss} KiB"
+    );
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# End-to-end throughput on a 6-node loopback devnet, with the limits measured in the same run:
+#   put and get of a ~1 GiB sample dataset vs `cp -r` of it on the same disk and vs the pack
+#   pipeline alone (`put --store` into a local shard directory);
+#   10,000 files of 4 KiB put and got back (files/s).
+# Usage: scripts/devnet-bench.sh [MB] (default 1024). Prints one line per figure.
+set -euo pipefail
+mb=${1:-1024}
+bin=${CARGO_TARGET_DIR:-$HOME/.cache/granary-target}/debug
+work=$(mktemp -d)
+cleanup() { "$bin/granary" devnet down --dir "$work/devnet" >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
+secs() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["seconds"])' "$1"; }
+now() { date +%s.%N; }
+"$bin/granary" demo --help >/dev/null
+python3 - "$work/src" "$mb" <<'PY'
+import os, sys, random
+root, mb = sys.argv[1], int(sys.argv[2])
+random.seed(7); total = 0; i = 0
+while total < mb * 1_000_000:
+    size = random.choice([4096, 65536, 1 << 20, 8 << 20])
+    d = os.path.join(root, f"part-{i % 32:02}"); os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06}"), "wb") as f: f.write(os.urandom(size))
+    total += size; i += 1
+PY
+bytes=$(du -sb "$work/src" | cut -f1)
+sync
+t0=$(now); cp -r "$work/src" "$work/copy"; sync; t1=$(now)
+cp_s=$(python3 -c "print($t1-$t0)")
+rm -rf "$work/copy"
+local_put=$("$bin/granary" put --json -q --store "$work/local" "$work/src")
+"$bin/granary" devnet up --nodes 6 --dir "$work/devnet" >/dev/null 2>&1
+export GRANARY_CONFIG="$work/devnet/client.toml"
+put=$("$bin/granary" put --json -q "$work/src")
+cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["capability"])' "$put")
+get=$("$bin/granary" get --json -q "$cap" "$work/out")
+python3 - "$bytes" "$cp_s" "$(secs "$local_put")" "$(secs "$put")" "$(secs "$get")" <<'PY'
+import sys
+b, cp, pack, put, get = int(sys.argv[1]), *map(float, sys.argv[2:])
+mbs = lambda s: b / s / 1e6
+print(f"dataset {b/1e6:.0f} MB: cp -r + sync {mbs(cp):.0f} MB/s, pack pipeline alone {mbs(pack):.0f} MB/s")
+print(f"put {mbs(put):.0f} MB/s = {cp/put:.2f}x cp, {pack/put:.2f}x pack pipeline")
+print(f"get {mbs(get):.0f} MB/s = {cp/get:.2f}x cp, {pack/get:.2f}x pack pipeline")
+PY
+mkdir -p "$work/small"
+python3 -c "
+import os
+for i in range(10000):
+    d = '$work/small/d%02d' % (i % 100); os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, 'f%05d' % i), 'wb').write(os.urandom(4096))"
+sput=$("$bin/granary" put --json -q "$work/small")
+scap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["capability"])' "$sput")
+sget=$("$bin/granary" get --json -q "$scap" "$work/small-out")
+python3 -c "print(f'10,000 x 4 KiB files: put {10000/$(secs "$sput"):.0f} files/s, get {10000/$(secs "$sget"):.0f} files/s')"
