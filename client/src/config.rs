@@ -78,20 +78,49 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     let cfg: ClientConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let key_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.key_file);
-    let key = if key_path.exists() {
-        SecretKey::load(&key_path).map_err(|e| bad(format!("key {}: {e}", key_path.display())))?
-    } else {
-        let k = SecretKey::generate();
-        k.save(&key_path)
+    if !key_path.exists() {
+        create_key(&key_path)
             .map_err(|e| bad(format!("creating key {}: {e}", key_path.display())))?;
-        k
-    };
+    }
+    let key =
+        SecretKey::load(&key_path).map_err(|e| bad(format!("key {}: {e}", key_path.display())))?;
     let nodes = crate::store::net::parse_nodes(&cfg.nodes).map_err(bad)?;
     Ok(Loaded {
         path: path.to_path_buf(),
         key,
         nodes,
     })
+}
+
+/// Creates a key file atomically: written under a temporary name, then hard-linked into place,
+/// so concurrent first uses never see a half-written key; the loser of a race keeps the
+/// winner's key.
+fn create_key(path: &Path) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    SecretKey::generate()
+        .save(&tmp)
+        .map_err(|e| e.to_string())?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The dataset key for a private `put` of `source` by the holder of `owner`: derived, so an
+/// interrupted upload run again produces the same shards and resumes (nodes skip what they
+/// hold), and re-putting a path deduplicates against what is stored. Different owners or paths
+/// get unrelated keys.
+pub fn derived_dataset_key(owner: &SecretKey, source: &Path) -> crate::ids::DatasetKey {
+    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let mut h =
+        blake3::Hasher::new_derive_key("granary 2026-11 dataset key from owner and path v1");
+    h.update(&owner.to_bytes());
+    h.update(std::os::unix::ffi::OsStrExt::as_bytes(abs.as_os_str()));
+    crate::ids::DatasetKey::from_bytes(*h.finalize().as_bytes())
 }
 
 /// Writes a config file.

@@ -165,7 +165,8 @@ pub fn signal(pid: u32, signal: i32) -> bool {
     unsafe { libc::kill(pid as i32, signal) == 0 }
 }
 
-/// Stops every node (SIGTERM, then SIGKILL after 10 s) and removes `devnet.toml`.
+/// Stops every node (SIGTERM, then SIGKILL after 15 s, beyond the node's 10 s shutdown grace)
+/// and removes `devnet.toml`.
 pub fn down(dir: &Path) -> Result<usize, DevnetError> {
     let net = load(dir)?;
     let mut stopped = 0;
@@ -174,7 +175,7 @@ pub fn down(dir: &Path) -> Result<usize, DevnetError> {
             stopped += 1;
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     for n in &net.nodes {
         while alive(n.pid) && Instant::now() < deadline {
             reap(n.pid);

@@ -603,8 +603,8 @@ fn get_with_one_node_corrupted_on_disk() {
 /// byte-exact, and stores no more than a clean put would (shards the nodes already hold are
 /// not stored again).
 ///
-/// Public (`--public`) on purpose: an encrypted put draws a fresh dataset key each time, so
-/// its shards differ from the interrupted attempt's and nothing could be reused.
+/// Encrypted: the dataset key derives from the owner's key and the source path, so the second
+/// put produces the same shards as the interrupted one and the nodes skip what they hold.
 #[test]
 fn client_killed_during_put_then_put_again() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -615,7 +615,7 @@ fn client_killed_during_put_then_put_again() {
     // Devnets are stopped together at the end (each stop can take a while).
     let mut nets = Vec::new();
     let clean = Devnet::up(&tmp.path().join("clean"), 6);
-    put(&clean.config(), &data, &["--public"]);
+    put(&clean.config(), &data, &[]);
     let clean_used = clean.used();
     nets.push(clean);
     assert!(
@@ -634,7 +634,7 @@ fn client_killed_during_put_then_put_again() {
         let mut cmd = granary();
         cmd.arg("put")
             .arg(&data)
-            .args(["--public", "--json", "-q", "--config"])
+            .args(["--json", "-q", "--config"])
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -681,7 +681,7 @@ fn client_killed_during_put_then_put_again() {
         assert!(partial > 0, "the killed put left shards on the nodes");
         eprintln!("attempt {attempt}: killed put left {partial} of {clean_used} bytes");
 
-        let cap = put(&cfg, &data, &["--public"]);
+        let cap = put(&cfg, &data, &[]);
         get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
         let used = net.used();
         assert!(
@@ -720,4 +720,22 @@ fn status_reports_up_and_down_nodes() {
     let down: Vec<&str> = text.lines().filter(|l| l.starts_with("down")).collect();
     assert_eq!(down.len(), 1, "{text}");
     assert!(down[0].contains(&net.nodes[3].addr), "{text}");
+}
+
+/// Two owners store identical public content; the first owner's `rm` must not delete the
+/// second owner's data (each store adds the owner's reference even when the node holds it).
+#[test]
+fn rm_by_one_owner_keeps_identical_data_of_another() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+    let cfg = net.config();
+    let other = other_client(&net, &tmp.path().join("other"));
+    let cap_a = put(&cfg, &data, &["--public"]);
+    let cap_b = put(&other, &data, &["--public"]);
+    // The root records differ (creation time, manifest nonce), but every data shard is the same
+    // content-addressed bytes, held once per node with two owners' references.
+    ok(&cfg, &["rm", &cap_a]);
+    get_exact(&other, &cap_b, &tmp.path().join("got-b"), &data);
 }

@@ -90,6 +90,11 @@ impl NetStore {
         })
     }
 
+    /// The key this store writes as.
+    pub fn owner(&self) -> &SecretKey {
+        &self.owner
+    }
+
     /// The nodes this store knows.
     pub fn nodes(&self) -> &[NodeAddr] {
         &self.nodes
@@ -148,12 +153,9 @@ impl NetStore {
                     continue;
                 }
             };
-            // Resumable uploads: a shard the node already holds is not sent again.
-            if let Ok(held) = client.has_shards(&[id.as_hash()]).await
-                && held.first() == Some(&true)
-            {
-                return Ok(node.id);
-            }
+            // Always ask the node to store: it answers `AlreadyHeld` before taking the body when it
+            // holds the bytes (a resumed upload costs a round trip per shard, not its bytes), and
+            // it records this owner's reference, so another owner's `rm` cannot delete our data.
             match client
                 .store_shard(&self.owner, id.as_hash(), bytes.clone())
                 .await

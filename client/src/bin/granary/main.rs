@@ -291,7 +291,12 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let local = store.store.is_some();
-            let store = store.open()?;
+            let config_flag = store.config.clone();
+            let net = if local { None } else { Some(store.net()?) };
+            let store: Box<dyn ShardStore> = match net {
+                Some(n) => Box::new(n),
+                None => store.open()?,
+            };
             let store = &*store;
             let mut opts = PackOptions {
                 erasure: ErasureParams { data: k, parity: m },
@@ -301,6 +306,12 @@ fn run(cli: Cli) -> Result<()> {
                 workers: if local { 0 } else { NET_WORKERS },
                 ..PackOptions::default()
             };
+            // Over the network, a private dataset's key derives from the owner's key and the
+            // source path, so an interrupted put run again resumes instead of re-uploading.
+            if !local && !public && path.as_os_str() != "-" {
+                let cfg = config::load(&config::locate(config_flag.as_deref())?)?;
+                opts.key = Some(config::derived_dataset_key(&cfg.key, &path));
+            }
             if let Some(base) = update {
                 let ds = open(&base, store)?;
                 opts.key = ds.capability.key.clone();
