@@ -140,8 +140,11 @@ pub fn encode_range(
     range: Range<u64>,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    check_bounds(&range, outboard.size)
-        .map_err(|(start, end, size)| EncodeError::OutOfBounds { start, end, size })?;
+    check_bounds(&range, outboard.size).map_err(|(start, end, size)| EncodeError::OutOfBounds {
+        start,
+        end,
+        size,
+    })?;
     if range.is_empty() {
         return Ok(());
     }
@@ -160,8 +163,11 @@ pub fn decode_range(
     range: Range<u64>,
     encoded: &[u8],
 ) -> Result<Vec<u8>, VerifyError> {
-    check_bounds(&range, size)
-        .map_err(|(start, end, size)| VerifyError::OutOfBounds { start, end, size })?;
+    check_bounds(&range, size).map_err(|(start, end, size)| VerifyError::OutOfBounds {
+        start,
+        end,
+        size,
+    })?;
     let mut result = Vec::with_capacity((range.end - range.start) as usize);
     if range.is_empty() {
         return Ok(result);
@@ -244,7 +250,15 @@ mod tests {
             bad[pos] ^= 1;
             assert!(decode_range(&ob.root, d.len() as u64, 50_000..60_000, &bad).is_err());
         }
-        assert!(decode_range(&ob.root, d.len() as u64, 50_000..60_000, &enc[..enc.len() - 1]).is_err());
+        assert!(
+            decode_range(
+                &ob.root,
+                d.len() as u64,
+                50_000..60_000,
+                &enc[..enc.len() - 1]
+            )
+            .is_err()
+        );
         let mut long = enc.clone();
         long.push(0);
         assert!(matches!(
