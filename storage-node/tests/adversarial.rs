@@ -612,6 +612,17 @@ async fn background_scrub_quarantines_rot() {
         held = c.has_shards(&ids).await.unwrap();
     }
     assert_eq!(held, vec![true, false], "log: {}", node.log());
-    assert!(node.log().contains("scrub: quarantined corrupt shard"));
+    // The index change is visible before the log line is written: wait for the line too.
+    for _ in 0..100 {
+        if node.log().contains("scrub: quarantined corrupt shard") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        node.log().contains("scrub: quarantined corrupt shard"),
+        "log: {}",
+        node.log()
+    );
     assert_eq!(c.fetch_shard(ids[0]).await.unwrap(), good);
 }
