@@ -564,7 +564,7 @@ impl Dataset {
         }
         let reader = self.segments(store);
         std::thread::scope(|scope| {
-            let mut pf = Prefetch::start(scope, &reader, order, PREFETCH_THREADS);
+            let mut pf = Prefetch::start(scope, &reader, order, store.read_ahead_threads());
             let mut written = 0u64;
             for e in files {
                 let EntryKind::File { size, hash, .. } = e.kind else {
@@ -622,8 +622,6 @@ impl Dataset {
     }
 }
 
-/// Segment reader threads used by [`Dataset::extract`].
-const PREFETCH_THREADS: usize = 4;
 /// How far ahead of the writer the readers may run, in segments.
 const PREFETCH_AHEAD: usize = 8;
 

@@ -109,6 +109,13 @@ pub trait ShardStore: Send + Sync {
             .collect()
     }
 
+    /// Threads that should read whole segments ahead during extraction: several for stores
+    /// bound by local CPU (verification hashing), fewer for stores whose reads of one segment
+    /// already run concurrently.
+    fn read_ahead_threads(&self) -> usize {
+        4
+    }
+
     /// Which of `ids` the store already holds (uploads skip those).
     fn has_shards(&self, ids: &[ShardId]) -> Result<Vec<bool>, StoreError>;
 }
