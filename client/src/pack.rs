@@ -411,7 +411,6 @@ impl FilePacker<'_, '_> {
             hasher.update_rayon(&block[..n]);
             n_total += n as u64;
         }
-        block.truncate(READ_BLOCK);
         if n_total != size {
             return Err(changed("its size changed during the read"));
         }
@@ -422,31 +421,14 @@ impl FilePacker<'_, '_> {
         }
         f.rewind().map_err(read_err)?;
         let offset = self.out.stream_pos;
-        let mut sealer = Sealer::new(FileCipher::new(self.key, &hash));
-        let mut check = blake3::Hasher::new();
-        let mut pos = 0u64;
-        loop {
-            let n = f.read(&mut block).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            if pos + n as u64 > size {
-                return Err(changed("it grew during the read"));
-            }
-            check.update(&block[..n]);
-            self.out.note_read(n);
-            let out = &mut *self.out;
-            if !sealer.push(&block[..n], &mut |b| out.append(b)) {
-                return Ok(Packed::Aborted);
-            }
-            pos += n as u64;
-        }
-        let out = &mut *self.out;
-        if !sealer.finish(&mut |b| out.append(b)) {
-            return Ok(Packed::Aborted);
-        }
+        let (pos, check) = match self.seal_stream(&mut f, FileCipher::new(self.key, &hash), size) {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(Packed::Aborted),
+            Err(StreamFail::Grew) => return Err(changed("it grew during the read")),
+            Err(StreamFail::Io(e)) => return Err(read_err(e)),
+        };
         let after = FileStamp::of(&f.metadata().map_err(read_err)?);
-        if pos != size || check.finalize() != hash.as_hash() || after != before {
+        if pos != size || check != hash.as_hash() || after != before {
             return Err(changed("its content differs between the two reads"));
         }
         self.dedup.insert(hash, (offset, size));
@@ -455,8 +437,32 @@ impl FilePacker<'_, '_> {
 
     fn pack_reader(&mut self, reader: &mut dyn Read) -> Result<Packed, PackError> {
         let seed = crypto::random_seed();
-        let mut sealer = Sealer::new(FileCipher::new(self.key, &seed));
         let offset = self.out.stream_pos;
+        let (pos, hash) = match self.seal_stream(reader, FileCipher::new(self.key, &seed), u64::MAX)
+        {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(Packed::Aborted),
+            Err(fail) => {
+                return Err(PackError::Read {
+                    path: "<stdin>".into(),
+                    source: fail.into_io(),
+                });
+            }
+        };
+        let hash = ContentHash(*hash.as_bytes());
+        Ok(Packed::Kind(file_kind(pos, hash, offset, Some(seed))))
+    }
+
+    /// Reads `reader` to its end in blocks, hashing the plaintext and appending its sealed form
+    /// to the stream. Returns the bytes read and their BLAKE3, or `None` if the pipeline shut
+    /// down; more than `limit` bytes is [`StreamFail::Grew`].
+    fn seal_stream(
+        &mut self,
+        reader: &mut dyn Read,
+        cipher: FileCipher,
+        limit: u64,
+    ) -> Result<Option<(u64, blake3::Hash)>, StreamFail> {
+        let mut sealer = Sealer::new(cipher);
         let mut block = vec![0u8; READ_BLOCK];
         let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
@@ -465,27 +471,39 @@ impl FilePacker<'_, '_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(PackError::Read {
-                        path: "<stdin>".into(),
-                        source,
-                    });
-                }
+                Err(e) => return Err(StreamFail::Io(e)),
             };
+            if pos + n as u64 > limit {
+                return Err(StreamFail::Grew);
+            }
             hasher.update(&block[..n]);
             self.out.note_read(n);
             let out = &mut *self.out;
             if !sealer.push(&block[..n], &mut |b| out.append(b)) {
-                return Ok(Packed::Aborted);
+                return Ok(None);
             }
             pos += n as u64;
         }
         let out = &mut *self.out;
         if !sealer.finish(&mut |b| out.append(b)) {
-            return Ok(Packed::Aborted);
+            return Ok(None);
         }
-        let hash = ContentHash(*hasher.finalize().as_bytes());
-        Ok(Packed::Kind(file_kind(pos, hash, offset, Some(seed))))
+        Ok(Some((pos, hasher.finalize())))
+    }
+}
+
+/// Why [`FilePacker::seal_stream`] stopped.
+enum StreamFail {
+    Io(std::io::Error),
+    Grew,
+}
+
+impl StreamFail {
+    fn into_io(self) -> std::io::Error {
+        match self {
+            Self::Io(e) => e,
+            Self::Grew => std::io::Error::other("more bytes than expected"),
+        }
     }
 }
 
