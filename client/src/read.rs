@@ -159,31 +159,41 @@ impl SegmentReader<'_> {
         let k = self.coder.params().data as usize;
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
         let mut have = 0;
+        // Pieces already read for exactly this column are reused.
         for j in 0..total {
-            if have == k {
-                break;
-            }
-            if bad.contains(&j) {
-                continue;
-            }
-            // A piece already read for exactly this column is reused.
-            if wanted.iter().any(|(w, r)| *w == j && r == col)
+            if !bad.contains(&j)
+                && wanted.iter().any(|(w, r)| *w == j && r == col)
                 && let Some(p) = &pieces[j]
             {
                 shards[j] = Some(p.clone());
                 have += 1;
-                continue;
             }
-            match self.store.read_range(&self.loc(seg, j), col.clone()) {
-                Ok(b) => {
-                    stats.shard_reads += 1;
-                    shards[j] = Some(b);
-                    have += 1;
-                }
-                Err(e) => {
-                    stats.shard_failures += 1;
-                    bad.insert(j);
-                    failed.push((j, e.to_string()));
+        }
+        // The rest is read in concurrent batches of just as many shards as are still needed.
+        let mut next = 0;
+        while have < k {
+            let batch: Vec<usize> = (next..total)
+                .filter(|j| !bad.contains(j) && shards[*j].is_none())
+                .take(k - have)
+                .collect();
+            let Some(&last) = batch.last() else { break };
+            next = last + 1;
+            let reqs: Vec<(ShardLoc, Range<u64>)> = batch
+                .iter()
+                .map(|&j| (self.loc(seg, j), col.clone()))
+                .collect();
+            for (&j, result) in batch.iter().zip(self.store.read_ranges(&reqs)) {
+                match result {
+                    Ok(b) => {
+                        stats.shard_reads += 1;
+                        shards[j] = Some(b);
+                        have += 1;
+                    }
+                    Err(e) => {
+                        stats.shard_failures += 1;
+                        bad.insert(j);
+                        failed.push((j, e.to_string()));
+                    }
                 }
             }
         }
