@@ -175,18 +175,17 @@ impl NetStore {
     }
 
     async fn read_one(&self, shard: &ShardLoc, range: Range<u64>) -> Result<Vec<u8>, FetchError> {
-        let mut candidates = self.ranked(&shard.id.0);
-        if let Some(h) = shard.hint
-            && let Some(pos) = candidates.iter().position(|n| n.id.as_bytes() == &h)
-        {
-            let n = candidates.remove(pos);
-            if !self.dead_set().contains_key(&n.id) {
-                candidates.insert(0, n);
-            } else {
-                candidates.push(n);
-            }
-        }
-        candidates.truncate(4);
+        // The manifest says where the shard was put: ask that node only (nothing moves shards
+        // yet), so a dead holder costs one failed request, not a tour of the network. Without a
+        // hint, ask the best-ranked nodes in turn.
+        let ranked = self.ranked(&shard.id.0);
+        let hinted = shard
+            .hint
+            .and_then(|h| ranked.iter().find(|n| n.id.as_bytes() == &h).copied());
+        let candidates: Vec<NodeAddr> = match hinted {
+            Some(n) => vec![n],
+            None => ranked.into_iter().take(4).collect(),
+        };
         let dead = self.dead_set();
         let mut reasons = Vec::new();
         for node in &candidates {
