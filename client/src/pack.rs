@@ -5,7 +5,7 @@
 //!  walk, read, hash,             encrypt, RS-encode, hash shards,    orders segments, builds the
 //!  dedup, cut the stream         outboards, store.put_segment        manifest and root record
 //! ```
-//! The channels are bounded, so memory stays at about `2 × workers` segments whatever the
+//! The channels are bounded, so memory stays at a few segments per worker whatever the
 //! dataset's size. Files are concatenated into one *dataset stream* cut into fixed-size
 //! segments (small files packed, big files split). Identical files are stored once. With a
 //! base manifest (an earlier version of the dataset, same key), files whose path, size and mtime
@@ -782,8 +782,8 @@ pub fn pack(
     let base_len = opts.base.as_ref().map_or(0, |b| b.stream_len());
     let abort = AtomicBool::new(false);
     let read_bytes = AtomicU64::new(0);
-    let (job_tx, job_rx) = bounded::<SegmentJob>(workers * 2);
-    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(workers * 2 + 2);
+    let (job_tx, job_rx) = bounded::<SegmentJob>(workers);
+    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(workers + 1);
 
     let (produced, done) = std::thread::scope(|s| {
         let producer = Producer {
