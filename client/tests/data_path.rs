@@ -30,15 +30,32 @@ fn opts(k: u8, m: u8) -> PackOptions {
 }
 
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut v = vec![0u8; len];
+    granary_client::sample::fill(&mut v, seed);
+    v
+}
+
+/// Reads one range of each file, picked from `ranges` (reduced into the file's length), and
+/// compares it with the original.
+fn check_ranges<'a>(
+    ds: &Dataset,
+    store: &DirStore,
+    files: &[(String, Vec<u8>)],
+    ranges: impl Iterator<Item = &'a (u64, u64)>,
+) -> Result<(), TestCaseError> {
+    for ((name, data), (a, b)) in files.iter().zip(ranges) {
+        let e = ds.file(name).unwrap();
+        let len = data.len() as u64;
+        let (mut s, mut x) = (a % (len + 1), b % (len + 1));
+        if s > x {
+            std::mem::swap(&mut s, &mut x);
+        }
+        let got = ds
+            .read_range(store, e, s..x, &mut ReadStats::default())
+            .unwrap();
+        prop_assert_eq!(&got[..], &data[s as usize..x as usize]);
+    }
+    Ok(())
 }
 
 /// Every regular file under `root`, relative path → content.
@@ -132,14 +149,7 @@ proptest! {
         let (cap, store, _) = round_trip(t.path(), &o);
         let ds = Dataset::open(&cap, &store).unwrap();
         // Range reads.
-        for ((name, data), (a, b)) in files.iter().zip(ranges.iter().cycle()) {
-            let e = ds.file(name).unwrap();
-            let len = data.len() as u64;
-            let (mut s, mut x) = (a % (len + 1), b % (len + 1));
-            if s > x { std::mem::swap(&mut s, &mut x); }
-            let got = ds.read_range(&store, e, s..x, &mut ReadStats::default()).unwrap();
-            prop_assert_eq!(&got[..], &data[s as usize..x as usize]);
-        }
+        check_ranges(&ds, &store, &files, ranges.iter().cycle())?;
         // Lose up to m shards of every data segment (never the manifest's, to keep the test
         // simple). One id can stand at several positions (k = 1 makes parity equal data, and
         // zero padding repeats), so an id is removed only if no segment then loses more than m.
@@ -170,14 +180,7 @@ proptest! {
         ds.extract(&store, &out2, None, &mut stats).unwrap();
         prop_assert_eq!(snapshot(&t.path().join("src")), snapshot(&out2));
         // Degraded range reads rebuild just the columns they need.
-        for ((name, data), (a, b)) in files.iter().zip(ranges.iter().rev().cycle()) {
-            let e = ds.file(name).unwrap();
-            let len = data.len() as u64;
-            let (mut s, mut x) = (a % (len + 1), b % (len + 1));
-            if s > x { std::mem::swap(&mut s, &mut x); }
-            let got = ds.read_range(&store, e, s..x, &mut ReadStats::default()).unwrap();
-            prop_assert_eq!(&got[..], &data[s as usize..x as usize]);
-        }
+        check_ranges(&ds, &store, &files, ranges.iter().rev().cycle())?;
     }
 
     /// Any single flipped byte in any shard is detected: the read never returns wrong bytes,

@@ -328,17 +328,11 @@ fn parse_json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 // Data
 // ---------------------------------------------------------------------------------------------
 
-/// Deterministic pseudo-random bytes (xorshift64).
+/// Deterministic pseudo-random bytes (the sample generator's).
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut v = vec![0u8; len];
+    granary_client::sample::fill(&mut v, seed);
+    v
 }
 
 /// Writes a small tree (about 2.3 MB): nested dirs, an empty file, an empty dir, a
