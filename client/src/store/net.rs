@@ -101,10 +101,9 @@ impl NetStore {
     }
 
     /// Nodes ranked for `key`, best first, live ones before ones recently seen dead.
-    fn ranked(&self, key: &[u8; 32]) -> Vec<NodeAddr> {
+    fn ranked(&self, key: &[u8; 32], dead: &HashMap<NodeId, Instant>) -> Vec<NodeAddr> {
         let mut v = self.nodes.clone();
         v.sort_by_key(|n| std::cmp::Reverse(score(key, &n.id)));
-        let dead = self.dead_set();
         v.sort_by_key(|n| dead.contains_key(&n.id));
         v
     }
@@ -178,15 +177,18 @@ impl NetStore {
         // The manifest says where the shard was put: ask that node only (nothing moves shards
         // yet), so a dead holder costs one failed request, not a tour of the network. Without a
         // hint, ask the best-ranked nodes in turn.
-        let ranked = self.ranked(&shard.id.0);
+        let dead = self.dead_set();
         let hinted = shard
             .hint
-            .and_then(|h| ranked.iter().find(|n| n.id.as_bytes() == &h).copied());
+            .and_then(|h| self.nodes.iter().find(|n| n.id.as_bytes() == &h).copied());
         let candidates: Vec<NodeAddr> = match hinted {
             Some(n) => vec![n],
-            None => ranked.into_iter().take(4).collect(),
+            None => self
+                .ranked(&shard.id.0, &dead)
+                .into_iter()
+                .take(4)
+                .collect(),
         };
-        let dead = self.dead_set();
         let mut reasons = Vec::new();
         for node in &candidates {
             // A node that failed recently is not waited for again: the reader rebuilds around it.
@@ -317,8 +319,9 @@ impl ShardStore for NetStore {
             // Distinct nodes for the shards of a segment, while there are enough nodes.
             let mut used: Vec<NodeId> = Vec::new();
             let mut plans = Vec::new();
+            let dead = self.dead_set();
             for s in shards {
-                let ranked = self.ranked(&s.id.0);
+                let ranked = self.ranked(&s.id.0, &dead);
                 let mut cands: Vec<NodeAddr> = ranked
                     .iter()
                     .filter(|n| !used.contains(&n.id))
@@ -351,7 +354,7 @@ impl ShardStore for NetStore {
 
     fn put_root(&self, id: &DatasetId, bytes: &[u8]) -> Result<(), StoreError> {
         self.rt.block_on(async {
-            let ranked = self.ranked(&id.0);
+            let ranked = self.ranked(&id.0, &self.dead_set());
             let bytes = Bytes::copy_from_slice(bytes);
             let mut ok = 0;
             let mut last_err = None;
@@ -381,7 +384,7 @@ impl ShardStore for NetStore {
         let sid = ShardId(id.0);
         let dead = self.dead_set();
         let candidates: Vec<NodeAddr> = self
-            .ranked(&id.0)
+            .ranked(&id.0, &dead)
             .into_iter()
             .filter(|n| !dead.contains_key(&n.id))
             .collect();
