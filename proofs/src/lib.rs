@@ -13,6 +13,7 @@ pub mod platform;
 pub mod reference;
 pub mod seal;
 pub mod seal_proof;
+pub mod unit;
 
 pub use drg::{BlockIdx, Graph};
 pub use merkle::{ChunkIdx, ChunkOpening, MerkleTree};

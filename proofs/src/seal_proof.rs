@@ -51,8 +51,9 @@ impl SealStatement {
 pub struct SealOpening {
     /// Replica chunks holding block `j` and its parents (distinct, ascending).
     pub replica_chunks: Vec<ChunkOpening>,
-    /// Plaintext chunk holding block `j`.
-    pub plain_chunk: ChunkOpening,
+    /// Plaintext chunk holding block `j`, with its path to the plaintext's id. `None` only where
+    /// block `j` lies in zero padding (between members of a multi-shard unit).
+    pub plain_chunk: Option<ChunkOpening>,
 }
 
 /// A seal proof: one [`SealOpening`] per challenged block, in challenge order.
@@ -121,6 +122,9 @@ pub enum SealVerifyError {
         /// Merkle failure.
         source: merkle::VerifyError,
     },
+    /// The statement does not name the given unit layout (data id or length differ).
+    #[error("statement does not match the unit layout")]
+    Layout,
     /// The replica block does not decode to the plaintext block: wrong encoding.
     #[error("opening {index}: block {block:?} is not the sealing of the plaintext")]
     Encoding {
@@ -193,6 +197,28 @@ pub fn prove(
             replica: replica.len() as u64,
         });
     }
+    prove_with(replica_id, replica, tree_r, seed, k, |j| {
+        open_in(tree_d, plain, chunk_of(j.0)).map(Some)
+    })
+}
+
+/// The general prover: `plain_opening(j)` opens the plaintext chunk holding block `j` (or `None`
+/// where the verifier knows the block is zero padding).
+pub fn prove_with(
+    replica_id: &ReplicaId,
+    replica: &[u8],
+    tree_r: &MerkleTree,
+    seed: &[u8; 32],
+    k: usize,
+    plain_opening: impl Fn(BlockIdx) -> Result<Option<ChunkOpening>, merkle::OpenError>,
+) -> Result<SealProof, SealProveError> {
+    let len = replica.len() as u64;
+    if tree_r.len() != len {
+        return Err(SealProveError::Length {
+            plain: tree_r.len(),
+            replica: len,
+        });
+    }
     let blocks = len / BLOCK_LEN as u64;
     let graph = Graph::new(&replica_id.0, blocks);
     let openings = challenged_blocks(&tree_r.root(), seed, blocks, k)
@@ -202,10 +228,9 @@ pub fn prove(
                 .into_iter()
                 .map(|c| open_in(tree_r, replica, c))
                 .collect::<Result<Vec<_>, _>>()?;
-            let plain_chunk = open_in(tree_d, plain, chunk_of(j.0))?;
             Ok(SealOpening {
                 replica_chunks,
-                plain_chunk,
+                plain_chunk: plain_opening(j)?,
             })
         })
         .collect::<Result<Vec<_>, SealProveError>>()?;
@@ -219,12 +244,49 @@ fn block_in(chunks: &[ChunkOpening], b: u64) -> Option<&[u8]> {
     chunks[o].data.get(off..off + BLOCK_LEN)
 }
 
-/// Verifies a seal proof for `statement` against a fresh `seed` and `k` openings.
+/// Verifies a seal proof for `statement` against a fresh `seed` and `k` openings; the plaintext
+/// commitment is `statement.data_id = BLAKE3(plaintext)` (a one-shard unit).
 pub fn verify(
     statement: &SealStatement,
     seed: &[u8; 32],
     k: usize,
     proof: &SealProof,
+) -> Result<(), SealVerifyError> {
+    let len = statement.len;
+    verify_with(statement, seed, k, proof, |index, j, opening| {
+        let plain_err = |source| SealVerifyError::Plain { index, source };
+        let o = opening.ok_or(plain_err(merkle::VerifyError::RootMismatch {
+            chunk: chunk_of(j.0),
+        }))?;
+        if o.chunk != chunk_of(j.0) {
+            return Err(plain_err(merkle::VerifyError::RootMismatch {
+                chunk: o.chunk,
+            }));
+        }
+        merkle::verify_chunk(&statement.data_id.0, len, o).map_err(plain_err)?;
+        let off = (j.0 * BLOCK_LEN as u64 - o.chunk.0 * CHUNK_LEN as u64) as usize;
+        let mut b = [0u8; BLOCK_LEN];
+        let got = o
+            .data
+            .get(off..off + BLOCK_LEN)
+            .ok_or(SealVerifyError::Encoding { index, block: j })?;
+        b.copy_from_slice(got);
+        Ok(b)
+    })
+}
+
+/// The general verifier: `plain_block(index, j, opening)` checks opening `index`'s plaintext
+/// part against the plaintext commitment and returns plaintext block `j`.
+pub fn verify_with(
+    statement: &SealStatement,
+    seed: &[u8; 32],
+    k: usize,
+    proof: &SealProof,
+    plain_block: impl Fn(
+        usize,
+        BlockIdx,
+        Option<&ChunkOpening>,
+    ) -> Result<[u8; BLOCK_LEN], SealVerifyError>,
 ) -> Result<(), SealVerifyError> {
     let len = statement.len;
     if len == 0 || !len.is_multiple_of(BLOCK_LEN as u64) {
@@ -253,14 +315,7 @@ pub fn verify(
             merkle::verify_chunk(&statement.comm_r, len, c)
                 .map_err(|source| SealVerifyError::Replica { index, source })?;
         }
-        if o.plain_chunk.chunk != chunk_of(j.0) {
-            let source = merkle::VerifyError::RootMismatch {
-                chunk: o.plain_chunk.chunk,
-            };
-            return Err(SealVerifyError::Plain { index, source });
-        }
-        merkle::verify_chunk(&statement.data_id.0, len, &o.plain_chunk)
-            .map_err(|source| SealVerifyError::Plain { index, source })?;
+        let plain = plain_block(index, j, o.plain_chunk.as_ref())?;
         let need = |b: u64| {
             block_in(&o.replica_chunks, b).ok_or(SealVerifyError::MissingChunk {
                 index,
@@ -276,10 +331,8 @@ pub fn verify(
         let key = keyhash::parent_key_scalar(&statement.replica_id.0, j.0, &input);
         let mut rb = [0u8; BLOCK_LEN];
         rb.copy_from_slice(need(j.0)?);
-        let off = (j.0 * BLOCK_LEN as u64 - chunk_of(j.0).0 * CHUNK_LEN as u64) as usize;
-        let plain = o.plain_chunk.data.get(off..off + BLOCK_LEN);
         match unseal_block(&rb, &key, statement.params.rounds) {
-            Some(p) if Some(&p[..]) == plain => {}
+            Some(p) if p == plain => {}
             _ => return Err(SealVerifyError::Encoding { index, block: j }),
         }
     }
@@ -402,7 +455,7 @@ mod tests {
             Err(SealVerifyError::Replica { index: 2, .. })
         ));
         let mut proof = prove_f(&f, &[6; 32], 4);
-        proof.openings[1].plain_chunk.data[0] ^= 1;
+        proof.openings[1].plain_chunk.as_mut().unwrap().data[0] ^= 1;
         assert!(matches!(
             verify(&f.statement, &[6; 32], 4, &proof),
             Err(SealVerifyError::Plain { index: 1, .. })
