@@ -184,6 +184,22 @@ pub fn sloth_inverse_x8(ys: &mut [Fe; 8], rounds: u32) {
     }
 }
 
+/// [`sloth_inverse`] over 16 independent elements (two interleaved groups of 8 per round).
+#[inline(always)]
+pub fn sloth_inverse_x16(ys: &mut [Fe; 16], rounds: u32) {
+    for i in (0..rounds).rev() {
+        for y in ys.iter_mut() {
+            *y = sloth_round_inverse(*y);
+        }
+        if i > 0 {
+            let c = Fe::from_u64(u64::from(i));
+            for y in ys.iter_mut() {
+                *y = *y - c;
+            }
+        }
+    }
+}
+
 fn is_canonical(l: &[u64; 4]) -> bool {
     !(l[3] == u64::MAX && l[2] == u64::MAX && l[1] == u64::MAX && l[0] >= MODULUS[0])
 }

@@ -4,15 +4,35 @@
 //! chunk number `j` whose content is the 256 bytes of the block's 8 parents (exactly 4 full
 //! compression blocks, no padding): see [`crate::reference::parent_key`] for the definition through
 //! BLAKE3's public `hazmat` API. Sealing computes one key at a time (the chain is sequential);
-//! unsealing and proof verification compute many independent keys, which this module does 8 at a
-//! time with AVX2 (one 32-bit lane per input), dispatched on [`Platform`].
+//! unsealing and proof verification compute many independent keys, which this module does many at
+//! a time (one 32-bit SIMD lane per input), dispatched on [`Platform`]:
+//!
+//! | platform | kernel | keys per call |
+//! |---|---|---|
+//! | [`Platform::Avx512`] | AVX-512F, `vprord` rotations (compiled with Rust ≥ 1.89) | 16 |
+//! | [`Platform::Avx2`] | AVX2 | 8 |
+//! | [`Platform::Neon`] | NEON (aarch64 only) | 4 |
+//! | [`Platform::Scalar`] | portable | 1 |
+//!
+//! The kernels read the parents' blocks where they lie ([`parent_keys_refs`] takes one reference
+//! per parent block), so unsealing never copies the 256-byte inputs. Every kernel is checked for
+//! sameness against [`crate::reference::parent_key`] in this module's tests.
 
+use crate::drg::PARENTS;
 use crate::platform::Platform;
 
 /// Bytes hashed per key: 8 parents × 32 bytes.
 pub const KEY_INPUT_LEN: usize = 256;
-/// Inputs per multi-lane call.
+/// Inputs per call of [`parent_keys_x8`].
 pub const LANES: usize = 8;
+/// Inputs per call of [`parent_keys_refs_x16`], the widest kernel.
+pub const MAX_LANES: usize = 16;
+
+/// The parent blocks of one key, in parent order (`PARENTS × 32 = KEY_INPUT_LEN` bytes).
+pub type ParentRefs<'a> = [&'a [u8; 32]; PARENTS];
+
+/// 256 zero bytes: the key input of block 0, which has no parents.
+pub static ZERO_BLOCK: [u8; 32] = [0; 32];
 
 const IV: [u32; 8] = [
     0x6A09_E667,
@@ -117,21 +137,7 @@ fn compress(cv: &[u32; 8], m: &[u32; 16], counter: u64, flags: u32) -> [u32; 8] 
     out
 }
 
-/// One parent key, portable scalar code.
-pub fn parent_key_scalar(replica_id: &[u8; 32], j: u64, input: &[u8; KEY_INPUT_LEN]) -> [u8; 32] {
-    let mut cv = key_words(replica_id);
-    for (b, block) in input.chunks_exact(64).enumerate() {
-        let mut m = [0u32; 16];
-        for (i, word) in m.iter_mut().enumerate() {
-            *word = u32::from_le_bytes([
-                block[4 * i],
-                block[4 * i + 1],
-                block[4 * i + 2],
-                block[4 * i + 3],
-            ]);
-        }
-        cv = compress(&cv, &m, j, block_flags(b));
-    }
+fn cv_bytes(cv: &[u32; 8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (i, w) in cv.iter().enumerate() {
         out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
@@ -139,29 +145,168 @@ pub fn parent_key_scalar(replica_id: &[u8; 32], j: u64, input: &[u8; KEY_INPUT_L
     out
 }
 
-/// Eight parent keys at once on `platform` (AVX2 when available, else scalar).
+/// The 8 parent blocks of a contiguous 256-byte key input.
+pub fn split_input(input: &[u8; KEY_INPUT_LEN]) -> ParentRefs<'_> {
+    let (blocks, _) = input.as_chunks::<32>();
+    std::array::from_fn(|k| &blocks[k])
+}
+
+/// One parent key from its parent blocks, portable scalar code.
+pub fn parent_key_scalar_refs(replica_id: &[u8; 32], j: u64, parents: &ParentRefs<'_>) -> [u8; 32] {
+    let mut cv = key_words(replica_id);
+    for b in 0..KEY_INPUT_LEN / 64 {
+        let mut m = [0u32; 16];
+        for (i, word) in m.iter_mut().enumerate() {
+            let blk = parents[2 * b + i / 8];
+            let o = 4 * (i % 8);
+            *word = u32::from_le_bytes([blk[o], blk[o + 1], blk[o + 2], blk[o + 3]]);
+        }
+        cv = compress(&cv, &m, j, block_flags(b));
+    }
+    cv_bytes(&cv)
+}
+
+/// One parent key, portable scalar code.
+pub fn parent_key_scalar(replica_id: &[u8; 32], j: u64, input: &[u8; KEY_INPUT_LEN]) -> [u8; 32] {
+    parent_key_scalar_refs(replica_id, j, &split_input(input))
+}
+
+/// Whether this build contains the 16-lane AVX-512 kernel (x86-64, compiled by Rust ≥ 1.89,
+/// whose standard library has the AVX-512 intrinsics; older compilers run AVX2 on AVX-512 CPUs).
+pub fn avx512_kernel_compiled() -> bool {
+    avx512_compiled()
+}
+
+#[rustversion::since(1.89)]
+const fn avx512_compiled() -> bool {
+    cfg!(all(target_arch = "x86_64", not(miri)))
+}
+
+#[rustversion::before(1.89)]
+const fn avx512_compiled() -> bool {
+    false
+}
+
+/// The AVX-512 kernel when `platform` is [`Platform::Avx512`], this build has it and the CPU
+/// supports it; otherwise `None`.
+#[rustversion::since(1.89)]
+#[inline]
+fn try_avx512_x16(
+    platform: Platform,
+    replica_id: &[u8; 32],
+    counters: &[u64; MAX_LANES],
+    parents: &[ParentRefs<'_>; MAX_LANES],
+) -> Option<[[u8; 32]; MAX_LANES]> {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if platform == Platform::Avx512 && avx512::supported() {
+        // SAFETY: `avx512::supported()` checked at run time that the CPU has AVX-512F.
+        return Some(unsafe { avx512::parent_keys_x16(replica_id, counters, parents) });
+    }
+    let _ = (platform, replica_id, counters, parents);
+    None
+}
+
+#[rustversion::before(1.89)]
+#[inline]
+fn try_avx512_x16(
+    _platform: Platform,
+    _replica_id: &[u8; 32],
+    _counters: &[u64; MAX_LANES],
+    _parents: &[ParentRefs<'_>; MAX_LANES],
+) -> Option<[[u8; 32]; MAX_LANES]> {
+    None
+}
+
+/// Sixteen parent keys at once from their parent blocks: one AVX-512 call on
+/// [`Platform::Avx512`], else two calls of [`parent_keys_refs_x8`].
+pub fn parent_keys_refs_x16(
+    platform: Platform,
+    replica_id: &[u8; 32],
+    counters: &[u64; MAX_LANES],
+    parents: &[ParentRefs<'_>; MAX_LANES],
+) -> [[u8; 32]; MAX_LANES] {
+    if let Some(keys) = try_avx512_x16(platform, replica_id, counters, parents) {
+        return keys;
+    }
+    let mut out = [[0u8; 32]; MAX_LANES];
+    let (cs, _) = counters.as_chunks::<LANES>();
+    let (ps, _) = parents.as_chunks::<LANES>();
+    for (h, (c, p)) in cs.iter().zip(ps).enumerate() {
+        out[h * LANES..(h + 1) * LANES]
+            .copy_from_slice(&parent_keys_refs_x8(platform, replica_id, c, p));
+    }
+    out
+}
+
+/// Eight parent keys at once from their parent blocks on `platform` (AVX2 on AVX2 and AVX-512
+/// CPUs, two 4-lane NEON calls on aarch64, else scalar).
+pub fn parent_keys_refs_x8(
+    platform: Platform,
+    replica_id: &[u8; 32],
+    counters: &[u64; LANES],
+    parents: &[ParentRefs<'_>; LANES],
+) -> [[u8; 32]; LANES] {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if platform.has_avx2() && avx2::supported() {
+        // SAFETY: `avx2::supported()` checked at run time that the CPU has AVX2.
+        return unsafe { avx2::parent_keys_x8(replica_id, counters, parents) };
+    }
+    #[cfg(all(target_arch = "aarch64", target_endian = "little", not(miri)))]
+    if platform == Platform::Neon && neon::supported() {
+        let mut out = [[0u8; 32]; LANES];
+        let (cs, _) = counters.as_chunks::<4>();
+        let (ps, _) = parents.as_chunks::<4>();
+        for (h, (c, p)) in cs.iter().zip(ps).enumerate() {
+            // SAFETY: `neon::supported()` checked at run time that the CPU has NEON.
+            let keys = unsafe { neon::parent_keys_x4(replica_id, c, p) };
+            out[h * 4..h * 4 + 4].copy_from_slice(&keys);
+        }
+        return out;
+    }
+    let _ = platform;
+    std::array::from_fn(|l| parent_key_scalar_refs(replica_id, counters[l], &parents[l]))
+}
+
+/// Eight parent keys at once on `platform` (see [`parent_keys_refs_x8`]).
 pub fn parent_keys_x8(
     platform: Platform,
     replica_id: &[u8; 32],
     counters: &[u64; LANES],
     inputs: &[[u8; KEY_INPUT_LEN]; LANES],
 ) -> [[u8; 32]; LANES] {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if platform.has_avx2() {
-        // SAFETY: `Platform::detect` (the only constructor of the AVX2/AVX-512 variants outside
-        // tests, which construct them only after checking the CPU) verified AVX2 support.
-        return unsafe { avx2::parent_keys_x8(replica_id, counters, inputs) };
-    }
-    let _ = platform;
-    let mut out = [[0u8; 32]; LANES];
-    for l in 0..LANES {
-        out[l] = parent_key_scalar(replica_id, counters[l], &inputs[l]);
-    }
-    out
+    let parents: [ParentRefs<'_>; LANES] = std::array::from_fn(|l| split_input(&inputs[l]));
+    parent_keys_refs_x8(platform, replica_id, counters, &parents)
 }
 
-/// Parent keys for any number of inputs: full groups of 8 go through [`parent_keys_x8`], the
-/// remainder through the scalar path.
+/// Parent keys for any number of inputs given as parent blocks: groups of 16 through
+/// [`parent_keys_refs_x16`], then a group of 8, then the scalar path.
+pub fn parent_keys_refs(
+    platform: Platform,
+    replica_id: &[u8; 32],
+    counters: &[u64],
+    parents: &[ParentRefs<'_>],
+    out: &mut [[u8; 32]],
+) {
+    debug_assert_eq!(counters.len(), parents.len());
+    debug_assert_eq!(out.len(), parents.len());
+    let (c16, c_rest) = counters.as_chunks::<MAX_LANES>();
+    let (p16, p_rest) = parents.as_chunks::<MAX_LANES>();
+    let (o16, o_rest) = out.as_chunks_mut::<MAX_LANES>();
+    for ((c, p), o) in c16.iter().zip(p16).zip(o16) {
+        *o = parent_keys_refs_x16(platform, replica_id, c, p);
+    }
+    let (c8, c_rest) = c_rest.as_chunks::<LANES>();
+    let (p8, p_rest) = p_rest.as_chunks::<LANES>();
+    let (o8, o_rest) = o_rest.as_chunks_mut::<LANES>();
+    for ((c, p), o) in c8.iter().zip(p8).zip(o8) {
+        *o = parent_keys_refs_x8(platform, replica_id, c, p);
+    }
+    for ((&c, p), o) in c_rest.iter().zip(p_rest).zip(o_rest) {
+        *o = parent_key_scalar_refs(replica_id, c, p);
+    }
+}
+
+/// Parent keys for any number of contiguous 256-byte inputs (see [`parent_keys_refs`]).
 pub fn parent_keys(
     platform: Platform,
     replica_id: &[u8; 32],
@@ -169,29 +314,19 @@ pub fn parent_keys(
     inputs: &[[u8; KEY_INPUT_LEN]],
     out: &mut [[u8; 32]],
 ) {
-    debug_assert_eq!(counters.len(), inputs.len());
-    debug_assert_eq!(out.len(), inputs.len());
-    let full = inputs.len() / LANES * LANES;
-    for ((c, i), o) in counters[..full]
-        .chunks_exact(LANES)
-        .zip(inputs[..full].chunks_exact(LANES))
-        .zip(out[..full].chunks_exact_mut(LANES))
-    {
-        let (Ok(c), Ok(i)) = (<&[u64; LANES]>::try_from(c), <&[_; LANES]>::try_from(i)) else {
-            continue; // unreachable: chunks_exact yields LANES items
-        };
-        o.copy_from_slice(&parent_keys_x8(platform, replica_id, c, i));
-    }
-    for k in full..inputs.len() {
-        out[k] = parent_key_scalar(replica_id, counters[k], &inputs[k]);
-    }
+    let parents: Vec<ParentRefs<'_>> = inputs.iter().map(split_input).collect();
+    parent_keys_refs(platform, replica_id, counters, &parents, out);
 }
 
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{IV, KEY_INPUT_LEN, LANES, SCHEDULE, block_flags, key_words};
+    use super::{IV, KEY_INPUT_LEN, LANES, ParentRefs, SCHEDULE, block_flags, key_words};
+
+    pub(super) fn supported() -> bool {
+        is_x86_feature_detected!("avx2")
+    }
 
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -250,32 +385,30 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2")]
     fn transpose(v: &mut [__m256i; 8]) {
-        {
-            let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
-            let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-            let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
-            let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-            let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
-            let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
-            let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
-            let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
-            let u0 = _mm256_unpacklo_epi64(t0, t2);
-            let u1 = _mm256_unpackhi_epi64(t0, t2);
-            let u2 = _mm256_unpacklo_epi64(t1, t3);
-            let u3 = _mm256_unpackhi_epi64(t1, t3);
-            let u4 = _mm256_unpacklo_epi64(t4, t6);
-            let u5 = _mm256_unpackhi_epi64(t4, t6);
-            let u6 = _mm256_unpacklo_epi64(t5, t7);
-            let u7 = _mm256_unpackhi_epi64(t5, t7);
-            v[0] = _mm256_permute2x128_si256::<0x20>(u0, u4);
-            v[4] = _mm256_permute2x128_si256::<0x31>(u0, u4);
-            v[1] = _mm256_permute2x128_si256::<0x20>(u1, u5);
-            v[5] = _mm256_permute2x128_si256::<0x31>(u1, u5);
-            v[2] = _mm256_permute2x128_si256::<0x20>(u2, u6);
-            v[6] = _mm256_permute2x128_si256::<0x31>(u2, u6);
-            v[3] = _mm256_permute2x128_si256::<0x20>(u3, u7);
-            v[7] = _mm256_permute2x128_si256::<0x31>(u3, u7);
-        }
+        let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+        let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+        let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+        let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+        let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+        let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+        let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+        let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        v[0] = _mm256_permute2x128_si256::<0x20>(u0, u4);
+        v[4] = _mm256_permute2x128_si256::<0x31>(u0, u4);
+        v[1] = _mm256_permute2x128_si256::<0x20>(u1, u5);
+        v[5] = _mm256_permute2x128_si256::<0x31>(u1, u5);
+        v[2] = _mm256_permute2x128_si256::<0x20>(u2, u6);
+        v[6] = _mm256_permute2x128_si256::<0x31>(u2, u6);
+        v[3] = _mm256_permute2x128_si256::<0x20>(u3, u7);
+        v[7] = _mm256_permute2x128_si256::<0x31>(u3, u7);
     }
 
     /// # Safety
@@ -284,34 +417,26 @@ mod avx2 {
     pub(super) unsafe fn parent_keys_x8(
         replica_id: &[u8; 32],
         counters: &[u64; LANES],
-        inputs: &[[u8; KEY_INPUT_LEN]; LANES],
+        parents: &[ParentRefs<'_>; LANES],
     ) -> [[u8; 32]; LANES] {
         let key = key_words(replica_id);
-        let mut lo = [0i32; LANES];
-        let mut hi = [0i32; LANES];
-        for l in 0..LANES {
-            lo[l] = counters[l] as u32 as i32;
-            hi[l] = (counters[l] >> 32) as u32 as i32;
-        }
+        let lo: [i32; LANES] = std::array::from_fn(|l| counters[l] as u32 as i32);
+        let hi: [i32; LANES] = std::array::from_fn(|l| (counters[l] >> 32) as u32 as i32);
         // SAFETY: AVX2 is enabled on this function; every unaligned load/store below reads or
-        // writes exactly 32 bytes inside a `[u8; 256]`/`[i32; 8]`/`[u8; 32]` it indexes in bounds.
+        // writes exactly 32 bytes of a `[u8; 32]` or `[i32; 8]` it borrows.
         unsafe {
             let ctr_lo = _mm256_loadu_si256(lo.as_ptr().cast());
             let ctr_hi = _mm256_loadu_si256(hi.as_ptr().cast());
             let mut h = [_mm256_setzero_si256(); 8];
-            for (i, hv) in h.iter_mut().enumerate() {
-                *hv = _mm256_set1_epi32(key[i] as i32);
+            for (hv, &k) in h.iter_mut().zip(&key) {
+                *hv = _mm256_set1_epi32(k as i32);
             }
             for b in 0..KEY_INPUT_LEN / 64 {
                 let mut m = [_mm256_setzero_si256(); 16];
                 for half in 0..2 {
                     let mut t = [_mm256_setzero_si256(); 8];
-                    for (l, tv) in t.iter_mut().enumerate() {
-                        *tv = _mm256_loadu_si256(
-                            inputs[l][b * 64 + half * 32..b * 64 + half * 32 + 32]
-                                .as_ptr()
-                                .cast(),
-                        );
+                    for (tv, ps) in t.iter_mut().zip(parents) {
+                        *tv = _mm256_lddqu_si256(ps[2 * b + half].as_ptr().cast());
                     }
                     transpose(&mut t);
                     m[half * 8..half * 8 + 8].copy_from_slice(&t);
@@ -358,6 +483,284 @@ mod avx2 {
     }
 }
 
+/// The 16-lane AVX-512F kernel. Its intrinsics are stable from Rust 1.89; the workspace MSRV is
+/// 1.88, so the module is compiled only by newer compilers (`rustversion`), and
+/// `clippy::incompatible_msrv` is allowed here for that reason.
+#[rustversion::since(1.89)]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[allow(clippy::incompatible_msrv)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{IV, KEY_INPUT_LEN, MAX_LANES, ParentRefs, SCHEDULE, block_flags, key_words};
+
+    pub(super) fn supported() -> bool {
+        is_x86_feature_detected!("avx512f")
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn g(v: &mut [__m512i; 16], a: usize, b: usize, c: usize, d: usize, x: __m512i, y: __m512i) {
+        v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), x);
+        v[d] = _mm512_ror_epi32::<16>(_mm512_xor_si512(v[d], v[a]));
+        v[c] = _mm512_add_epi32(v[c], v[d]);
+        v[b] = _mm512_ror_epi32::<12>(_mm512_xor_si512(v[b], v[c]));
+        v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), y);
+        v[d] = _mm512_ror_epi32::<8>(_mm512_xor_si512(v[d], v[a]));
+        v[c] = _mm512_add_epi32(v[c], v[d]);
+        v[b] = _mm512_ror_epi32::<7>(_mm512_xor_si512(v[b], v[c]));
+    }
+
+    /// 16×16 transpose of 32-bit words: `v[l]` holds lane `l`'s words 0..16 on input, `v[w]`
+    /// holds word `w` of every lane on output.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose(v: &mut [__m512i; 16]) {
+        // Pairs of rows interleaved by 32-bit word, then by 64-bit word: `u[4g + c]` holds, in
+        // 128-bit lane `k`, word `4k + c` of rows `4g..4g + 4`.
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_si512(); 16];
+        for g in 0..4 {
+            u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+            u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+            u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+            u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+        }
+        // Then gather 128-bit lane `k` of `u[c], u[4 + c], u[8 + c], u[12 + c]` into word `4k + c`.
+        for c in 0..4 {
+            let ab_lo = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
+            let ab_hi = _mm512_shuffle_i32x4::<0xdd>(u[c], u[4 + c]);
+            let cd_lo = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
+            let cd_hi = _mm512_shuffle_i32x4::<0xdd>(u[8 + c], u[12 + c]);
+            v[c] = _mm512_shuffle_i32x4::<0x88>(ab_lo, cd_lo);
+            v[4 + c] = _mm512_shuffle_i32x4::<0x88>(ab_hi, cd_hi);
+            v[8 + c] = _mm512_shuffle_i32x4::<0xdd>(ab_lo, cd_lo);
+            v[12 + c] = _mm512_shuffle_i32x4::<0xdd>(ab_hi, cd_hi);
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn parent_keys_x16(
+        replica_id: &[u8; 32],
+        counters: &[u64; MAX_LANES],
+        parents: &[ParentRefs<'_>; MAX_LANES],
+    ) -> [[u8; 32]; MAX_LANES] {
+        let key = key_words(replica_id);
+        let lo: [i32; MAX_LANES] = std::array::from_fn(|l| counters[l] as u32 as i32);
+        let hi: [i32; MAX_LANES] = std::array::from_fn(|l| (counters[l] >> 32) as u32 as i32);
+        // SAFETY: AVX-512F (which implies AVX2) is enabled on this function; every unaligned
+        // load/store below reads or writes exactly the 32 or 64 bytes of a `[u8; 32]` or
+        // `[i32; 16]` it borrows.
+        unsafe {
+            let ctr_lo = _mm512_loadu_si512(lo.as_ptr().cast());
+            let ctr_hi = _mm512_loadu_si512(hi.as_ptr().cast());
+            let mut h = [_mm512_setzero_si512(); 8];
+            for (hv, &k) in h.iter_mut().zip(&key) {
+                *hv = _mm512_set1_epi32(k as i32);
+            }
+            for b in 0..KEY_INPUT_LEN / 64 {
+                // Row `l`: the 64-byte message block of lane `l` (parents 2b and 2b + 1). `lddqu`
+                // is an unaligned load like `loadu`, without the debug-build pointer checks that
+                // keep `loadu` from inlining here.
+                let mut m = [_mm512_setzero_si512(); 16];
+                for (row, ps) in m.iter_mut().zip(parents) {
+                    let first = _mm256_lddqu_si256(ps[2 * b].as_ptr().cast());
+                    let second = _mm256_lddqu_si256(ps[2 * b + 1].as_ptr().cast());
+                    *row = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(first), second);
+                }
+                transpose(&mut m);
+                let mut v = [
+                    h[0],
+                    h[1],
+                    h[2],
+                    h[3],
+                    h[4],
+                    h[5],
+                    h[6],
+                    h[7],
+                    _mm512_set1_epi32(IV[0] as i32),
+                    _mm512_set1_epi32(IV[1] as i32),
+                    _mm512_set1_epi32(IV[2] as i32),
+                    _mm512_set1_epi32(IV[3] as i32),
+                    ctr_lo,
+                    ctr_hi,
+                    _mm512_set1_epi32(64),
+                    _mm512_set1_epi32(block_flags(b) as i32),
+                ];
+                for s in &SCHEDULE {
+                    g(&mut v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
+                    g(&mut v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
+                    g(&mut v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
+                    g(&mut v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
+                    g(&mut v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
+                    g(&mut v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
+                    g(&mut v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
+                    g(&mut v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
+                }
+                for i in 0..8 {
+                    h[i] = _mm512_xor_si512(v[i], v[i + 8]);
+                }
+            }
+            // Words × lanes back to lanes × words (the upper 8 rows are padding).
+            let mut t = [_mm512_setzero_si512(); 16];
+            t[..8].copy_from_slice(&h);
+            transpose(&mut t);
+            let mut out = [[0u8; 32]; MAX_LANES];
+            for (o, row) in out.iter_mut().zip(&t) {
+                _mm256_storeu_si256(o.as_mut_ptr().cast(), _mm512_castsi512_si256(*row));
+            }
+            out
+        }
+    }
+}
+
+/// The 4-lane NEON kernel (aarch64, little-endian only: the loads read words in memory order).
+#[cfg(all(target_arch = "aarch64", target_endian = "little", not(miri)))]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use super::{IV, KEY_INPUT_LEN, ParentRefs, SCHEDULE, block_flags, key_words};
+
+    pub(super) fn supported() -> bool {
+        std::arch::is_aarch64_feature_detected!("neon")
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn rot16(x: uint32x4_t) -> uint32x4_t {
+        vreinterpretq_u32_u16(vrev32q_u16(vreinterpretq_u16_u32(x)))
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn rot12(x: uint32x4_t) -> uint32x4_t {
+        vsriq_n_u32::<12>(vshlq_n_u32::<20>(x), x)
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn rot8(x: uint32x4_t) -> uint32x4_t {
+        vsriq_n_u32::<8>(vshlq_n_u32::<24>(x), x)
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn rot7(x: uint32x4_t) -> uint32x4_t {
+        vsriq_n_u32::<7>(vshlq_n_u32::<25>(x), x)
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn g(
+        v: &mut [uint32x4_t; 16],
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        x: uint32x4_t,
+        y: uint32x4_t,
+    ) {
+        v[a] = vaddq_u32(vaddq_u32(v[a], v[b]), x);
+        v[d] = rot16(veorq_u32(v[d], v[a]));
+        v[c] = vaddq_u32(v[c], v[d]);
+        v[b] = rot12(veorq_u32(v[b], v[c]));
+        v[a] = vaddq_u32(vaddq_u32(v[a], v[b]), y);
+        v[d] = rot8(veorq_u32(v[d], v[a]));
+        v[c] = vaddq_u32(v[c], v[d]);
+        v[b] = rot7(veorq_u32(v[b], v[c]));
+    }
+
+    /// 4×4 transpose of 32-bit words.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn transpose(r: [uint32x4_t; 4]) -> [uint32x4_t; 4] {
+        let t0 = vreinterpretq_u64_u32(vtrn1q_u32(r[0], r[1]));
+        let t1 = vreinterpretq_u64_u32(vtrn2q_u32(r[0], r[1]));
+        let t2 = vreinterpretq_u64_u32(vtrn1q_u32(r[2], r[3]));
+        let t3 = vreinterpretq_u64_u32(vtrn2q_u32(r[2], r[3]));
+        [
+            vreinterpretq_u32_u64(vtrn1q_u64(t0, t2)),
+            vreinterpretq_u32_u64(vtrn1q_u64(t1, t3)),
+            vreinterpretq_u32_u64(vtrn2q_u64(t0, t2)),
+            vreinterpretq_u32_u64(vtrn2q_u64(t1, t3)),
+        ]
+    }
+
+    /// # Safety
+    /// The CPU must support NEON.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn parent_keys_x4(
+        replica_id: &[u8; 32],
+        counters: &[u64; 4],
+        parents: &[ParentRefs<'_>; 4],
+    ) -> [[u8; 32]; 4] {
+        let key = key_words(replica_id);
+        let lo: [u32; 4] = std::array::from_fn(|l| counters[l] as u32);
+        let hi: [u32; 4] = std::array::from_fn(|l| (counters[l] >> 32) as u32);
+        // SAFETY: NEON is enabled on this function; every load/store below reads or writes
+        // exactly 16 bytes inside a `[u8; 32]` or `[u32; 4]` it borrows (NEON byte loads have no
+        // alignment requirement).
+        unsafe {
+            let ctr_lo = vld1q_u32(lo.as_ptr());
+            let ctr_hi = vld1q_u32(hi.as_ptr());
+            let mut h: [uint32x4_t; 8] = std::array::from_fn(|i| vdupq_n_u32(key[i]));
+            for b in 0..KEY_INPUT_LEN / 64 {
+                let mut m = [vdupq_n_u32(0); 16];
+                for q in 0..4 {
+                    // Words 4q..4q + 4 of the message: 16 bytes of parent 2b + q/2.
+                    let rows: [uint32x4_t; 4] = std::array::from_fn(|l| {
+                        let blk = parents[l][2 * b + q / 2];
+                        vreinterpretq_u32_u8(vld1q_u8(blk[16 * (q % 2)..].as_ptr()))
+                    });
+                    m[4 * q..4 * q + 4].copy_from_slice(&transpose(rows));
+                }
+                let mut v = [
+                    h[0],
+                    h[1],
+                    h[2],
+                    h[3],
+                    h[4],
+                    h[5],
+                    h[6],
+                    h[7],
+                    vdupq_n_u32(IV[0]),
+                    vdupq_n_u32(IV[1]),
+                    vdupq_n_u32(IV[2]),
+                    vdupq_n_u32(IV[3]),
+                    ctr_lo,
+                    ctr_hi,
+                    vdupq_n_u32(64),
+                    vdupq_n_u32(block_flags(b)),
+                ];
+                for s in &SCHEDULE {
+                    g(&mut v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
+                    g(&mut v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
+                    g(&mut v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
+                    g(&mut v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
+                    g(&mut v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
+                    g(&mut v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
+                    g(&mut v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
+                    g(&mut v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
+                }
+                for i in 0..8 {
+                    h[i] = veorq_u32(v[i], v[i + 8]);
+                }
+            }
+            let first = transpose([h[0], h[1], h[2], h[3]]);
+            let second = transpose([h[4], h[5], h[6], h[7]]);
+            let mut out = [[0u8; 32]; 4];
+            for (l, o) in out.iter_mut().enumerate() {
+                vst1q_u8(o.as_mut_ptr(), vreinterpretq_u8_u32(first[l]));
+                vst1q_u8(o[16..].as_mut_ptr(), vreinterpretq_u8_u32(second[l]));
+            }
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -374,7 +777,31 @@ mod tests {
             assert_eq!(
                 got[l],
                 reference::parent_key(id, counters[l], &inputs[l]),
-                "lane {l}"
+                "{platform:?} lane {l}"
+            );
+        }
+    }
+
+    /// The 16-lane entry point on `platform`, with parents scattered over a replica-like buffer
+    /// (some shared, some the zero block), against the reference over the gathered bytes.
+    fn check_x16(platform: Platform, id: &[u8; 32], counters: &[u64; MAX_LANES], data: &[u8]) {
+        let (blocks, _) = data.as_chunks::<32>();
+        let parents: [ParentRefs<'_>; MAX_LANES] = std::array::from_fn(|l| {
+            std::array::from_fn(|k| {
+                let i = (l * 131 + k * 17 + (counters[l] as usize)) % (blocks.len() + 1);
+                blocks.get(i).unwrap_or(&ZERO_BLOCK)
+            })
+        });
+        let got = parent_keys_refs_x16(platform, id, counters, &parents);
+        for l in 0..MAX_LANES {
+            let mut input = [0u8; KEY_INPUT_LEN];
+            for k in 0..PARENTS {
+                input[32 * k..32 * k + 32].copy_from_slice(parents[l][k]);
+            }
+            assert_eq!(
+                got[l],
+                reference::parent_key(id, counters[l], &input),
+                "{platform:?} lane {l}"
             );
         }
     }
@@ -397,27 +824,60 @@ mod tests {
     }
 
     #[test]
-    fn detected_platform_matches_reference() {
-        check_kernel(Platform::detect(), &[7; 32], 0, &inputs_from(3));
-        check_kernel(
-            Platform::detect(),
-            &[1; 32],
-            u64::from(u32::MAX) - 3,
-            &inputs_from(4),
-        );
+    fn every_available_platform_matches_reference() {
+        let data: Vec<u8> = (0..32 * 50).map(|i| (i * 7 + i / 251) as u8).collect();
+        for p in Platform::available() {
+            check_kernel(p, &[7; 32], 0, &inputs_from(3));
+            check_kernel(p, &[1; 32], u64::from(u32::MAX) - 3, &inputs_from(4));
+            let counters: [u64; MAX_LANES] =
+                std::array::from_fn(|l| u64::from(u32::MAX) - 7 + l as u64);
+            check_x16(p, &[5; 32], &counters, &data);
+        }
+    }
+
+    #[test]
+    fn avx512_is_available_when_the_cpu_and_compiler_have_it() {
+        #[cfg(all(
+            target_arch = "x86_64",
+            not(any(miri, feature = "pure", feature = "no_avx2"))
+        ))]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            assert_eq!(Platform::detect(), Platform::Avx512);
+            assert!(Platform::available().contains(&Platform::Avx512));
+            assert_eq!(
+                Platform::Avx512.hash_lanes(),
+                if avx512_kernel_compiled() { 16 } else { 8 }
+            );
+        }
+        assert!(Platform::available().contains(&Platform::Scalar));
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Every SIMD path this CPU can run (AVX-512, AVX2, NEON) equals the scalar reference,
+        /// through every entry point and for every batch length.
         #[test]
-        fn fast_path_equals_reference(id in any::<[u8; 32]>(), base in any::<u64>(), seed in any::<u8>(), n in 0usize..20) {
-            check_kernel(Platform::detect(), &id, base, &inputs_from(seed));
-            let inputs: Vec<[u8; 256]> = (0..n).map(|k| inputs_from(seed ^ k as u8)[k % LANES]).collect();
-            let counters: Vec<u64> = (0..n as u64).map(|k| base % (1 << 40) + k).collect();
-            let mut out = vec![[0u8; 32]; n];
-            parent_keys(Platform::detect(), &id, &counters, &inputs, &mut out);
-            for k in 0..n {
-                prop_assert_eq!(out[k], reference::parent_key(&id, counters[k], &inputs[k]));
+        fn every_path_equals_reference(
+            id in any::<[u8; 32]>(),
+            base in any::<u64>(),
+            seed in any::<u8>(),
+            n in 0usize..40,
+            data in proptest::collection::vec(any::<u8>(), 32..32 * 40),
+        ) {
+            let data = &data[..data.len() / 32 * 32];
+            let counters16: [u64; MAX_LANES] = std::array::from_fn(|l| base.wrapping_add(l as u64 * 0x1_0000_0001) % (1 << 50));
+            for p in Platform::available() {
+                check_kernel(p, &id, base, &inputs_from(seed));
+                check_x16(p, &id, &counters16, data);
+                let inputs: Vec<[u8; 256]> = (0..n).map(|k| inputs_from(seed ^ k as u8)[k % LANES]).collect();
+                let counters: Vec<u64> = (0..n as u64).map(|k| base % (1 << 40) + k).collect();
+                let mut out = vec![[0u8; 32]; n];
+                parent_keys(p, &id, &counters, &inputs, &mut out);
+                for k in 0..n {
+                    prop_assert_eq!(out[k], reference::parent_key(&id, counters[k], &inputs[k]), "{:?} {}", p, k);
+                }
             }
         }
     }

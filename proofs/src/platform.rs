@@ -14,10 +14,10 @@ pub enum Platform {
     Scalar,
     /// x86-64 with AVX2 (8 × 32-bit lanes).
     Avx2,
-    /// x86-64 with AVX-512F/VL. The hash kernel runs its AVX2 (8-lane) code here: the 16-lane
-    /// AVX-512 intrinsics need Rust 1.89 and the workspace MSRV is 1.88.
+    /// x86-64 with AVX-512F/VL: the 16-lane hash kernel (compiled by Rust ≥ 1.89, whose standard
+    /// library has the AVX-512 intrinsics; a build by Rust 1.88, the MSRV, runs AVX2 here).
     Avx512,
-    /// AArch64 with NEON. No NEON kernel is written yet; dispatches to the scalar path.
+    /// AArch64 with NEON: the 4-lane hash kernel (little-endian targets).
     Neon,
 }
 
@@ -46,7 +46,7 @@ impl Platform {
                 return Self::Avx2;
             }
         }
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
         {
             if std::arch::is_aarch64_feature_detected!("neon") {
                 return Self::Neon;
@@ -58,9 +58,52 @@ impl Platform {
     /// Number of independent inputs the hash kernel processes per call on this platform.
     pub fn hash_lanes(self) -> usize {
         match self {
+            Self::Avx512 if crate::keyhash::avx512_kernel_compiled() => 16,
             Self::Avx2 | Self::Avx512 => 8,
-            Self::Scalar | Self::Neon => 1,
+            Self::Neon => 4,
+            Self::Scalar => 1,
         }
+    }
+
+    /// Whether this CPU (and build) can run the kernels of `self`. The test-only features `pure`
+    /// and `no_avx2` remove the platforms they disable. Kernels also check the CPU themselves
+    /// before running SIMD code, so passing an unsupported platform is never unsound: it falls
+    /// back to a narrower kernel.
+    #[allow(unreachable_code)]
+    pub fn is_supported(self) -> bool {
+        if self == Self::Scalar {
+            return true;
+        }
+        #[cfg(any(miri, feature = "pure"))]
+        {
+            return false;
+        }
+        #[cfg(all(target_arch = "x86_64", not(feature = "no_avx2")))]
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2");
+            return match self {
+                Self::Avx2 => avx2,
+                Self::Avx512 => {
+                    avx2 && std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512vl")
+                }
+                _ => false,
+            };
+        }
+        #[cfg(all(target_arch = "aarch64", target_endian = "little"))]
+        {
+            return self == Self::Neon && std::arch::is_aarch64_feature_detected!("neon");
+        }
+        false
+    }
+
+    /// Every platform this CPU can run, narrowest first (always starts with [`Platform::Scalar`]);
+    /// tests and benchmarks compare each against the scalar path.
+    pub fn available() -> Vec<Self> {
+        [Self::Scalar, Self::Neon, Self::Avx2, Self::Avx512]
+            .into_iter()
+            .filter(|p| p.is_supported())
+            .collect()
     }
 
     /// Whether the AVX2 kernels may run on this platform.
@@ -87,5 +130,7 @@ mod tests {
         #[cfg(any(feature = "pure", feature = "no_avx2"))]
         assert!(!p.has_avx2());
         assert!(p.hash_lanes() >= 1);
+        assert!(p.is_supported());
+        assert_eq!(Platform::available().last(), Some(&p));
     }
 }

@@ -23,8 +23,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::drg::{BlockIdx, Graph, PARENTS};
-use crate::field::{Fe, sloth_forward, sloth_inverse, sloth_inverse_x8};
-use crate::keyhash::{self, KEY_INPUT_LEN, LANES};
+use crate::field::{Fe, sloth_forward, sloth_inverse, sloth_inverse_x16};
+use crate::keyhash::{self, KEY_INPUT_LEN, MAX_LANES, ParentRefs, ZERO_BLOCK};
 use crate::platform::Platform;
 
 /// Bytes per block (one field element).
@@ -159,17 +159,6 @@ pub(crate) fn gather_parents(
     }
 }
 
-fn fill_input(replica: &[u8], parents: Option<&[u64; PARENTS]>, input: &mut [u8; KEY_INPUT_LEN]) {
-    match parents {
-        None => input.fill(0),
-        Some(ps) => {
-            for (k, &p) in ps.iter().enumerate() {
-                input[k * BLOCK_LEN..(k + 1) * BLOCK_LEN].copy_from_slice(block(replica, p));
-            }
-        }
-    }
-}
-
 #[inline(always)]
 fn prefetch(replica: &[u8], b: u64) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
@@ -240,7 +229,7 @@ pub fn seal(
 }
 
 /// Unseals blocks `range` of `replica` into `out` (`32 × range.len()` bytes) on the calling
-/// thread, eight keys at a time on the detected [`Platform`].
+/// thread, [`MAX_LANES`] keys at a time on the detected [`Platform`].
 pub fn unseal_range(
     params: &SealParams,
     replica_id: &ReplicaId,
@@ -252,6 +241,10 @@ pub fn unseal_range(
 }
 
 /// [`unseal_range`] on an explicit platform (benchmarks and tests compare platforms).
+///
+/// Works in batches of [`MAX_LANES`] blocks: the parents of the next batch are computed (and
+/// their cache lines prefetched) while the current batch hashes; the key kernel reads the parent
+/// blocks in place (no 256-byte copies); the Sloth inverses of a batch run interleaved.
 pub fn unseal_range_on(
     platform: Platform,
     params: &SealParams,
@@ -262,13 +255,9 @@ pub fn unseal_range_on(
 ) -> Result<(), UnsealError> {
     let blocks = check_unseal(replica, &range, out)?;
     let graph = Graph::new(&replica_id.0, blocks);
-    let mut inputs = [[0u8; KEY_INPUT_LEN]; LANES];
-    let mut counters = [0u64; LANES];
-    let mut keys = [[0u8; 32]; LANES];
-    let mut j = range.start;
-    // Parents of the current batch, computed one batch ahead so their cache lines are prefetched
-    // while the previous batch hashes (the parents are random positions in the replica).
-    let parents_of = |start: u64| -> [Option<[u64; PARENTS]>; LANES] {
+    let (rblocks, _) = replica.as_chunks::<BLOCK_LEN>();
+    let (oblocks, _) = out.as_chunks_mut::<BLOCK_LEN>();
+    let parents_of = |start: u64| -> [Option<[u64; PARENTS]>; MAX_LANES] {
         std::array::from_fn(|l| {
             let b = start + l as u64;
             if b < range.end {
@@ -278,51 +267,53 @@ pub fn unseal_range_on(
             }
         })
     };
+    let mut j = range.start;
     let mut current = parents_of(j);
-    while j < range.end {
-        let n = ((range.end - j) as usize).min(LANES);
-        for l in 0..n {
-            counters[l] = j + l as u64;
-            fill_input(replica, current[l].as_ref(), &mut inputs[l]);
-        }
-        current = parents_of(j + LANES as u64);
-        for ps in current.iter().flatten() {
+    for (batch, outs) in oblocks.chunks_mut(MAX_LANES).enumerate() {
+        let n = outs.len();
+        let counters: [u64; MAX_LANES] = std::array::from_fn(|l| j + l as u64);
+        let refs: [ParentRefs<'_>; MAX_LANES] = std::array::from_fn(|l| match &current[l] {
+            Some(ps) => std::array::from_fn(|k| &rblocks[ps[k] as usize]),
+            None => [&ZERO_BLOCK; PARENTS],
+        });
+        let next = parents_of(j + MAX_LANES as u64);
+        for ps in next.iter().flatten() {
             for &p in ps {
                 prefetch(replica, p);
             }
         }
-        if n == LANES {
-            keys = keyhash::parent_keys_x8(platform, &replica_id.0, &counters, &inputs);
+        let mut keys = [[0u8; 32]; MAX_LANES];
+        if n == MAX_LANES {
+            keys = keyhash::parent_keys_refs_x16(platform, &replica_id.0, &counters, &refs);
         } else {
-            keyhash::parent_keys(
+            keyhash::parent_keys_refs(
                 platform,
                 &replica_id.0,
                 &counters[..n],
-                &inputs[..n],
+                &refs[..n],
                 &mut keys[..n],
             );
         }
-        if n == LANES && platform != Platform::Scalar {
-            let mut ys = [Fe::ZERO; LANES];
-            for (l, y) in ys.iter_mut().enumerate() {
-                let b = j + l as u64;
-                *y = Fe::from_bytes(block(replica, b))
-                    .ok_or(UnsealError::NotCanonical { block: BlockIdx(b) })?;
+        let ys = &rblocks[(range.start as usize + batch * MAX_LANES)..][..n];
+        if n == MAX_LANES && platform != Platform::Scalar {
+            let mut fe = [Fe::ZERO; MAX_LANES];
+            for (l, (f, y)) in fe.iter_mut().zip(ys).enumerate() {
+                *f = Fe::from_bytes(y).ok_or(UnsealError::NotCanonical {
+                    block: BlockIdx(j + l as u64),
+                })?;
             }
-            sloth_inverse_x8(&mut ys, params.rounds);
-            for (l, (y, key)) in ys.iter().zip(&keys).enumerate() {
-                let o = (j + l as u64 - range.start) as usize * BLOCK_LEN;
-                out[o..o + BLOCK_LEN].copy_from_slice(&xor32(&y.to_bytes(), key));
+            sloth_inverse_x16(&mut fe, params.rounds);
+            for ((o, f), key) in outs.iter_mut().zip(&fe).zip(&keys) {
+                *o = xor32(&f.to_bytes(), key);
             }
         } else {
-            for (l, key) in keys.iter().enumerate().take(n) {
-                let b = j + l as u64;
-                let plain = unseal_block(block(replica, b), key, params.rounds)
-                    .ok_or(UnsealError::NotCanonical { block: BlockIdx(b) })?;
-                let o = (b - range.start) as usize * BLOCK_LEN;
-                out[o..o + BLOCK_LEN].copy_from_slice(&plain);
+            for (l, ((o, y), key)) in outs.iter_mut().zip(ys).zip(&keys).enumerate() {
+                *o = unseal_block(y, key, params.rounds).ok_or(UnsealError::NotCanonical {
+                    block: BlockIdx(j + l as u64),
+                })?;
             }
         }
+        current = next;
         j += n as u64;
     }
     Ok(())
