@@ -52,11 +52,13 @@ pub enum ErrorCode {
     ShuttingDown = 21,
     /// An internal error on the node (I/O, database); details are logged there.
     Internal = 22,
+    /// The peer may not make this request (e.g. a proof request from a peer with no data here).
+    Forbidden = 23,
 }
 
 impl ErrorCode {
     /// All codes, in numeric order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::Malformed,
         Self::UnsupportedVersion,
         Self::UnknownMessage,
@@ -79,6 +81,7 @@ impl ErrorCode {
         Self::Busy,
         Self::ShuttingDown,
         Self::Internal,
+        Self::Forbidden,
     ];
 
     /// Parses a wire code; `None` for codes this version does not know.

@@ -48,10 +48,21 @@ pub enum MsgType {
     DeleteShards = 10,
     /// Response to `DeleteShards`.
     DeleteShardsOk = 11,
-    // 12..=15 reserved: storage challenges (Challenge, ChallengeResponse, ...).
+    /// Request: a storage challenge (PoSt) over named sealed units.
+    Challenge = 12,
+    /// Response to `Challenge`; a raw body of `proof_len` bytes (a postcard `PostProof`) follows.
+    ChallengeOk = 13,
+    /// Request: a seal proof for one sealed unit.
+    SealProof = 14,
+    /// Response to `SealProof`; a raw body of `proof_len` bytes (a postcard `SealProof`) follows.
+    SealProofOk = 15,
     // 16..=23 reserved: gossip / membership.
     // 24..=31 reserved: auditor and repair.
-    // 0 and 32..=255 unassigned; 0 is never used.
+    /// Request: the sealing state of shards and the signed statements of their units.
+    SealInfo = 32,
+    /// Response to `SealInfo`; a raw body of `body_len` bytes (a postcard `SealInfoBody`) follows.
+    SealInfoOk = 33,
+    // 0 and 34..=255 unassigned; 0 is never used.
 }
 
 impl MsgType {
@@ -69,6 +80,12 @@ impl MsgType {
             9 => Self::HasShardsOk,
             10 => Self::DeleteShards,
             11 => Self::DeleteShardsOk,
+            12 => Self::Challenge,
+            13 => Self::ChallengeOk,
+            14 => Self::SealProof,
+            15 => Self::SealProofOk,
+            32 => Self::SealInfo,
+            33 => Self::SealInfoOk,
             _ => return None,
         })
     }
@@ -82,6 +99,9 @@ impl MsgType {
                 | Self::FetchRange
                 | Self::HasShards
                 | Self::DeleteShards
+                | Self::Challenge
+                | Self::SealProof
+                | Self::SealInfo
         )
     }
 }
@@ -206,8 +226,8 @@ mod tests {
             Err(FrameError::UnsupportedVersion { version: 2 })
         );
         assert_eq!(
-            h([0, 0, 0, 2, 1, 12]),
-            Err(FrameError::UnknownType { msg_type: 12 })
+            h([0, 0, 0, 2, 1, 16]),
+            Err(FrameError::UnknownType { msg_type: 16 })
         );
         assert_eq!(
             h([0, 0, 0, 2, 1, 2]),
@@ -230,7 +250,7 @@ mod tests {
             }
         }
         assert!(
-            (12..=31).all(|b| MsgType::from_u8(b).is_none()),
+            (16..=31).all(|b| MsgType::from_u8(b).is_none()),
             "reserved slots stay free"
         );
     }

@@ -21,6 +21,7 @@ pub mod error_code;
 pub mod frame;
 pub mod identity;
 pub mod message;
+pub mod sealing;
 pub mod tls;
 pub mod verified;
 #[cfg(test)]

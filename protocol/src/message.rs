@@ -10,6 +10,9 @@
 //! | `FetchRange`   | –                    | `FetchRangeOk`   | `encoded_len` bytes  |
 //! | `HasShards`    | –                    | `HasShardsOk`    | –                    |
 //! | `DeleteShards` | –                    | `DeleteShardsOk` | –                    |
+//! | `SealInfo`     | –                    | `SealInfoOk`     | `body_len` bytes     |
+//! | `SealProof`    | –                    | `SealProofOk`    | `proof_len` bytes    |
+//! | `Challenge`    | –                    | `ChallengeOk`    | `proof_len` bytes    |
 //!
 //! Any request may instead be answered with `Error`.
 
@@ -29,6 +32,15 @@ pub const MAX_IDS_PER_REQUEST: usize = 8192;
 pub const MAX_TEXT_LEN: usize = 512;
 /// Length of a request nonce.
 pub const NONCE_LEN: usize = 16;
+
+/// Largest raw body after `SealInfoOk`, `SealProofOk` or `ChallengeOk`.
+pub const MAX_PROOF_BODY: u64 = 32 << 20;
+/// Most units one `Challenge` may name.
+pub const MAX_CHALLENGE_UNITS: usize = 16_384;
+/// Most chunks one `Challenge` may ask for.
+pub const MAX_CHALLENGE_CHUNKS: u32 = 4_096;
+/// Most openings one `SealProof` may ask for.
+pub const MAX_SEAL_OPENINGS: u32 = 1_024;
 
 /// A shard id: the BLAKE3 hash of the shard's bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -284,6 +296,58 @@ pub fn encoded_range_bound(len: u64) -> u64 {
         .saturating_add(64 * (blocks + 64))
 }
 
+/// `SealInfo` (type 32): the sealing state of these shards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealInfo {
+    /// At most [`MAX_IDS_PER_REQUEST`].
+    pub ids: Vec<ShardId>,
+}
+
+/// `SealInfoOk` (type 33): a postcard [`SealInfoBody`] of `body_len` bytes follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealInfoOk {
+    /// Raw body length (at most [`MAX_PROOF_BODY`]).
+    pub body_len: u64,
+}
+
+/// `SealProof` (type 14): prove that the unit with replica commitment `comm_r` is a correct
+/// sealing, with `openings` openings drawn from the verifier's fresh `seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealProofRequest {
+    /// The unit.
+    pub comm_r: [u8; 32],
+    /// Fresh randomness from the verifier.
+    pub seed: [u8; 32],
+    /// Number of openings (at most [`MAX_SEAL_OPENINGS`]).
+    pub openings: u32,
+}
+
+/// `SealProofOk` (type 15): a postcard `granary_proofs::seal_proof::SealProof` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealProofOk {
+    /// Raw body length (at most [`MAX_PROOF_BODY`]).
+    pub proof_len: u64,
+}
+
+/// `Challenge` (type 12): answer `chunks` storage challenges drawn from `seed` over `units` (in
+/// this order: the challenge indexes units by position).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeRequest {
+    /// Fresh randomness from the challenger.
+    pub seed: [u8; 32],
+    /// Replica commitments of the challenged units (at most [`MAX_CHALLENGE_UNITS`]).
+    pub units: Vec<[u8; 32]>,
+    /// Challenged chunks (at most [`MAX_CHALLENGE_CHUNKS`]).
+    pub chunks: u32,
+}
+
+/// `ChallengeOk` (type 13): a postcard `granary_proofs::challenge::PostProof` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeOk {
+    /// Raw body length (at most [`MAX_PROOF_BODY`]).
+    pub proof_len: u64,
+}
+
 /// Every message, tagged by its [`MsgType`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -300,6 +364,12 @@ pub enum Message {
     HasShardsOk(HasShardsOk),
     DeleteShards(DeleteShards),
     DeleteShardsOk(DeleteShardsOk),
+    Challenge(ChallengeRequest),
+    ChallengeOk(ChallengeOk),
+    SealProof(SealProofRequest),
+    SealProofOk(SealProofOk),
+    SealInfo(SealInfo),
+    SealInfoOk(SealInfoOk),
 }
 
 /// A message could not be encoded.
@@ -338,6 +408,12 @@ macro_rules! dispatch {
             Message::HasShardsOk($m) => $e,
             Message::DeleteShards($m) => $e,
             Message::DeleteShardsOk($m) => $e,
+            Message::Challenge($m) => $e,
+            Message::ChallengeOk($m) => $e,
+            Message::SealProof($m) => $e,
+            Message::SealProofOk($m) => $e,
+            Message::SealInfo($m) => $e,
+            Message::SealInfoOk($m) => $e,
         }
     };
 }
@@ -357,6 +433,12 @@ impl Message {
             Self::HasShardsOk(_) => MsgType::HasShardsOk,
             Self::DeleteShards(_) => MsgType::DeleteShards,
             Self::DeleteShardsOk(_) => MsgType::DeleteShardsOk,
+            Self::Challenge(_) => MsgType::Challenge,
+            Self::ChallengeOk(_) => MsgType::ChallengeOk,
+            Self::SealProof(_) => MsgType::SealProof,
+            Self::SealProofOk(_) => MsgType::SealProofOk,
+            Self::SealInfo(_) => MsgType::SealInfo,
+            Self::SealInfoOk(_) => MsgType::SealInfoOk,
         }
     }
 
@@ -423,6 +505,12 @@ impl Message {
             MsgType::HasShardsOk => Self::HasShardsOk(de(t, body)?),
             MsgType::DeleteShards => Self::DeleteShards(de(t, body)?),
             MsgType::DeleteShardsOk => Self::DeleteShardsOk(de(t, body)?),
+            MsgType::Challenge => Self::Challenge(de(t, body)?),
+            MsgType::ChallengeOk => Self::ChallengeOk(de(t, body)?),
+            MsgType::SealProof => Self::SealProof(de(t, body)?),
+            MsgType::SealProofOk => Self::SealProofOk(de(t, body)?),
+            MsgType::SealInfo => Self::SealInfo(de(t, body)?),
+            MsgType::SealInfoOk => Self::SealInfoOk(de(t, body)?),
         };
         msg.check_limits()?;
         Ok(msg)
@@ -454,6 +542,23 @@ impl Message {
                 limit("node info string too long")
             }
             Self::StoreShard(s) if s.size > MAX_SHARD_SIZE => limit("shard too large"),
+            Self::SealInfo(SealInfo { ids }) if ids.len() > MAX_IDS_PER_REQUEST => {
+                limit("too many shard ids")
+            }
+            Self::Challenge(c) if c.units.len() > MAX_CHALLENGE_UNITS => limit("too many units"),
+            Self::Challenge(c) if c.chunks == 0 || c.chunks > MAX_CHALLENGE_CHUNKS => {
+                limit("challenged chunks out of range")
+            }
+            Self::SealProof(r) if r.openings == 0 || r.openings > MAX_SEAL_OPENINGS => {
+                limit("seal-proof openings out of range")
+            }
+            Self::SealInfoOk(SealInfoOk { body_len: n })
+            | Self::SealProofOk(SealProofOk { proof_len: n })
+            | Self::ChallengeOk(ChallengeOk { proof_len: n })
+                if *n > MAX_PROOF_BODY =>
+            {
+                limit("proof body too large")
+            }
             _ => Ok(()),
         }
     }

@@ -42,6 +42,37 @@ pub struct Config {
     /// Connection and timing limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Background sealing (proof of replication).
+    #[serde(default)]
+    pub sealing: Sealing,
+}
+
+/// `[sealing]`: how stored shards are sealed into replica units in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sealing {
+    /// Seal at all (a node that does not seal cannot answer storage challenges).
+    pub enabled: bool,
+    /// Target unit size: shards are sealed together once this many bytes wait.
+    pub unit_bytes: u64,
+    /// Seal a smaller unit once shards have waited this long with no new arrivals.
+    pub idle_secs: u64,
+    /// Keep the plain shard files after sealing (reads then skip unsealing; uses twice the disk).
+    pub keep_plain: bool,
+    /// Sloth rounds per block (the proof parameters; keep the default outside tests).
+    pub rounds: u32,
+}
+
+impl Default for Sealing {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            unit_bytes: granary_proofs::params::DEFAULT_UNIT_BYTES,
+            idle_secs: 5,
+            keep_plain: false,
+            rounds: granary_proofs::params::DEFAULT_ROUNDS,
+        }
+    }
 }
 
 /// Limits that protect the node from slow or abusive peers.
@@ -106,6 +137,7 @@ impl Default for Config {
             scrub_rate: default_scrub_rate(),
             scrub_pause_secs: default_scrub_pause(),
             limits: Limits::default(),
+            sealing: Sealing::default(),
         }
     }
 }
@@ -182,6 +214,14 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "timeouts, rates and store concurrency must be positive",
             ));
+        }
+        if self.sealing.unit_bytes < 1024 || self.sealing.unit_bytes > 1 << 34 {
+            return Err(ConfigError::Invalid(
+                "sealing.unit_bytes must be 1 KiB ..= 16 GiB",
+            ));
+        }
+        if self.sealing.rounds == 0 || self.sealing.rounds > 64 {
+            return Err(ConfigError::Invalid("sealing.rounds must be 1 ..= 64"));
         }
         if self.label.len() > granary_protocol::message::MAX_TEXT_LEN {
             return Err(ConfigError::Invalid("label too long"));

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use granary_protocol::{
-    ErrorCode, Message, ShardId,
+    ErrorCode, Message, NodeId, ShardId,
     auth::{AuthError, MAX_CLOCK_SKEW_MS, now_ms},
     message::{
-        DeleteOutcome, DeleteShards, DeleteShardsOk, FetchRange, FetchRangeOk, HasShards,
-        HasShardsOk, NodeInfo, StoreOutcome, StoreShard, StoreShardOk, pack_bits,
+        ChallengeOk, ChallengeRequest, DeleteOutcome, DeleteShards, DeleteShardsOk, FetchRange,
+        FetchRangeOk, HasShards, HasShardsOk, MAX_PROOF_BODY, NodeInfo, SealInfo, SealInfoOk,
+        SealProofOk, SealProofRequest, StoreOutcome, StoreShard, StoreShardOk, pack_bits,
     },
     verified::{self, EncodeError},
 };
@@ -60,7 +61,7 @@ async fn blocking<T: Send + 'static>(
 
 fn check_nonce(
     st: &State,
-    owner: &granary_protocol::NodeId,
+    owner: &NodeId,
     f: &granary_protocol::message::Freshness,
 ) -> Result<(), Reject> {
     if st.store.remember_nonce(owner, &f.nonce, f.timestamp_ms)? {
@@ -169,7 +170,7 @@ fn commit_shard(
     st: &State,
     id: ShardId,
     size: u64,
-    owner: granary_protocol::NodeId,
+    owner: NodeId,
     received: upload::Received,
 ) -> Result<StoreOutcome, Reject> {
     let upload::Received {
@@ -226,10 +227,25 @@ pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Resp
     .map_err(|_| Reject::new(ErrorCode::ShuttingDown, "node is shutting down"))?;
     let state = Arc::clone(st);
     let encoded = blocking(move || {
-        let file = state.blobs.open_data(&id)?;
         let ob = state.blobs.read_outboard(&id, rec.size)?;
         let mut out = Vec::with_capacity(bound as usize);
-        match verified::encode_range(&file, &ob, start..end, &mut out) {
+        let res = match state.blobs.open_data(&id) {
+            Ok(file) => verified::encode_range(&file, &ob, start..end, &mut out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Sealed and plain copy dropped: unseal the 16 KiB groups the proof covers.
+                let g = verified::BLOCK_SIZE.bytes() as u64;
+                let (from, to) = (
+                    start / g * g,
+                    end.div_ceil(g).saturating_mul(g).min(rec.size),
+                );
+                let bytes =
+                    crate::sealing::read_sealed(state.store.as_ref(), &state.units, &id, from..to)?
+                        .ok_or(e)?;
+                verified::encode_range(OffsetBytes { base: from, bytes }, &ob, start..end, &mut out)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match res {
             Ok(()) => Ok(out),
             Err(EncodeError::Corrupt(why)) => {
                 tracing::error!(%id, %why, "stored shard failed verification; quarantining");
@@ -255,6 +271,135 @@ pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Resp
         msg,
         body: Some(Bytes::from(encoded)),
         _budget: Some(budget),
+    })
+}
+
+/// Bytes `base..base + bytes.len()` of a shard, for encoding a range unsealed from its unit.
+struct OffsetBytes {
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl verified::ReadAt for OffsetBytes {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at = pos
+            .checked_sub(self.base)
+            .ok_or_else(|| std::io::Error::other("read before the unsealed range"))?;
+        let src = self.bytes.get(at as usize..).unwrap_or_default();
+        let n = src.len().min(buf.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        Ok(n)
+    }
+}
+
+/// Proof requests are for peers that store data here (owners now, auditors later): nobody else
+/// can make the node unseal or read replicas.
+fn check_prover_access(st: &State, peer: &NodeId) -> Result<(), Reject> {
+    if st.store.owner_usage(peer)?.shards == 0 {
+        return Err(Reject::new(
+            ErrorCode::Forbidden,
+            "proof requests are served to owners of data on this node only",
+        ));
+    }
+    Ok(())
+}
+
+async fn proof_permit(st: &Arc<State>) -> Result<tokio::sync::OwnedSemaphorePermit, Reject> {
+    tokio::time::timeout(
+        st.read_timeout(),
+        Arc::clone(&st.proof_permits).acquire_owned(),
+    )
+    .await
+    .map_err(|_| Reject::new(ErrorCode::Busy, "too many proof requests in progress"))?
+    .map_err(|_| Reject::new(ErrorCode::ShuttingDown, "node is shutting down"))
+}
+
+fn postcard_body<T: serde::Serialize>(v: &T) -> Result<Bytes, Reject> {
+    let b = postcard::to_stdvec(v).map_err(|e| Reject::internal("encoding proof", e))?;
+    if b.len() as u64 > MAX_PROOF_BODY {
+        return Err(Reject::new(
+            ErrorCode::Internal,
+            "proof larger than the body limit",
+        ));
+    }
+    Ok(Bytes::from(b))
+}
+
+pub(crate) async fn seal_info(
+    st: &Arc<State>,
+    peer: &NodeId,
+    req: SealInfo,
+) -> Result<Response, Reject> {
+    check_prover_access(st, peer)?;
+    let state = Arc::clone(st);
+    let body = blocking(move || {
+        postcard_body(&crate::sealing::seal_info(state.store.as_ref(), &req.ids)?)
+    })
+    .await?;
+    Ok(Response {
+        msg: Message::SealInfoOk(SealInfoOk {
+            body_len: body.len() as u64,
+        }),
+        body: Some(body),
+        _budget: None,
+    })
+}
+
+pub(crate) async fn seal_proof(
+    st: &Arc<State>,
+    peer: &NodeId,
+    req: SealProofRequest,
+) -> Result<Response, Reject> {
+    check_prover_access(st, peer)?;
+    let permit = proof_permit(st).await?;
+    let state = Arc::clone(st);
+    let body = blocking(move || {
+        let _permit = permit;
+        let proof = crate::sealing::prove_seal(
+            state.store.as_ref(),
+            &state.units,
+            &req.comm_r,
+            &req.seed,
+            req.openings as usize,
+        )?;
+        postcard_body(&proof)
+    })
+    .await?;
+    Ok(Response {
+        msg: Message::SealProofOk(SealProofOk {
+            proof_len: body.len() as u64,
+        }),
+        body: Some(body),
+        _budget: None,
+    })
+}
+
+pub(crate) async fn challenge(
+    st: &Arc<State>,
+    peer: &NodeId,
+    req: ChallengeRequest,
+) -> Result<Response, Reject> {
+    check_prover_access(st, peer)?;
+    let permit = proof_permit(st).await?;
+    let state = Arc::clone(st);
+    let body = blocking(move || {
+        let _permit = permit;
+        let proof = crate::sealing::prove_post(
+            state.store.as_ref(),
+            &state.units,
+            &req.units,
+            &req.seed,
+            req.chunks as usize,
+        )?;
+        postcard_body(&proof)
+    })
+    .await?;
+    Ok(Response {
+        msg: Message::ChallengeOk(ChallengeOk {
+            proof_len: body.len() as u64,
+        }),
+        body: Some(body),
+        _budget: None,
     })
 }
 

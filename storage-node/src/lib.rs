@@ -9,6 +9,8 @@
 //! - [`store`] — the metadata [`store::Store`] trait and its RocksDB implementation.
 //! - [`blobs`] — shard files on disk.
 //! - [`config`] — `config.toml`.
+//! - [`sealing`] — background sealing into replica units, unsealing reads, seal proofs and
+//!   storage challenges.
 //! - [`scrub`] — re-hashing shards (offline, and rate-limited in the running node), quarantining rot.
 //! - [`status`] — a read-only report of a node directory, usable while the node runs.
 #![deny(missing_docs)]
@@ -18,7 +20,9 @@ pub mod blobs;
 pub mod config;
 mod handler;
 pub mod node;
+pub mod prove;
 pub mod scrub;
+pub mod sealing;
 mod server;
 mod state;
 pub mod status;

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::{
     blobs::Blobs,
     config::{Config, ConfigError},
-    handler, server,
+    handler, sealing, server,
     state::State,
     store::{Store, StoreError, rocks::RocksStore},
 };
@@ -100,7 +100,9 @@ pub fn check(store: &dyn Store, blobs: &Blobs) -> Result<CheckReport, StartError
         let data = len(blobs.data_path(id));
         let ob = len(blobs.outboard_path(id));
         let want_ob = granary_protocol::verified::outboard_len(rec.size);
-        if data != Some(rec.size) || ob != Some(want_ob) {
+        // A sealed shard may have no plain file: reads unseal it from its unit.
+        let sealed_only = data.is_none() && store.placement(id)?.is_some();
+        if (data != Some(rec.size) && !sealed_only) || ob != Some(want_ob) {
             store.drop_shard(id)?;
             blobs.quarantine(id).map_err(io_at(blobs.tmp_dir()))?;
             report.quarantined.push(format!(
@@ -136,6 +138,7 @@ pub struct RunningNode {
     task: JoinHandle<()>,
     janitor: JoinHandle<()>,
     scrubber: JoinHandle<()>,
+    sealer_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunningNode {
@@ -157,6 +160,8 @@ impl RunningNode {
     /// Stops accepting, lets in-flight requests finish (within the grace period), and closes.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.sealer_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.janitor.abort();
         self.scrubber.abort();
         let _ = self.task.await;
@@ -176,7 +181,10 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
     let db_path = dir.join("db");
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(&db_path)?);
     let blobs = Arc::new(Blobs::open(dir).map_err(io_at(dir))?);
-    let report = check(store.as_ref(), &blobs)?;
+    let units = sealing::Units::open(dir).map_err(io_at(dir))?;
+    let unit_report = sealing::check_units(store.as_ref(), &units, &blobs).map_err(io_at(dir))?;
+    let mut report = check(store.as_ref(), &blobs)?;
+    report.quarantined.extend(unit_report);
     for q in &report.quarantined {
         warn!(%q, "quarantined");
     }
@@ -187,7 +195,7 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
         "start-up check done"
     );
 
-    let st = Arc::new(State::new(id, config, store, blobs));
+    let st = Arc::new(State::new(key.clone(), config, store, blobs, units));
     let identity = tls::TlsIdentity::new(&key)?;
     let server_cfg = server::server_config(&st, &identity)?;
     let endpoint = quinn::Endpoint::server(server_cfg, st.config.listen).map_err(io_at(dir))?;
@@ -198,6 +206,14 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(server::serve(endpoint, Arc::clone(&st), rx));
     let scrubber = tokio::spawn(crate::scrub::run_online(Arc::clone(&st)));
+    let sealer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (st, stop) = (Arc::clone(&st), Arc::clone(&sealer_stop));
+        std::thread::Builder::new()
+            .name("sealer".into())
+            .spawn(move || sealing::run(st, stop))
+            .map_err(io_at(dir))?;
+    }
     let janitor_state = Arc::clone(&st);
     let janitor = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -215,5 +231,6 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
         task,
         janitor,
         scrubber,
+        sealer_stop,
     })
 }

@@ -12,6 +12,7 @@ use granary_protocol::{ShardId, verified};
 use crate::{
     blobs::Blobs,
     node::{CheckReport, StartError, check},
+    sealing::{Units, check_units},
     state::State,
     store::{Store, rocks::RocksStore},
 };
@@ -36,12 +37,21 @@ pub fn scrub(dir: &Path) -> Result<ScrubReport, StartError> {
         path: dir.to_path_buf(),
         source,
     })?;
+    let units = Units::open(dir).map_err(|source| StartError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let unit_report = check_units(&store, &units, &blobs).map_err(|source| StartError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut report = ScrubReport {
         check: check(&store, &blobs)?,
         ..Default::default()
     };
+    report.check.quarantined.extend(unit_report);
     for (id, rec) in store.shards()? {
-        let why = verify_shard(&blobs, &id, rec.size);
+        let why = verify_shard(&store, &units, &blobs, &id, rec.size);
         report.verified += 1;
         report.bytes += rec.size;
         if let Some(why) = why {
@@ -56,10 +66,26 @@ pub fn scrub(dir: &Path) -> Result<ScrubReport, StartError> {
     Ok(report)
 }
 
-/// Re-hashes one shard; `Some(reason)` if it no longer matches its id.
-pub fn verify_shard(blobs: &Blobs, id: &ShardId, size: u64) -> Option<String> {
-    let fresh = File::open(blobs.data_path(id))
-        .and_then(|f| verified::outboard(BufReader::with_capacity(1 << 20, f), size));
+/// Re-hashes one shard (unsealing it from its unit if it has no plain file); `Some(reason)` if
+/// it no longer matches its id.
+pub fn verify_shard(
+    store: &dyn Store,
+    units: &Units,
+    blobs: &Blobs,
+    id: &ShardId,
+    size: u64,
+) -> Option<String> {
+    let fresh = match File::open(blobs.data_path(id)) {
+        Ok(f) => verified::outboard(BufReader::with_capacity(1 << 20, f), size),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match crate::sealing::read_sealed(store, units, id, 0..size) {
+                Ok(Some(bytes)) => verified::outboard(&bytes[..], size),
+                Ok(None) => Err(e),
+                Err(r) => Err(std::io::Error::other(r.detail)),
+            }
+        }
+        Err(e) => Err(e),
+    };
     let stored = blobs.read_outboard(id, size);
     match (fresh, stored) {
         (Ok(f), Ok(s)) if f.root == id.hash() && f.data == s.data => None,
@@ -92,13 +118,14 @@ pub(crate) async fn run_online(st: Arc<State>) {
                 if !matches!(s.store.shard(&id), Ok(Some(r)) if r.size == rec.size) {
                     return None;
                 }
-                let why = verify_shard(&s.blobs, &id, rec.size)?;
+                let why = verify_shard(s.store.as_ref(), &s.units, &s.blobs, &id, rec.size)?;
                 let _g = s.commit_lock.lock();
                 // Re-check under the lock: a delete (and a fresh store) may have raced the hashing.
                 if !matches!(s.store.shard(&id), Ok(Some(_))) {
                     return None;
                 }
-                let why = verify_shard(&s.blobs, &id, rec.size).map(|_| why)?;
+                let why = verify_shard(s.store.as_ref(), &s.units, &s.blobs, &id, rec.size)
+                    .map(|_| why)?;
                 let _ = s.store.drop_shard(&id);
                 let _ = s.blobs.quarantine(&id);
                 Some(why)

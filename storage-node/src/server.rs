@@ -109,7 +109,7 @@ async fn connection(inc: Incoming, st: Arc<State>, mut shutdown: watch::Receiver
                 s = conn.accept_bi() => match s {
                     Ok((send, recv)) => {
                         let st = Arc::clone(&st);
-                        streams.spawn(stream(st, send, recv).in_current_span());
+                        streams.spawn(stream(st, peer, send, recv).in_current_span());
                     }
                     Err(e) => {
                         debug!(%e, "connection ended");
@@ -127,7 +127,7 @@ async fn connection(inc: Incoming, st: Arc<State>, mut shutdown: watch::Receiver
     .await;
 }
 
-async fn stream(st: Arc<State>, mut send: SendStream, mut recv: RecvStream) {
+async fn stream(st: Arc<State>, peer: NodeId, mut send: SendStream, mut recv: RecvStream) {
     let limit = st.read_timeout();
     let req = match wire::read_frame(&mut recv, limit).await {
         Ok(m) => m,
@@ -146,6 +146,9 @@ async fn stream(st: Arc<State>, mut send: SendStream, mut recv: RecvStream) {
         Message::StoreShard(r) => handler::store_shard(&st, r, &mut recv).await,
         Message::FetchRange(r) => handler::fetch_range(&st, r).await,
         Message::DeleteShards(r) => handler::delete_shards(&st, r).await,
+        Message::SealInfo(r) => handler::seal_info(&st, &peer, r).await,
+        Message::SealProof(r) => handler::seal_proof(&st, &peer, r).await,
+        Message::Challenge(r) => handler::challenge(&st, &peer, r).await,
         other => Err(crate::state::Reject::new(
             ErrorCode::UnexpectedMessage,
             format!("{:?} is not a request", other.msg_type()),

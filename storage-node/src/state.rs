@@ -7,12 +7,13 @@ use std::{
     time::Duration,
 };
 
-use granary_protocol::{ErrorCode, NodeId};
+use granary_protocol::{ErrorCode, NodeId, SecretKey};
 use tokio::sync::Semaphore;
 
 use crate::{
     blobs::Blobs,
     config::Config,
+    sealing::Units,
     store::{Quota, Store, StoreError},
 };
 
@@ -76,6 +77,12 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) blobs: Arc<Blobs>,
+    /// Sealed unit files.
+    pub(crate) units: Units,
+    /// The node's identity key (signs unit statements).
+    pub(crate) key: SecretKey,
+    /// Proof requests (seal proofs, challenges) running at once.
+    pub(crate) proof_permits: Arc<Semaphore>,
     /// Serialises "rename into place + index" against "un-index + unlink".
     pub(crate) commit_lock: Arc<Mutex<()>>,
     pub(crate) store_permits: Arc<Semaphore>,
@@ -108,19 +115,23 @@ impl Drop for Reservation {
 
 impl State {
     pub(crate) fn new(
-        id: NodeId,
+        key: SecretKey,
         config: Config,
         store: Arc<dyn Store>,
         blobs: Arc<Blobs>,
+        units: Units,
     ) -> Self {
         let permits = config.limits.max_concurrent_stores as usize;
         let fetch_units = (config.limits.max_fetch_memory / FETCH_UNIT)
             .min(Semaphore::MAX_PERMITS as u64) as usize;
         Self {
-            id,
+            id: key.public(),
+            key,
             config,
             store,
             blobs,
+            units,
+            proof_permits: Arc::new(Semaphore::new(2)),
             commit_lock: Arc::new(Mutex::new(())),
             store_permits: Arc::new(Semaphore::new(permits)),
             fetch_permits: Arc::new(Semaphore::new(fetch_units)),

@@ -36,6 +36,14 @@ pub struct Status {
     pub shards: Vec<(String, u64, u32)>,
     /// Files in quarantine.
     pub quarantined: usize,
+    /// Sealed units.
+    pub sealed_units: usize,
+    /// Bytes in sealed units (padding included).
+    pub sealed_bytes: u64,
+    /// Shards placed in a sealed unit.
+    pub sealed_shards: usize,
+    /// Shards waiting to be sealed.
+    pub pending_shards: usize,
 }
 
 /// Reads the status of the node in `dir`, listing at most `limit` shards.
@@ -56,6 +64,14 @@ pub fn read(dir: &Path, limit: usize) -> Result<Status, StartError> {
         .take(limit)
         .map(|(s, r): (ShardId, _)| (s.to_string(), r.size, r.refs))
         .collect();
+    let units = crate::sealing::unit_records(&store).map_err(|e| StartError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e.detail),
+    })?;
+    let pending_shards = crate::sealing::pending_shards(&store)
+        .map(|p| p.len())
+        .unwrap_or_default();
+    let sealed_shards = (usage.shards as usize).saturating_sub(pending_shards);
     drop(store);
     let _ = std::fs::remove_dir_all(&scratch);
     let quarantined = Blobs::open(dir)
@@ -74,6 +90,10 @@ pub fn read(dir: &Path, limit: usize) -> Result<Status, StartError> {
         owners,
         shards,
         quarantined,
+        sealed_units: units.len(),
+        sealed_bytes: units.iter().map(|u| u.unit.statement.len).sum(),
+        sealed_shards,
+        pending_shards,
     })
 }
 
@@ -98,6 +118,11 @@ impl fmt::Display for Status {
         writeln!(f, "label       {}", self.label)?;
         writeln!(f, "used        {} of {} bytes", self.used, self.capacity)?;
         writeln!(f, "shards      {}", self.shard_count)?;
+        writeln!(
+            f,
+            "sealed      {} shards in {} units ({} bytes); {} shards waiting",
+            self.sealed_shards, self.sealed_units, self.sealed_bytes, self.pending_shards
+        )?;
         writeln!(f, "quarantined {} files", self.quarantined)?;
         writeln!(f, "owners      {}", self.owners.len())?;
         for (o, b, n) in &self.owners {

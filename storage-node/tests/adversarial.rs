@@ -36,7 +36,7 @@ async fn malformed_frames_get_typed_errors() {
     let r = raw_request(&conn, &[0, 0, 0, 2, 9, MsgType::NodeInfo as u8], true).await;
     assert_eq!(r.error_code(), code(ErrorCode::UnsupportedVersion), "{r:?}");
     // Unknown (reserved) message type.
-    let r = raw_request(&conn, &[0, 0, 0, 2, 1, 13], true).await;
+    let r = raw_request(&conn, &[0, 0, 0, 2, 1, 20], true).await;
     assert_eq!(r.error_code(), code(ErrorCode::UnknownMessage), "{r:?}");
     // Length below the minimum.
     let r = raw_request(&conn, &[0, 0, 0, 1, 1], true).await;

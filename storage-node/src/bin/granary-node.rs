@@ -58,6 +58,25 @@ enum Cmd {
         #[arg(long, env = "GRANARY_NODE_DIR")]
         dir: PathBuf,
     },
+    /// Proofs: `--self-test` seals nothing new but proves everything sealed so far, with fresh
+    /// randomness: a seal proof per unit and one storage challenge over all units, verified.
+    Prove {
+        /// Node directory.
+        #[arg(long, env = "GRANARY_NODE_DIR")]
+        dir: PathBuf,
+        /// Run the local challenge round (the only mode so far; required).
+        #[arg(long, required = true)]
+        self_test: bool,
+        /// Challenged chunks.
+        #[arg(long, default_value_t = granary_proofs::params::DEFAULT_POST_CHALLENGES)]
+        chunks: usize,
+        /// Seal-proof openings per unit.
+        #[arg(long, default_value_t = granary_proofs::params::default_seal_proof_openings())]
+        openings: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the node id (with `--addr`: `<id>@<bound address>` of the running node).
     Id {
         /// Node directory.
@@ -116,6 +135,51 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Run { dir } => run(dir)?,
+        Cmd::Prove {
+            dir,
+            self_test: _,
+            chunks,
+            openings,
+            json,
+        } => {
+            let r = granary_node::prove::self_test(&dir, chunks, openings)
+                .with_context(|| format!("proving from {}", dir.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for u in &r.units {
+                    println!(
+                        "unit {}: {} shards, {} bytes: seal proof {} (prove {:.0} ms, verify {:.1} ms)",
+                        u.unit,
+                        u.shards,
+                        u.bytes,
+                        u.error.as_deref().unwrap_or("ok"),
+                        u.prove_ms,
+                        u.verify_ms
+                    );
+                }
+                match &r.post {
+                    Some(p) => println!(
+                        "challenge: {} chunks over {} units: {} (prove {:.1} ms of a {} ms deadline, verify {:.1} ms, proof {} KiB)",
+                        p.chunks,
+                        r.units.len(),
+                        p.error.as_deref().unwrap_or("ok"),
+                        p.prove_ms,
+                        p.deadline_ms,
+                        p.verify_ms,
+                        p.proof_bytes / 1024
+                    ),
+                    None => println!("challenge: nothing sealed yet"),
+                }
+                if r.pending_shards > 0 {
+                    println!("{} shards wait to be sealed", r.pending_shards);
+                }
+                println!("{}", if r.passed() { "PASS" } else { "FAIL" });
+            }
+            if !r.passed() {
+                std::process::exit(2);
+            }
+        }
         Cmd::Scrub { dir } => {
             let r = granary_node::scrub::scrub(&dir)
                 .with_context(|| format!("scrubbing {} (is the node stopped?)", dir.display()))?;

@@ -120,4 +120,21 @@ pub(crate) fn run(s: &dyn Store) {
     assert!(s.remember_nonce(&b, &[7; 16], 200).unwrap());
     assert_eq!(s.expire_nonces(150).unwrap(), 1);
     assert!(s.remember_nonce(&a, &[7; 16], 300).unwrap());
+
+    // Sealed units and placements.
+    let (u1, u2) = ([1u8; 32], [2u8; 32]);
+    let (m1, m2, m3) = (ShardId([11; 32]), ShardId([12; 32]), ShardId([13; 32]));
+    s.put_unit(&u1, b"one", &[m1, m2]).unwrap();
+    s.put_unit(&u2, b"two", &[m3]).unwrap();
+    assert_eq!(s.unit(&u1).unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(s.units().unwrap().len(), 2);
+    assert_eq!(s.placement(&m2).unwrap(), Some(u1));
+    assert_eq!(s.placement(&ShardId([14; 32])).unwrap(), None);
+    // m2 re-sealed into u2 later: removing u1 must not drop m2's newer placement.
+    s.put_unit(&u2, b"two", &[m3, m2]).unwrap();
+    s.remove_unit(&u1, &[m1, m2]).unwrap();
+    assert_eq!(s.unit(&u1).unwrap(), None);
+    assert_eq!(s.placement(&m1).unwrap(), None);
+    assert_eq!(s.placement(&m2).unwrap(), Some(u2));
+    assert_eq!(s.placements().unwrap(), vec![(m2, u2), (m3, u2)]);
 }

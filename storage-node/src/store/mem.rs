@@ -7,7 +7,9 @@ use std::{
 
 use granary_protocol::{NodeId, ShardId};
 
-use super::{AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, Usage};
+use super::{
+    AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, UnitKey, Usage,
+};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -16,6 +18,8 @@ struct Inner {
     owners: BTreeMap<NodeId, OwnerUsage>,
     nonces: HashMap<(NodeId, [u8; 16]), u64>,
     usage: Usage,
+    units: BTreeMap<UnitKey, Vec<u8>>,
+    placed: BTreeMap<ShardId, UnitKey>,
 }
 
 /// A [`Store`] kept in memory.
@@ -180,6 +184,52 @@ impl Store for MemStore {
 
     fn owners(&self) -> Result<Vec<(NodeId, OwnerUsage)>, StoreError> {
         Ok(self.lock()?.owners.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn put_unit(
+        &self,
+        comm_r: &UnitKey,
+        record: &[u8],
+        members: &[ShardId],
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        g.units.insert(*comm_r, record.to_vec());
+        for id in members {
+            g.placed.insert(*id, *comm_r);
+        }
+        Ok(())
+    }
+
+    fn unit(&self, comm_r: &UnitKey) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.units.get(comm_r).cloned())
+    }
+
+    fn units(&self) -> Result<Vec<(UnitKey, Vec<u8>)>, StoreError> {
+        Ok(self
+            .lock()?
+            .units
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect())
+    }
+
+    fn placement(&self, id: &ShardId) -> Result<Option<UnitKey>, StoreError> {
+        Ok(self.lock()?.placed.get(id).copied())
+    }
+
+    fn placements(&self) -> Result<Vec<(ShardId, UnitKey)>, StoreError> {
+        Ok(self.lock()?.placed.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn remove_unit(&self, comm_r: &UnitKey, members: &[ShardId]) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        g.units.remove(comm_r);
+        for id in members {
+            if g.placed.get(id) == Some(comm_r) {
+                g.placed.remove(id);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,9 @@
 //! [`rocks`] implements it on RocksDB, [`mem`] in memory (tests). `conformance` (tests) is the suite
 //! every implementation must pass.
 //!
+//! Sealing state lives here too: sealed units (records opaque to the store, see
+//! `crate::sealing`) and the placement of each sealed shard in its unit.
+//!
 //! Shard bytes are not here: they live in files managed by [`crate::blobs`]. The index says
 //! which shards the node serves; a shard is served only once it is indexed, and indexed only
 //! after its files were written, fsynced and renamed into place.
@@ -180,4 +183,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every owner with references, in id order.
     fn owners(&self) -> Result<Vec<(NodeId, OwnerUsage)>, StoreError>;
+
+    /// Records a sealed unit (`record` is opaque here) and places `members` in it, atomically.
+    fn put_unit(
+        &self,
+        comm_r: &UnitKey,
+        record: &[u8],
+        members: &[ShardId],
+    ) -> Result<(), StoreError>;
+
+    /// A sealed unit's record.
+    fn unit(&self, comm_r: &UnitKey) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every sealed unit, in key order.
+    fn units(&self) -> Result<Vec<(UnitKey, Vec<u8>)>, StoreError>;
+
+    /// The unit a shard is sealed in.
+    fn placement(&self, id: &ShardId) -> Result<Option<UnitKey>, StoreError>;
+
+    /// Every placement, in shard order (may include shards no longer indexed).
+    fn placements(&self) -> Result<Vec<(ShardId, UnitKey)>, StoreError>;
+
+    /// Forgets a unit and those of `members` still placed in it, atomically.
+    fn remove_unit(&self, comm_r: &UnitKey, members: &[ShardId]) -> Result<(), StoreError>;
 }
+
+/// A sealed unit's key: its replica commitment `comm_r`.
+pub type UnitKey = [u8; 32];

@@ -10,6 +10,8 @@
 //! | `owners` | owner (32)                 | `01` bytes u64 LE, shards u64 LE        |
 //! | `meta`   | `b"usage"`                 | `01` used u64 LE, shards u64 LE         |
 //! | `nonces` | owner (32) + nonce (16)    | `01` timestamp ms u64 LE                |
+//! | `units`  | comm_r (32)                | `01` unit record (see `sealing`)        |
+//! | `placed` | shard id (32)              | `01` comm_r (32)                        |
 //!
 //! Writers hold one mutex and commit a `WriteBatch` with `sync = true`, so each operation is
 //! atomic and durable when it returns.
@@ -22,14 +24,20 @@ use rocksdb::{
     WriteOptions,
 };
 
-use super::{AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, Usage};
+use super::{
+    AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, UnitKey, Usage,
+};
 
 const CF_SHARDS: &str = "shards";
 const CF_REFS: &str = "refs";
 const CF_OWNERS: &str = "owners";
 const CF_META: &str = "meta";
 const CF_NONCES: &str = "nonces";
-const CFS: [&str; 5] = [CF_SHARDS, CF_REFS, CF_OWNERS, CF_META, CF_NONCES];
+const CF_UNITS: &str = "units";
+const CF_PLACED: &str = "placed";
+const CFS: [&str; 7] = [
+    CF_SHARDS, CF_REFS, CF_OWNERS, CF_META, CF_NONCES, CF_UNITS, CF_PLACED,
+];
 const USAGE_KEY: &[u8] = b"usage";
 const V1: u8 = 1;
 
@@ -446,6 +454,89 @@ impl Store for RocksStore {
         }
         Ok(out)
     }
+
+    fn put_unit(
+        &self,
+        comm_r: &UnitKey,
+        record: &[u8],
+        members: &[ShardId],
+    ) -> Result<(), StoreError> {
+        let _g = self.lock()?;
+        let mut batch = WriteBatch::default();
+        let mut v = vec![V1];
+        v.extend_from_slice(record);
+        batch.put_cf(self.cf(CF_UNITS)?, comm_r, v);
+        let mut p = vec![V1];
+        p.extend_from_slice(comm_r);
+        for id in members {
+            batch.put_cf(self.cf(CF_PLACED)?, id.0, &p);
+        }
+        self.commit(batch)
+    }
+
+    fn unit(&self, comm_r: &UnitKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(CF_UNITS, comm_r)?
+            .map(|v| unit_record(&v))
+            .transpose()
+    }
+
+    fn units(&self) -> Result<Vec<(UnitKey, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_UNITS)?, IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            let key: UnitKey = k[..]
+                .try_into()
+                .map_err(|_| corrupt(CF_UNITS, "key length"))?;
+            out.push((key, unit_record(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn placement(&self, id: &ShardId) -> Result<Option<UnitKey>, StoreError> {
+        self.get(CF_PLACED, &id.0)?
+            .map(|v| decode_placement(&v))
+            .transpose()
+    }
+
+    fn placements(&self) -> Result<Vec<(ShardId, UnitKey)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PLACED)?, IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(backend)?;
+            let id: [u8; 32] = k[..]
+                .try_into()
+                .map_err(|_| corrupt(CF_PLACED, "key length"))?;
+            out.push((ShardId(id), decode_placement(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn remove_unit(&self, comm_r: &UnitKey, members: &[ShardId]) -> Result<(), StoreError> {
+        let _g = self.lock()?;
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_UNITS)?, comm_r);
+        for id in members {
+            if self.placement(id)?.as_ref() == Some(comm_r) {
+                batch.delete_cf(self.cf(CF_PLACED)?, id.0);
+            }
+        }
+        self.commit(batch)
+    }
+}
+
+fn unit_record(v: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match v.split_first() {
+        Some((&V1, rest)) => Ok(rest.to_vec()),
+        Some((ver, _)) => Err(corrupt(CF_UNITS, format!("unknown record version {ver}"))),
+        None => Err(corrupt(CF_UNITS, "empty record")),
+    }
+}
+
+fn decode_placement(v: &[u8]) -> Result<UnitKey, StoreError> {
+    let r = versioned(CF_PLACED, v, 32)?;
+    r.try_into().map_err(|_| corrupt(CF_PLACED, "length"))
 }
 
 #[cfg(test)]
