@@ -2,10 +2,12 @@
 //! reads it back — whole, by file, or by byte range — verifying every byte.
 //!
 //! Modules, in data-path order: [`walk`] → [`pack`] (with [`crypto`], [`erasure`]) →
-//! [`store`] → [`read`]; [`manifest`] and [`capability`] are the formats a user keeps.
+//! [`store`] → [`read`]; [`manifest`] and [`capability`] are the formats a user keeps;
+//! [`audit`] challenges the nodes holding a dataset to prove they store it.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod audit;
 pub mod capability;
 pub mod config;
 pub mod crypto;

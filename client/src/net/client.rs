@@ -3,13 +3,16 @@
 use std::{net::SocketAddr, ops::Range, time::Duration};
 
 use bytes::Bytes;
+use granary_proofs::{challenge::PostProof, seal_proof::SealProof};
 use granary_protocol::{
     Message, NodeId, SecretKey, ShardId,
     auth::now_ms,
     message::{
-        DeleteOutcome, DeleteShards, FetchRange, HasShards, MAX_IDS_PER_REQUEST, MAX_SHARD_SIZE,
-        NodeInfo, NodeInfoRequest, StoreOutcome, StoreShard, encoded_range_bound, unpack_bits,
+        ChallengeRequest, DeleteOutcome, DeleteShards, FetchRange, HasShards, MAX_IDS_PER_REQUEST,
+        MAX_PROOF_BODY, MAX_SHARD_SIZE, NodeInfo, NodeInfoRequest, SealInfo, SealProofRequest,
+        StoreOutcome, StoreShard, encoded_range_bound, unpack_bits,
     },
+    sealing::{SealInfoBody, ShardSealState},
     tls::{self, PeerCertError},
     verified,
 };
@@ -265,6 +268,115 @@ impl NodeClient {
                 m => Err(unexpected(&m)),
             }
         })
+        .await
+    }
+
+    /// Sends `req` and reads a response frame followed by a raw postcard body (proof requests).
+    async fn with_body<T: serde::de::DeserializeOwned>(
+        &self,
+        req: Message,
+        body_len: impl Fn(&Message) -> Option<u64>,
+    ) -> Result<T, RequestError> {
+        let (mut send, mut recv) = self.open(&req).await?;
+        let _ = send.finish();
+        let m = read_response(&mut recv).await?;
+        let Some(n) = body_len(&m) else {
+            return Err(unexpected(&m));
+        };
+        if n > MAX_PROOF_BODY {
+            return Err(RequestError::Protocol(format!(
+                "body of {n} bytes exceeds {MAX_PROOF_BODY}"
+            )));
+        }
+        let mut body = vec![0u8; n as usize];
+        read_exact(&mut recv, &mut body).await?;
+        postcard::from_bytes(&body)
+            .map_err(|e| RequestError::Protocol(format!("undecodable proof body: {e}")))
+    }
+
+    /// The sealing state of `ids` and the node's signed statements for their units (unchecked:
+    /// verify each unit with [`SignedUnit::verify`](granary_protocol::sealing::SignedUnit)).
+    pub async fn seal_info(&self, ids: &[blake3::Hash]) -> Result<SealInfoBody, RequestError> {
+        let mut out = SealInfoBody {
+            shards: Vec::with_capacity(ids.len()),
+            units: Vec::new(),
+        };
+        for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
+            let req = Message::SealInfo(SealInfo {
+                ids: chunk.iter().map(|h| ShardId::from(*h)).collect(),
+            });
+            let part: SealInfoBody = self
+                .call(
+                    "seal_info",
+                    self.with_body(req, |m| match m {
+                        Message::SealInfoOk(ok) => Some(ok.body_len),
+                        _ => None,
+                    }),
+                )
+                .await?;
+            if part.shards.len() != chunk.len() {
+                return Err(RequestError::Protocol(
+                    "wrong number of shard states".into(),
+                ));
+            }
+            let base = out.units.len() as u32;
+            for s in part.shards {
+                out.shards.push(match s {
+                    ShardSealState::Sealed { unit } if (unit as usize) < part.units.len() => {
+                        ShardSealState::Sealed { unit: base + unit }
+                    }
+                    ShardSealState::Sealed { .. } => {
+                        return Err(RequestError::Protocol("unit index out of range".into()));
+                    }
+                    other => other,
+                });
+            }
+            out.units.extend(part.units);
+        }
+        Ok(out)
+    }
+
+    /// A seal proof for the unit `comm_r` with `openings` openings from `seed` (unchecked).
+    pub async fn seal_proof(
+        &self,
+        comm_r: [u8; 32],
+        seed: [u8; 32],
+        openings: u32,
+    ) -> Result<SealProof, RequestError> {
+        let req = Message::SealProof(SealProofRequest {
+            comm_r,
+            seed,
+            openings,
+        });
+        self.call(
+            "seal_proof",
+            self.with_body(req, |m| match m {
+                Message::SealProofOk(ok) => Some(ok.proof_len),
+                _ => None,
+            }),
+        )
+        .await
+    }
+
+    /// Answers to `chunks` storage challenges from `seed` over `units` (unchecked).
+    pub async fn challenge(
+        &self,
+        seed: [u8; 32],
+        units: Vec<[u8; 32]>,
+        chunks: u32,
+    ) -> Result<PostProof, RequestError> {
+        let req = Message::Challenge(ChallengeRequest {
+            seed,
+            units,
+            chunks,
+        });
+        self.call(
+            "challenge",
+            self.with_body(req, |m| match m {
+                Message::ChallengeOk(ok) => Some(ok.proof_len),
+                _ => None,
+            }),
+        )
         .await
     }
 }

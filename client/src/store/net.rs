@@ -122,6 +122,16 @@ impl NetStore {
             .insert(id, Instant::now());
     }
 
+    /// Runs `f` on this store's I/O runtime.
+    pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// A connection to `node` (pooled), or why not.
+    pub(crate) async fn connect(&self, node: &NodeAddr) -> Result<NodeClient, String> {
+        self.client(node).await
+    }
+
     async fn client(&self, node: &NodeAddr) -> Result<NodeClient, String> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get(node.addr, node.id)).await {
             Ok(Ok(c)) => Ok(c),
@@ -464,7 +474,9 @@ impl ShardStore for NetStore {
 }
 
 /// Runs futures concurrently on the current task and collects their outputs in order.
-async fn futures_join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn futures_join_all<F: Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
     let mut outs: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
     let mut futs: Vec<Option<_>> = futs.into_iter().map(Some).collect();

@@ -1,13 +1,18 @@
 //! `granary demo`: the main job. A devnet of real node processes on loopback, a sample dataset
-//! put into it, two nodes killed, the dataset got back and verified byte for byte.
+//! put into it, two nodes killed, the dataset got back and verified byte for byte, then a round
+//! of storage challenges once the live nodes have sealed what they hold.
 //! `--local` runs the same data path against a local shard directory instead.
 
-use std::{collections::HashSet, path::PathBuf, time::Instant};
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use granary_client::{
-    Dataset, ErasureParams, PackOptions, ReadStats, Source, config, devnet, pack,
+    Dataset, ErasureParams, PackOptions, ReadStats, Source, audit, config, devnet, pack,
     sample::{self, SampleSpec},
     store::{ShardStore, dir::DirStore, net::NetStore},
 };
@@ -39,6 +44,9 @@ pub(crate) struct DemoArgs {
     /// Keep the working directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// Seconds to wait for the nodes to seal before challenging them.
+    #[arg(long, default_value_t = 300)]
+    seal_wait: u64,
 }
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
@@ -211,6 +219,9 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         }
         Some(diff) => bail!("retrieved copy differs: {diff}"),
     }
+    if let Some(net) = net {
+        challenge_round(net, &ds, args)?;
+    }
     println!(
         "report: put {:.0} MB/s, get {:.0} MB/s (with {} of {} shards of every segment gone), {} files, {:.1} MB",
         mbps(report.bytes, put_secs),
@@ -220,5 +231,49 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         ex.files,
         ex.bytes as f64 / 1e6
     );
+    Ok(())
+}
+
+/// Step 7: waits for the live nodes to seal what they hold, then challenges every node the
+/// manifest names; the killed ones show as offline.
+fn challenge_round(net: &NetStore, ds: &Dataset, args: &DemoArgs) -> Result<()> {
+    let placed = audit::placed_shards(ds);
+    let t = Instant::now();
+    let p = net.wait_sealed(&placed, Duration::from_secs(args.seal_wait), |p| {
+        if p.pending > 0 {
+            print!(
+                "\r7. sealing in the background: {} shards sealed, {} waiting ({:.0}s)   ",
+                p.sealed,
+                p.pending,
+                t.elapsed().as_secs_f64()
+            );
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    });
+    println!(
+        "\r7. sealed: {} shards on the {} live nodes ({} still waiting) after {:.1}s; storage challenges:",
+        p.sealed,
+        placed.len().saturating_sub(p.unreachable),
+        p.pending,
+        t.elapsed().as_secs_f64()
+    );
+    let opts = audit::AuditOptions::default();
+    let results = net.audit(&placed, opts);
+    print!("{}", super::audit_table(&results, &opts));
+    let live_bad = results
+        .iter()
+        .filter(|r| !matches!(r.verdict, audit::Verdict::Pass | audit::Verdict::Offline))
+        .count();
+    let offline = results
+        .iter()
+        .filter(|r| r.verdict == audit::Verdict::Offline)
+        .count();
+    println!(
+        "   {} nodes passed, {offline} offline (killed), {live_bad} live nodes did not pass",
+        results.len() - offline - live_bad
+    );
+    if live_bad > 0 && p.pending == 0 {
+        bail!("{live_bad} live nodes failed their storage challenge");
+    }
     Ok(())
 }

@@ -5,13 +5,14 @@ use std::{
     path::PathBuf,
     process::ExitCode,
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use granary_client::{
-    Capability, Dataset, ErasureParams, PackOptions, ReadError, ReadStats, Source, config, devnet,
+    Capability, Dataset, ErasureParams, PackOptions, ReadError, ReadStats, Source, audit, config,
+    devnet,
     manifest::EntryKind,
     pack,
     pack::PackError,
@@ -163,6 +164,29 @@ enum Cmd {
         cap: String,
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Challenge every node holding the dataset's shards to prove it stores its sealed replica:
+    /// per node pass / pending / late / fail / offline, with timings.
+    Verify {
+        /// The capability.
+        cap: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Challenged chunks per node.
+        #[arg(long, default_value_t = granary_proofs::params::DEFAULT_POST_CHALLENGES as u32)]
+        chunks: u32,
+        /// Seal-proof openings per sealed unit (0: skip seal proofs).
+        #[arg(long, default_value_t = granary_proofs::params::default_seal_proof_openings() as u32)]
+        openings: u32,
+        /// Challenge answer deadline in milliseconds.
+        #[arg(long, default_value_t = granary_proofs::params::DEFAULT_DEADLINE_MS)]
+        deadline_ms: u64,
+        /// First wait up to this many seconds for the nodes to finish sealing.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// The nodes this client knows and their health.
     Status {
@@ -507,6 +531,58 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("removed {removed} shard references of {}", ds.capability.id);
             Ok(())
         }
+        Cmd::Verify {
+            cap,
+            store,
+            chunks,
+            openings,
+            deadline_ms,
+            wait,
+            json,
+        } => {
+            let net = store.net()?;
+            let ds = open(&cap, &net)?;
+            let placed = audit::placed_shards(&ds);
+            if placed.is_empty() {
+                return Err(
+                    anyhow!("the manifest records no placement for this dataset")
+                        .context(exit_tag(exit::NOT_FOUND)),
+                );
+            }
+            if wait > 0 {
+                net.wait_sealed(&placed, Duration::from_secs(wait), |p| {
+                    if !json {
+                        eprintln!(
+                            "sealing: {} shards sealed, {} waiting ({} nodes unreachable)",
+                            p.sealed, p.pending, p.unreachable
+                        );
+                    }
+                });
+            }
+            let opts = audit::AuditOptions {
+                chunks,
+                openings,
+                deadline: Duration::from_millis(deadline_ms),
+            };
+            let results = net.audit(&placed, opts);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", audit_table(&results, &opts));
+            }
+            let bad = results.iter().filter(|r| {
+                matches!(
+                    r.verdict,
+                    audit::Verdict::Fail | audit::Verdict::Late | audit::Verdict::Offline
+                )
+            });
+            let bad = bad.count();
+            if bad > 0 {
+                return Err(anyhow!("{bad} of {} nodes did not pass", results.len())
+                    .context(exit_tag(exit::DATA)));
+            }
+            Ok(())
+        }
         Cmd::Status { store, json } => {
             let net = store.net()?;
             let mut healthy = 0;
@@ -581,4 +657,45 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The per-node table of `granary verify` and the demo.
+pub(crate) fn audit_table(results: &[audit::NodeAudit], opts: &audit::AuditOptions) -> String {
+    use std::fmt::Write;
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
+    let mut out = format!(
+        "   {:<10}  {:<7}  {:>6}  {:>6}  {:>5}  {:>8}  {:>10}  {:>10}  {:>8}\n",
+        "node", "verdict", "shards", "sealed", "units", "MB", "seal proof", "challenge", "verify"
+    );
+    for r in results {
+        let verdict = serde_json::to_value(&r.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "   {:<10}  {:<7}  {:>6}  {:>6}  {:>5}  {:>8.1}  {:>10}  {:>10}  {:>8}{}",
+            r.node.get(..10).unwrap_or(&r.node),
+            verdict,
+            r.shards,
+            r.sealed,
+            r.units,
+            r.unit_bytes as f64 / 1e6,
+            ms(r.seal_proof_ms),
+            ms(r.challenge_ms),
+            ms(r.verify_ms),
+            r.detail
+                .as_deref()
+                .map(|d| format!("  ({d})"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "   ({} challenged chunks per node, {} seal-proof openings per unit, deadline {} ms, fresh seeds)",
+        opts.chunks,
+        opts.openings,
+        opts.deadline.as_millis()
+    );
+    out
 }
