@@ -12,6 +12,8 @@
 //! **Sloth** ([`sloth_forward`]) is the slow direction (a square root, ~255 sequential
 //! squarings); [`sloth_inverse`] is one squaring per round.
 
+use crate::platform::Platform;
+
 /// `2^256 − p`.
 const C: u64 = 189;
 
@@ -200,6 +202,276 @@ pub fn sloth_inverse_x16(ys: &mut [Fe; 16], rounds: u32) {
     }
 }
 
+/// [`sloth_inverse`] over 16 independent elements on `platform`: the AVX-512 IFMA kernel when
+/// `platform` is [`Platform::Avx512`] and the CPU has IFMA (52-bit multiply-add, 8 lanes per
+/// vector), else [`sloth_inverse_x16`].
+#[inline]
+pub fn sloth_inverse_x16_on(platform: Platform, ys: &mut [Fe; 16], rounds: u32) {
+    if !try_ifma_x16(platform, ys, rounds) {
+        sloth_inverse_x16(ys, rounds);
+    }
+}
+
+/// Whether this build contains the AVX-512 IFMA Sloth kernel (x86-64, Rust ≥ 1.89).
+pub fn ifma_kernel_compiled() -> bool {
+    ifma_compiled()
+}
+
+/// Whether [`sloth_inverse_x16_on`] runs the IFMA kernel for `platform` on this CPU.
+pub fn ifma_kernel_runs(platform: Platform) -> bool {
+    ifma_runs(platform)
+}
+
+#[rustversion::since(1.89)]
+const fn ifma_compiled() -> bool {
+    cfg!(all(target_arch = "x86_64", not(miri)))
+}
+
+#[rustversion::before(1.89)]
+const fn ifma_compiled() -> bool {
+    false
+}
+
+#[rustversion::since(1.89)]
+fn ifma_runs(platform: Platform) -> bool {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        platform == Platform::Avx512 && ifma::supported()
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    {
+        let _ = platform;
+        false
+    }
+}
+
+#[rustversion::before(1.89)]
+fn ifma_runs(_platform: Platform) -> bool {
+    false
+}
+
+#[rustversion::since(1.89)]
+#[inline]
+fn try_ifma_x16(platform: Platform, ys: &mut [Fe; 16], rounds: u32) -> bool {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if platform == Platform::Avx512 && ifma::supported() {
+        // SAFETY: `ifma::supported()` checked at run time that the CPU has AVX-512F and IFMA.
+        unsafe { ifma::sloth_inverse_x16(ys, rounds) };
+        return true;
+    }
+    let _ = (platform, ys, rounds);
+    false
+}
+
+#[rustversion::before(1.89)]
+#[inline]
+fn try_ifma_x16(_platform: Platform, _ys: &mut [Fe; 16], _rounds: u32) -> bool {
+    false
+}
+
+/// Sloth inverse in radix 2^52 with AVX-512 IFMA, 8 elements per vector, two vectors.
+///
+/// An element is 5 limbs `l_0..l_4` (`Σ l_k·2^(52k)`, `l_k < 2^52`). One round, for canonical
+/// input `y` (so its parity is its low bit):
+/// 1. the 10 columns of `y²` (cross products once, doubled, plus the squares), carried to 52 bits;
+/// 2. columns 5..9 folded down with `2^260 ≡ 3024`, then the bits from 2^256 up with
+///    `2^256 ≡ 189`, giving `v ≡ y²` with `v < 2^256 + 2^25 < 2p`;
+/// 3. `t = 2p − i − v` if `y` is odd, else `t = v + p − i` (`i` the round constant, 0 in the last
+///    round): both are `≡ ±y² − i` and lie in `[0, 2^257 + 2^26)`, computed limb-wise with a
+///    signed carry chain;
+/// 4. `t` folded at 2^256 twice and `p` subtracted if `t ≥ p` (tested as `t + 189 ≥ 2^256`):
+///    canonical again, ready for the next round's parity.
+///
+/// Its intrinsics are stable from Rust 1.89, above the workspace MSRV (1.88): compiled only by
+/// newer compilers (`rustversion`), hence the `clippy::incompatible_msrv` allowance.
+#[rustversion::since(1.89)]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[allow(clippy::incompatible_msrv)]
+mod ifma {
+    use std::arch::x86_64::*;
+
+    use super::Fe;
+
+    const M52: u64 = (1 << 52) - 1;
+    const M48: u64 = (1 << 48) - 1;
+
+    pub(super) fn supported() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512ifma")
+    }
+
+    /// 4 × 64-bit limbs to 5 × 52-bit limbs.
+    #[inline(always)]
+    fn to52(l: &[u64; 4]) -> [u64; 5] {
+        [
+            l[0] & M52,
+            ((l[0] >> 52) | (l[1] << 12)) & M52,
+            ((l[1] >> 40) | (l[2] << 24)) & M52,
+            ((l[2] >> 28) | (l[3] << 36)) & M52,
+            l[3] >> 16,
+        ]
+    }
+
+    /// 5 × 52-bit limbs (value `< 2^256`) to 4 × 64-bit limbs.
+    #[inline(always)]
+    fn to64(l: &[u64; 5]) -> [u64; 4] {
+        [
+            l[0] | (l[1] << 52),
+            (l[1] >> 12) | (l[2] << 40),
+            (l[2] >> 24) | (l[3] << 28),
+            (l[3] >> 36) | (l[4] << 16),
+        ]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn lo(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_madd52lo_epu64(acc, a, b)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn hi(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_madd52hi_epu64(acc, a, b)
+    }
+
+    /// Unsigned carry from limb `k` into limb `k + 1`, for `k` in `range`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn carry(l: &mut [__m512i], range: std::ops::Range<usize>) {
+        let m52 = _mm512_set1_epi64(M52 as i64);
+        for k in range {
+            l[k + 1] = _mm512_add_epi64(l[k + 1], _mm512_srli_epi64::<52>(l[k]));
+            l[k] = _mm512_and_si512(l[k], m52);
+        }
+    }
+
+    /// One Sloth inverse round (see the module comment) on 8 canonical elements.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn round(y: [__m512i; 5], constant: u64) -> [__m512i; 5] {
+        let z = _mm512_setzero_si512();
+        let odd = _mm512_test_epi64_mask(y[0], _mm512_set1_epi64(1));
+        // 1. Columns of y².
+        let mut x = [z; 10];
+        for i in 0..5 {
+            for j in i + 1..5 {
+                x[i + j] = lo(x[i + j], y[i], y[j]);
+                x[i + j + 1] = hi(x[i + j + 1], y[i], y[j]);
+            }
+        }
+        let mut c = [z; 10];
+        for k in 0..10 {
+            c[k] = _mm512_add_epi64(x[k], x[k]);
+        }
+        for i in 0..5 {
+            c[2 * i] = lo(c[2 * i], y[i], y[i]);
+            c[2 * i + 1] = hi(c[2 * i + 1], y[i], y[i]);
+        }
+        carry(&mut c, 0..9);
+        // 2. Fold columns 5..9 (2^260 ≡ 3024), then bits ≥ 2^256 (2^256 ≡ 189).
+        let k3024 = _mm512_set1_epi64(3024);
+        let mut r = [c[0], c[1], c[2], c[3], c[4], z];
+        for k in 0..5 {
+            r[k] = lo(r[k], c[k + 5], k3024);
+            r[k + 1] = hi(r[k + 1], c[k + 5], k3024);
+        }
+        carry(&mut r, 0..5);
+        let h = _mm512_add_epi64(_mm512_srli_epi64::<48>(r[4]), _mm512_slli_epi64::<4>(r[5]));
+        r[4] = _mm512_and_si512(r[4], _mm512_set1_epi64(M48 as i64));
+        let k189 = _mm512_set1_epi64(189);
+        r[0] = _mm512_add_epi64(r[0], _mm512_mul_epu32(h, k189));
+        // 3. t = 2p − i − v (odd y) or v + p − i (even y), limb-wise, then a signed carry.
+        let full = M52 as i64;
+        let two_p = [
+            _mm512_set1_epi64(full - 377 - constant as i64),
+            _mm512_set1_epi64(full),
+            _mm512_set1_epi64(full),
+            _mm512_set1_epi64(full),
+            _mm512_set1_epi64((1 << 49) - 1),
+        ];
+        let one_p = [
+            _mm512_set1_epi64(full - 188 - constant as i64),
+            _mm512_set1_epi64(full),
+            _mm512_set1_epi64(full),
+            _mm512_set1_epi64(full),
+            _mm512_set1_epi64(M48 as i64),
+        ];
+        let mut t = [z; 5];
+        for k in 0..5 {
+            let even = _mm512_add_epi64(one_p[k], r[k]);
+            t[k] = _mm512_mask_sub_epi64(even, odd, two_p[k], r[k]);
+        }
+        let m52 = _mm512_set1_epi64(M52 as i64);
+        for k in 0..4 {
+            t[k + 1] = _mm512_add_epi64(t[k + 1], _mm512_srai_epi64::<52>(t[k]));
+            t[k] = _mm512_and_si512(t[k], m52);
+        }
+        // 4. Canonical: fold at 2^256 twice, then subtract p if t + 189 ≥ 2^256.
+        let m48 = _mm512_set1_epi64(M48 as i64);
+        for _ in 0..2 {
+            let h = _mm512_srli_epi64::<48>(t[4]);
+            t[4] = _mm512_and_si512(t[4], m48);
+            t[0] = _mm512_add_epi64(t[0], _mm512_mul_epu32(h, k189));
+            carry(&mut t, 0..4);
+        }
+        let mut u = t;
+        u[0] = _mm512_add_epi64(u[0], k189);
+        carry(&mut u, 0..4);
+        let ge = _mm512_test_epi64_mask(u[4], _mm512_set1_epi64(1 << 48));
+        u[4] = _mm512_and_si512(u[4], m48);
+        let mut out = [z; 5];
+        for k in 0..5 {
+            out[k] = _mm512_mask_blend_epi64(ge, t[k], u[k]);
+        }
+        out
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512 IFMA.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn sloth_inverse_x16(ys: &mut [Fe; 16], rounds: u32) {
+        // Lane `l` of vector `h` is element `8h + l`; limb arrays are filled element by element.
+        let mut limbs = [[[0u64; 8]; 5]; 2];
+        for (h, half) in limbs.iter_mut().enumerate() {
+            for l in 0..8 {
+                let e = to52(&ys[8 * h + l].0);
+                for k in 0..5 {
+                    half[k][l] = e[k];
+                }
+            }
+        }
+        let z = _mm512_setzero_si512();
+        let mut v = [[z; 5]; 2];
+        // SAFETY: AVX-512F is enabled on this function; each load/store reads or writes the 64
+        // bytes of one `[u64; 8]` it borrows.
+        unsafe {
+            for (vh, lh) in v.iter_mut().zip(&limbs) {
+                for (vk, lk) in vh.iter_mut().zip(lh) {
+                    *vk = _mm512_loadu_si512(lk.as_ptr().cast());
+                }
+            }
+        }
+        // The two vectors' rounds are independent: interleaved, their carry chains overlap.
+        for i in (0..rounds).rev() {
+            v = [round(v[0], u64::from(i)), round(v[1], u64::from(i))];
+        }
+        // SAFETY: as above.
+        unsafe {
+            for (vh, lh) in v.iter().zip(limbs.iter_mut()) {
+                for (vk, lk) in vh.iter().zip(lh.iter_mut()) {
+                    _mm512_storeu_si512(lk.as_mut_ptr().cast(), *vk);
+                }
+            }
+        }
+        for (h, half) in limbs.iter().enumerate() {
+            for l in 0..8 {
+                let e = [half[0][l], half[1][l], half[2][l], half[3][l], half[4][l]];
+                ys[8 * h + l] = Fe(to64(&e));
+            }
+        }
+    }
+}
+
 fn is_canonical(l: &[u64; 4]) -> bool {
     !(l[3] == u64::MAX && l[2] == u64::MAX && l[1] == u64::MAX && l[0] >= MODULUS[0])
 }
@@ -379,6 +651,58 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_lane_inverse_edge_values() {
+        let p_minus = |v: u64| Fe(sub4(&MODULUS, &[v, 0, 0, 0]).0);
+        // Values next to p and 2^256, zero, one, the round constants, limb-boundary patterns.
+        let edges: [Fe; 16] = [
+            Fe::ZERO,
+            Fe::from_u64(1),
+            Fe::from_u64(2),
+            Fe::from_u64(3),
+            p_minus(1),
+            p_minus(2),
+            p_minus(3),
+            p_minus(189),
+            Fe([u64::MAX, u64::MAX, u64::MAX, 0]),
+            Fe([0, 0, 0, 1 << 63]),
+            Fe([0, 0, 1 << 63, 0]),
+            Fe([u64::MAX, 0, 0, u64::MAX >> 1]),
+            Fe([1 << 52, 1 << 40, 1 << 28, 1 << 16]),
+            Fe([(1 << 52) - 1, 0, 0, 0]),
+            p_minus(1u64 << 32),
+            Fe([0x5555_5555_5555_5555; 4]),
+        ];
+        let near_p: Vec<Fe> = (1..200).map(p_minus).collect();
+        for rounds in 0..4 {
+            for chunk in std::iter::once(&edges[..]).chain(near_p.chunks_exact(16)) {
+                let xs: [Fe; 16] = std::array::from_fn(|l| chunk[l]);
+                for p in Platform::available() {
+                    let mut lanes = xs;
+                    sloth_inverse_x16_on(p, &mut lanes, rounds);
+                    for l in 0..16 {
+                        assert_eq!(
+                            lanes[l],
+                            sloth_inverse(xs[l], rounds),
+                            "{p:?} {rounds} lane {l}"
+                        );
+                    }
+                }
+            }
+        }
+        #[cfg(all(
+            target_arch = "x86_64",
+            not(any(miri, feature = "pure", feature = "no_avx2"))
+        ))]
+        if ifma_kernel_compiled()
+            && std::arch::is_x86_feature_detected!("avx512ifma")
+            && Platform::detect() == Platform::Avx512
+        {
+            assert!(ifma_kernel_runs(Platform::Avx512));
+        }
+        assert!(!ifma_kernel_runs(Platform::Scalar));
+    }
+
+    #[test]
     fn modulus_edges() {
         let p_minus_1 = Fe(sub4(&MODULUS, &[1, 0, 0, 0]).0);
         assert_eq!(p_minus_1 + Fe::from_u64(1), Fe::ZERO);
@@ -407,6 +731,22 @@ mod tests {
             sloth_inverse_x8(&mut lanes, rounds);
             for l in 0..8 {
                 prop_assert_eq!(lanes[l], sloth_inverse(xs[l], rounds));
+            }
+        }
+
+        /// Every platform's 16-lane inverse (the IFMA kernel on AVX-512 IFMA CPUs) equals the
+        /// scalar inverse, including values next to `p`, 0 and the round constants.
+        #[test]
+        fn sixteen_lane_inverse_equals_scalar_on_every_platform(
+            xs in proptest::array::uniform16(fe_strategy()),
+            rounds in 0u32..5,
+        ) {
+            for p in Platform::available() {
+                let mut lanes = xs;
+                sloth_inverse_x16_on(p, &mut lanes, rounds);
+                for l in 0..16 {
+                    prop_assert_eq!(lanes[l], sloth_inverse(xs[l], rounds), "{:?} lane {}", p, l);
+                }
             }
         }
 

@@ -107,6 +107,7 @@ impl Platform {
     }
 
     /// Whether the AVX2 kernels may run on this platform.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn has_avx2(self) -> bool {
         matches!(self, Self::Avx2 | Self::Avx512)
     }

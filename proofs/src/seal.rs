@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::drg::{BlockIdx, Graph, PARENTS};
-use crate::field::{Fe, sloth_forward, sloth_inverse, sloth_inverse_x16};
+use crate::field::{Fe, sloth_forward, sloth_inverse, sloth_inverse_x16_on};
 use crate::keyhash::{self, KEY_INPUT_LEN, MAX_LANES, ParentRefs, ZERO_BLOCK};
 use crate::platform::Platform;
 
@@ -302,7 +302,7 @@ pub fn unseal_range_on(
                     block: BlockIdx(j + l as u64),
                 })?;
             }
-            sloth_inverse_x16(&mut fe, params.rounds);
+            sloth_inverse_x16_on(platform, &mut fe, params.rounds);
             for ((o, f), key) in outs.iter_mut().zip(&fe).zip(&keys) {
                 *o = xor32(&f.to_bytes(), key);
             }
