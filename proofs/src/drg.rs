@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::platform::Platform;
+
 /// Parents per block (predecessor included). The parent key hashes `PARENTS × 32 = 256` bytes:
 /// exactly four BLAKE3 blocks.
 pub const PARENTS: usize = 8;
@@ -76,10 +78,8 @@ impl Graph {
             return None;
         }
         let m = RANDOM_PARENTS as u64;
-        let meta = j * m;
-        // ⌈log₂(meta)⌉, at least 1.
-        let buckets = u64::from(64 - (meta - 1).leading_zeros()).max(1);
-        let mut state = self.seed[0] ^ j.wrapping_mul(self.seed[1] | 1);
+        // meta = j·m; buckets = ⌈log₂(meta)⌉, at least 1.
+        let (meta, buckets, mut state) = self.draw_inputs(j);
         let mut out = [0u64; PARENTS];
         out[0] = j - 1;
         for p in out.iter_mut().skip(1) {
@@ -94,6 +94,173 @@ impl Graph {
             *p = (meta - distance.min(meta)) / m;
         }
         Some(out)
+    }
+}
+
+/// Blocks per call of [`Graph::parents_x16_on`].
+pub const GRAPH_LANES: usize = 16;
+
+impl Graph {
+    /// Parents of blocks `start..start + 16`: entry `l` is [`Graph::parents`] of `start + l`, or
+    /// `None` when that block is 0 or `≥ end`. On [`Platform::Avx512`] CPUs with AVX-512DQ (64-bit
+    /// multiplies) the 16 SplitMix streams run in two 8-lane vectors, for graphs whose meta-nodes
+    /// fit in 32 bits (`7·end < 2^32`, replicas below 18 GiB); otherwise one block at a time.
+    #[inline]
+    pub fn parents_x16_on(
+        &self,
+        platform: Platform,
+        start: u64,
+        end: u64,
+    ) -> [Option<[u64; PARENTS]>; GRAPH_LANES] {
+        let full = start >= 1
+            && start
+                .checked_add(GRAPH_LANES as u64)
+                .is_some_and(|e| e <= end && e <= VECTOR_BLOCK_LIMIT);
+        if full && let Some(out) = try_avx512_parents(self, platform, start) {
+            return out;
+        }
+        std::array::from_fn(|l| {
+            let b = start.saturating_add(l as u64);
+            if b < end {
+                self.parents(BlockIdx(b))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Per-block inputs of the draws: meta-node, bucket count, initial SplitMix state.
+    #[inline(always)]
+    fn draw_inputs(&self, j: u64) -> (u64, u64, u64) {
+        let meta = j * RANDOM_PARENTS as u64;
+        let buckets = u64::from(64 - (meta - 1).leading_zeros()).max(1);
+        (
+            meta,
+            buckets,
+            self.seed[0] ^ j.wrapping_mul(self.seed[1] | 1),
+        )
+    }
+}
+
+/// Blocks `j` with `7·j < 2^32 − 8`: meta-nodes, spans and the `(meta − distance)` quotients fit
+/// the vector path's 32-bit multiplies.
+const VECTOR_BLOCK_LIMIT: u64 = (u32::MAX as u64 - 8) / RANDOM_PARENTS as u64;
+
+#[rustversion::since(1.89)]
+#[inline]
+fn try_avx512_parents(
+    g: &Graph,
+    platform: Platform,
+    start: u64,
+) -> Option<[Option<[u64; PARENTS]>; GRAPH_LANES]> {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if platform == Platform::Avx512 && avx512::supported() {
+        // SAFETY: `avx512::supported()` checked at run time that the CPU has AVX-512F and DQ.
+        return Some(unsafe { avx512::parents_x16(g, start) });
+    }
+    let _ = (g, platform, start);
+    None
+}
+
+#[rustversion::before(1.89)]
+#[inline]
+fn try_avx512_parents(
+    _g: &Graph,
+    _platform: Platform,
+    _start: u64,
+) -> Option<[Option<[u64; PARENTS]>; GRAPH_LANES]> {
+    None
+}
+
+/// [`Graph::parents`] for 8 blocks per vector. Every step is the scalar one with 64-bit lanes:
+/// SplitMix with `vpmullq`; the bucket with a 32×32 multiply; `⌊r·span / 2^64⌋` from two 32×32
+/// products (exact because `span < 2^32`); `⌊x / 7⌋` for `x < 2^32` by the multiply-high
+/// sequence compilers emit for 32-bit division by 7. Its intrinsics are stable from Rust 1.89
+/// (above the MSRV, 1.88), hence the `rustversion` gate and the `clippy::incompatible_msrv`
+/// allowance.
+#[rustversion::since(1.89)]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[allow(clippy::incompatible_msrv)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{GRAPH_LANES, Graph, PARENTS, RANDOM_PARENTS};
+
+    pub(super) fn supported() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq")
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512DQ; blocks `start..start + 16` must all be
+    /// `≥ 1` and `< VECTOR_BLOCK_LIMIT`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn parents_x16(
+        g: &Graph,
+        start: u64,
+    ) -> [Option<[u64; PARENTS]>; GRAPH_LANES] {
+        let mut meta = [[0u64; 8]; 2];
+        let mut buckets = [[0u64; 8]; 2];
+        let mut state = [[0u64; 8]; 2];
+        for l in 0..GRAPH_LANES {
+            let (m, b, s) = g.draw_inputs(start + l as u64);
+            meta[l / 8][l % 8] = m;
+            buckets[l / 8][l % 8] = b;
+            state[l / 8][l % 8] = s;
+        }
+        let mut drawn = [[[0u64; 8]; RANDOM_PARENTS]; 2];
+        let golden = _mm512_set1_epi64(0x9E37_79B9_7F4A_7C15_u64 as i64);
+        let c1 = _mm512_set1_epi64(0xBF58_476D_1CE4_E5B9_u64 as i64);
+        let c2 = _mm512_set1_epi64(0x94D0_49BB_1331_11EB_u64 as i64);
+        let one = _mm512_set1_epi64(1);
+        let two = _mm512_set1_epi64(2);
+        let div7 = _mm512_set1_epi64(0x2492_4925);
+        for h in 0..2 {
+            // SAFETY: AVX-512F is enabled on this function; each load/store reads or writes the
+            // 64 bytes of one `[u64; 8]` it borrows.
+            unsafe {
+                let meta_v = _mm512_loadu_si512(meta[h].as_ptr().cast());
+                let buckets_v = _mm512_loadu_si512(buckets[h].as_ptr().cast());
+                let mut s = _mm512_loadu_si512(state[h].as_ptr().cast());
+                for out in drawn[h].iter_mut() {
+                    s = _mm512_add_epi64(s, golden);
+                    let mut z = s;
+                    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64::<30>(z)), c1);
+                    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64::<27>(z)), c2);
+                    let r = _mm512_xor_si512(z, _mm512_srli_epi64::<31>(z));
+                    let bucket = _mm512_add_epi64(
+                        _mm512_srli_epi64::<32>(_mm512_mul_epu32(r, buckets_v)),
+                        one,
+                    );
+                    let largest = _mm512_min_epu64(meta_v, _mm512_sllv_epi64(one, bucket));
+                    let smallest = _mm512_min_epu64(
+                        _mm512_max_epu64(_mm512_srli_epi64::<1>(largest), two),
+                        largest,
+                    );
+                    let span = _mm512_add_epi64(_mm512_sub_epi64(largest, smallest), one);
+                    let below = _mm512_srli_epi64::<32>(_mm512_add_epi64(
+                        _mm512_mul_epu32(_mm512_srli_epi64::<32>(r), span),
+                        _mm512_srli_epi64::<32>(_mm512_mul_epu32(r, span)),
+                    ));
+                    let distance = _mm512_min_epu64(_mm512_add_epi64(smallest, below), meta_v);
+                    let x = _mm512_sub_epi64(meta_v, distance);
+                    let q1 = _mm512_srli_epi64::<32>(_mm512_mul_epu32(x, div7));
+                    let q = _mm512_srli_epi64::<2>(_mm512_add_epi64(
+                        _mm512_srli_epi64::<1>(_mm512_sub_epi64(x, q1)),
+                        q1,
+                    ));
+                    _mm512_storeu_si512(out.as_mut_ptr().cast(), q);
+                }
+            }
+        }
+        std::array::from_fn(|l| {
+            let (h, i) = (l / 8, l % 8);
+            let mut ps = [0u64; PARENTS];
+            ps[0] = start + l as u64 - 1;
+            for k in 0..RANDOM_PARENTS {
+                ps[k + 1] = drawn[h][k][i];
+            }
+            Some(ps)
+        })
     }
 }
 
@@ -113,6 +280,38 @@ mod tests {
             prop_assert_eq!(p[0], j - 1);
             for q in p {
                 prop_assert!(q < j);
+            }
+        }
+    }
+
+    proptest! {
+        /// The 16-block entry point equals 16 calls of `parents` on every platform (the AVX-512
+        /// path on AVX-512DQ CPUs), at the start of a graph, at its end, around the 32-bit
+        /// limit of the vector path and beyond it.
+        #[test]
+        fn sixteen_blocks_equal_one_at_a_time(
+            seed in any::<[u8; 32]>(),
+            start in prop_oneof![
+                0u64..100,
+                0u64..(1 << 22),
+                (VECTOR_BLOCK_LIMIT - 40)..(VECTOR_BLOCK_LIMIT + 40),
+                (1u64 << 33)..(1 << 40),
+            ],
+            extra in 0u64..40,
+        ) {
+            let end = start + extra;
+            let g = Graph::new(&seed, end.max(1));
+            for p in Platform::available() {
+                let got = g.parents_x16_on(p, start, end);
+                for (l, ps) in got.iter().enumerate() {
+                    let b = start + l as u64;
+                    let want = if b < end { g.parents(BlockIdx(b)) } else { None };
+                    prop_assert_eq!(*ps, want, "{:?} block {}", p, b);
+                }
+                let got = g.parents_x16_on(p, start, u64::MAX);
+                for (l, ps) in got.iter().enumerate() {
+                    prop_assert_eq!(*ps, g.parents(BlockIdx(start + l as u64)), "{:?}", p);
+                }
             }
         }
     }

@@ -258,14 +258,7 @@ pub fn unseal_range_on(
     let (rblocks, _) = replica.as_chunks::<BLOCK_LEN>();
     let (oblocks, _) = out.as_chunks_mut::<BLOCK_LEN>();
     let parents_of = |start: u64| -> [Option<[u64; PARENTS]>; MAX_LANES] {
-        std::array::from_fn(|l| {
-            let b = start + l as u64;
-            if b < range.end {
-                graph.parents(BlockIdx(b))
-            } else {
-                None
-            }
-        })
+        graph.parents_x16_on(platform, start, range.end)
     };
     let mut j = range.start;
     let mut current = parents_of(j);
