@@ -133,6 +133,19 @@ impl FileCipher {
         }
     }
 
+    /// Appends the stored form of chunk `index` — `plain` (at most [`CHUNK`] bytes) sealed in
+    /// place, then its tag — to `out`, with no intermediate copy. Without a key the plaintext
+    /// is appended as is.
+    pub fn seal_chunk_into(&self, index: u64, plain: &[u8], out: &mut Vec<u8>) {
+        debug_assert!(plain.len() <= CHUNK);
+        let start = out.len();
+        out.extend_from_slice(plain);
+        if let Some(key) = &self.0 {
+            let tag = self.seal_chunk(key, index, &mut out[start..]);
+            out.extend_from_slice(tag.as_ref());
+        }
+    }
+
     /// Encrypts chunk `index` in place and returns its tag.
     fn seal_chunk(&self, key: &LessSafeKey, index: u64, chunk: &mut [u8]) -> Tag {
         // Sealing fails only for inputs over ~64 GB; chunks are 64 KiB.

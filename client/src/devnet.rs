@@ -66,6 +66,16 @@ pub fn node_binary() -> PathBuf {
 
 /// Starts `n` nodes under `dir` and writes `dir/client.toml`.
 pub fn up(dir: &Path, n: usize, node_bin: &Path) -> Result<Devnet, DevnetError> {
+    up_with(dir, n, node_bin, &[])
+}
+
+/// [`up`], passing `init_args` to each `granary-node init` (e.g. sealing settings).
+pub fn up_with(
+    dir: &Path,
+    n: usize,
+    node_bin: &Path,
+    init_args: &[String],
+) -> Result<Devnet, DevnetError> {
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     if dir.join("devnet.toml").exists() {
         return Err(fail(format!(
@@ -83,6 +93,7 @@ pub fn up(dir: &Path, n: usize, node_bin: &Path) -> Result<Devnet, DevnetError> 
                 .arg(format!("zone-{i}"))
                 .arg("--dir")
                 .arg(&nd)
+                .args(init_args)
                 .output()
                 .map_err(|e| fail(format!("running {}: {e}", node_bin.display())))?;
             if !out.status.success() {

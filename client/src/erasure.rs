@@ -130,6 +130,27 @@ impl Coder {
         set.buf.clear();
         set.buf.extend_from_slice(segment);
         set.buf.resize(shard_len * k, 0);
+        self.append_parity(set, k, m)
+    }
+
+    /// Encodes a segment held in `segment` without copying it: the vector is zero-padded to k
+    /// data shards and the m parity shards are appended (give it that much capacity to avoid a
+    /// reallocation). Same layout as [`Coder::encode_into`].
+    pub fn encode_vec(&self, mut segment: Vec<u8>) -> Result<ShardSet, ErasureError> {
+        let (k, m) = (self.params.data as usize, self.params.parity as usize);
+        let shard_len = self.params.shard_len(segment.len());
+        segment.resize(shard_len * k, 0);
+        let mut set = ShardSet {
+            shard_len,
+            buf: segment,
+        };
+        self.append_parity(&mut set, k, m)?;
+        Ok(set)
+    }
+
+    /// Appends the m parity shards of the k data shards in `set.buf`.
+    fn append_parity(&self, set: &mut ShardSet, k: usize, m: usize) -> Result<(), ErasureError> {
+        let shard_len = set.shard_len;
         ENCODER.with(|cell| {
             let mut slot = cell.borrow_mut();
             let enc = match slot.as_mut() {

@@ -1,9 +1,10 @@
 //! The pack pipeline: dataset → manifest → encrypted, erasure-coded shards in a [`ShardStore`].
 //!
 //! ```text
-//!  producer thread ──segments──► encoder workers (N) ──shard ids──► collector (caller's thread)
-//!  walk, read, hash,             encrypt, RS-encode, hash shards,    orders segments, builds the
-//!  dedup, cut the stream         outboards, store.put_segment        manifest and root record
+//!  reader ──files──► producer ──segments──► encoder workers (N) ──shard ids──► collector
+//!  walk order,       hash, dedup, encrypt    RS-encode in place,   (caller's thread) orders
+//!  read each file    straight into the       outboards,            segments, builds the
+//!  once (≤ 16 MiB)   segment buffer, cut     store.put_segment     manifest and root record
 //! ```
 //! The channels are bounded, so memory stays at a few segments per worker whatever the
 //! dataset's size. Files are concatenated into one *dataset stream* cut into fixed-size
@@ -30,7 +31,7 @@ use granary_protocol::verified;
 use crate::{
     capability::Capability,
     crypto::{self, FileCipher, Sealer},
-    erasure::{Coder, ErasureError, ErasureParams, ShardSet},
+    erasure::{Coder, ErasureError, ErasureParams},
     ids::{ContentHash, DatasetId, DatasetKey, ShardId},
     manifest::{Entry, EntryKind, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc},
     store::{PutShard, ShardStore, StoreError},
@@ -39,6 +40,11 @@ use crate::{
 
 /// Default maximum shard length: segments are `k × 1 MiB`.
 pub const DEFAULT_SHARD_SIZE: u32 = 1 << 20;
+/// Files up to this size are read once, into memory, by the reader thread; larger ones are read
+/// twice in blocks (hash first, then encrypt while re-hashing), so memory stays bounded.
+pub const READ_ONCE_MAX: u64 = 16 << 20;
+/// The reader hands small files over in batches of about this many bytes.
+const BATCH_BYTES: usize = 4 << 20;
 /// Read block for large files.
 const READ_BLOCK: usize = 1 << 20;
 /// Read block for the hashing pass over large files (hashed with rayon across cores).
@@ -213,45 +219,54 @@ struct SegmentDone {
     shard_bytes: u64,
 }
 
-/// Erasure-codes and stores one segment (already encrypted), using `set` as scratch.
+/// Erasure-codes and stores one segment (already encrypted) in place: parity is appended to the
+/// segment's own buffer, which is handed back for reuse.
 fn encode_segment(
     coder: &Coder,
     store: &dyn ShardStore,
-    job: &SegmentJob,
-    set: &mut ShardSet,
-) -> Result<SegmentDone, PackError> {
-    coder.encode_into(&job.bytes, set)?;
-    let outboards: Vec<verified::Outboard> = set
-        .shards()
-        .map(|s| verified::outboard(s, s.len() as u64))
-        .collect::<Result<_, _>>()
-        .map_err(|source| PackError::Read {
-            path: "<memory>".into(),
-            source,
-        })?;
-    let puts: Vec<PutShard<'_>> = set
-        .shards()
-        .zip(&outboards)
-        .map(|(bytes, ob)| PutShard {
-            id: ob.root.into(),
-            bytes,
-            outboard: ob,
+    job: SegmentJob,
+) -> (Result<SegmentDone, PackError>, Vec<u8>) {
+    let len = job.bytes.len() as u32;
+    let set = match coder.encode_vec(job.bytes) {
+        Ok(set) => set,
+        Err(e) => return (Err(e.into()), Vec::new()),
+    };
+    let result = (|| {
+        let outboards: Vec<verified::Outboard> = set
+            .shards()
+            .map(|s| verified::outboard(s, s.len() as u64))
+            .collect::<Result<_, _>>()
+            .map_err(|source| PackError::Read {
+                path: "<memory>".into(),
+                source,
+            })?;
+        let puts: Vec<PutShard<'_>> = set
+            .shards()
+            .zip(&outboards)
+            .map(|(bytes, ob)| PutShard {
+                id: ob.root.into(),
+                bytes,
+                outboard: ob,
+            })
+            .collect();
+        let hints = store.put_segment(&puts)?;
+        Ok(SegmentDone {
+            seq: job.seq,
+            len,
+            shard_len: set.shard_len as u32,
+            shards: puts.iter().map(|p| p.id).collect(),
+            hints,
+            shard_bytes: set.buf.len() as u64,
         })
-        .collect();
-    let hints = store.put_segment(&puts)?;
-    Ok(SegmentDone {
-        seq: job.seq,
-        len: job.bytes.len() as u32,
-        shard_len: set.shard_len as u32,
-        shards: puts.iter().map(|p| p.id).collect(),
-        hints,
-        shard_bytes: set.buf.len() as u64,
-    })
+    })();
+    (result, set.buf)
 }
 
 /// Cuts the dataset stream into segments and sends them to the encoders.
 struct Producer<'a> {
     segment_size: usize,
+    /// Capacity of a segment buffer: room for the parity the encoder appends in place.
+    capacity: usize,
     bytes: Vec<u8>,
     seq: u64,
     stream_pos: u64,
@@ -279,18 +294,52 @@ impl Producer<'_> {
         true
     }
 
+    /// Appends the stored form of a whole file held in memory, sealing each chunk in place in
+    /// the segment buffer (no copy beyond the one into the segment).
+    fn append_file(&mut self, cipher: &FileCipher, data: &[u8]) -> bool {
+        if !cipher.is_encrypting() {
+            return self.append(data);
+        }
+        for (i, chunk) in data.chunks(crypto::CHUNK).enumerate() {
+            let before = self.bytes.len();
+            cipher.seal_chunk_into(i as u64, chunk, &mut self.bytes);
+            self.stream_pos += (self.bytes.len() - before) as u64;
+            if self.bytes.len() >= self.segment_size && !self.cut() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the first `segment_size` bytes as a segment and carries the rest over.
+    fn cut(&mut self) -> bool {
+        let mut next = self.fresh();
+        next.extend_from_slice(&self.bytes[self.segment_size..]);
+        self.bytes.truncate(self.segment_size);
+        self.send(next)
+    }
+
+    /// An empty segment buffer, recycled if one came back.
+    fn fresh(&mut self) -> Vec<u8> {
+        match self.recycled.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(self.capacity),
+        }
+    }
+
     /// Sends the current segment; false if the pipeline is shutting down.
     fn flush(&mut self) -> bool {
         if self.bytes.is_empty() {
             return true;
         }
-        let next = match self.recycled.try_recv() {
-            Ok(mut b) => {
-                b.clear();
-                b
-            }
-            Err(_) => Vec::with_capacity(self.segment_size),
-        };
+        let next = self.fresh();
+        self.send(next)
+    }
+
+    fn send(&mut self, next: Vec<u8>) -> bool {
         let job = SegmentJob {
             seq: self.seq,
             bytes: std::mem::replace(&mut self.bytes, next),
@@ -300,15 +349,19 @@ impl Producer<'_> {
     }
 
     fn note_read(&self, n: usize) {
-        let total = self.read_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if let Some(p) = &self.progress {
-            p(total);
-        }
+        note_read(self.read_bytes, &self.progress, n);
+    }
+}
+
+fn note_read(read_bytes: &AtomicU64, progress: &Option<ProgressFn>, n: usize) {
+    let total = read_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+    if let Some(p) = progress {
+        p(total);
     }
 }
 
 /// Signature of a file's state, to notice changes while it is read.
-#[derive(PartialEq, Eq)]
+#[derive(PartialEq, Eq, Clone, Copy)]
 struct FileStamp {
     len: u64,
     mtime: (i64, i64),
@@ -327,15 +380,144 @@ impl FileStamp {
     }
 }
 
+/// What the reader thread made of one file, in walk order.
+enum Got {
+    /// Read once, unchanged during the read: the file's bytes are `buf[range]` of its batch.
+    Bytes(std::ops::Range<usize>),
+    /// Larger than [`READ_ONCE_MAX`]: opened, to be hashed and streamed by the producer.
+    Large(fs::File, FileStamp),
+    /// Could not be opened and `skip_unreadable` is on: the warning.
+    Skipped(String),
+    /// Failed; the reader stops here.
+    Failed(PackError),
+}
+
+/// Files read by the reader thread, in walk order, with their bytes in one buffer.
+struct Batch {
+    buf: Vec<u8>,
+    items: std::collections::VecDeque<Got>,
+}
+
+/// The reader thread: reads `files` in order (each at most [`READ_ONCE_MAX`] bytes once, into
+/// batches of about [`BATCH_BYTES`]) so that the producer can hash and encrypt meanwhile.
+fn read_files(
+    files: &[&WalkEntry],
+    skip_unreadable: bool,
+    tx: &Sender<Batch>,
+    recycled: &Receiver<Vec<u8>>,
+    abort: &AtomicBool,
+    note: &dyn Fn(usize),
+) {
+    let fresh = || match recycled.try_recv() {
+        Ok(mut b) => {
+            b.clear();
+            b
+        }
+        Err(_) => Vec::new(),
+    };
+    let mut batch = Batch {
+        buf: fresh(),
+        items: Default::default(),
+    };
+    for we in files {
+        if abort.load(Ordering::Relaxed) {
+            return;
+        }
+        let got = read_one(we, skip_unreadable, &mut batch, note);
+        let stop = matches!(got, Got::Failed(_));
+        let send = stop || matches!(got, Got::Large(..)) || batch.buf.len() >= BATCH_BYTES;
+        batch.items.push_back(got);
+        if stop {
+            let _ = tx.send(batch);
+            return;
+        }
+        if send {
+            let next = Batch {
+                buf: fresh(),
+                items: Default::default(),
+            };
+            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.items.is_empty() {
+        let _ = tx.send(batch);
+    }
+}
+
+/// Opens and, if small enough, reads one file into `batch.buf`.
+fn read_one(we: &WalkEntry, skip_unreadable: bool, batch: &mut Batch, note: &dyn Fn(usize)) -> Got {
+    let path = || we.abs.display().to_string();
+    let read_err = |source| {
+        Got::Failed(PackError::Read {
+            path: path(),
+            source,
+        })
+    };
+    let mut f = match fs::File::open(&we.abs) {
+        Ok(f) => f,
+        Err(e) if skip_unreadable => return Got::Skipped(format!("skipped {}: {e}", path())),
+        Err(e) => return Got::Failed(PackError::Unreadable(vec![format!("{}: {e}", path())])),
+    };
+    let before = match f.metadata() {
+        Ok(md) => FileStamp::of(&md),
+        Err(e) => return read_err(e),
+    };
+    let size = before.len;
+    if size > READ_ONCE_MAX {
+        return Got::Large(f, before);
+    }
+    // One read into memory; the producer hashes and encrypts these very bytes.
+    let start = batch.buf.len();
+    batch.buf.reserve(size as usize + 1);
+    if let Err(e) = (&mut f).take(size + 1).read_to_end(&mut batch.buf) {
+        return read_err(e);
+    }
+    let n = batch.buf.len() - start;
+    note(n);
+    let after = match f.metadata() {
+        Ok(md) => FileStamp::of(&md),
+        Err(e) => return read_err(e),
+    };
+    if n as u64 != size || after != before {
+        return Got::Failed(PackError::FileChanged {
+            path: path(),
+            what: "its size or modification time changed during the read",
+        });
+    }
+    Got::Bytes(start..start + n)
+}
+
+/// The producer's end of the reader thread's channel.
+struct Incoming {
+    rx: Receiver<Batch>,
+    recycle: Sender<Vec<u8>>,
+    batch: Option<Batch>,
+}
+
+impl Incoming {
+    /// The next file's outcome and the buffer its bytes are in.
+    fn next(&mut self) -> Option<(Got, &[u8])> {
+        while self.batch.as_ref().is_none_or(|b| b.items.is_empty()) {
+            if let Some(old) = self.batch.take() {
+                let _ = self.recycle.try_send(old.buf);
+            }
+            self.batch = Some(self.rx.recv().ok()?);
+        }
+        let b = self.batch.as_mut()?;
+        let got = b.items.pop_front()?;
+        Some((got, &b.buf))
+    }
+}
+
 /// Per-run state of the producer beyond segment cutting.
 struct FilePacker<'a, 'p> {
     out: &'a mut Producer<'p>,
     key: Option<&'a DatasetKey>,
     dedup: HashMap<ContentHash, (u64, u64)>,
-    skip_unreadable: bool,
     warnings: Vec<String>,
     dedup_files: u64,
-    scratch: Vec<u8>,
 }
 
 enum Packed {
@@ -345,58 +527,44 @@ enum Packed {
 }
 
 impl FilePacker<'_, '_> {
-    fn pack_file(&mut self, we: &WalkEntry) -> Result<Packed, PackError> {
+    fn pack_file(&mut self, we: &WalkEntry, got: Got, buf: &[u8]) -> Result<Packed, PackError> {
         let path = we.abs.display().to_string();
         let read_err = |source| PackError::Read {
             path: path.clone(),
             source,
         };
-        let mut f = match fs::File::open(&we.abs) {
-            Ok(f) => f,
-            Err(e) if self.skip_unreadable => {
-                self.warnings.push(format!("skipped {path}: {e}"));
-                return Ok(Packed::Skipped);
-            }
-            Err(e) => return Err(PackError::Unreadable(vec![format!("{path}: {e}")])),
-        };
-        let before = FileStamp::of(&f.metadata().map_err(read_err)?);
         let changed = |what| PackError::FileChanged {
             path: path.clone(),
             what,
         };
-        let size = before.len;
-        if size <= self.out.segment_size as u64 {
-            // Small: one read into memory, then hash, so the bytes hashed are the bytes stored.
-            self.scratch.clear();
-            (&mut f)
-                .take(size + 1)
-                .read_to_end(&mut self.scratch)
-                .map_err(read_err)?;
-            self.out.note_read(self.scratch.len());
-            let after = FileStamp::of(&f.metadata().map_err(read_err)?);
-            if self.scratch.len() as u64 != size || after != before {
-                return Err(changed(
-                    "its size or modification time changed during the read",
-                ));
-            }
-            let hash = ContentHash(*blake3::hash(&self.scratch).as_bytes());
-            if let Some(&(offset, _)) = self.dedup.get(&hash).filter(|(_, s)| *s == size) {
-                self.dedup_files += 1;
+        let (mut f, before) = match got {
+            Got::Bytes(range) => {
+                // Read once by the reader thread: the bytes hashed are the bytes stored.
+                let data = &buf[range];
+                let size = data.len() as u64;
+                let hash = ContentHash(*blake3::hash(data).as_bytes());
+                if let Some(&(offset, _)) = self.dedup.get(&hash).filter(|(_, s)| *s == size) {
+                    self.dedup_files += 1;
+                    return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
+                }
+                let offset = self.out.stream_pos;
+                if !self
+                    .out
+                    .append_file(&FileCipher::new(self.key, &hash), data)
+                {
+                    return Ok(Packed::Aborted);
+                }
+                self.dedup.insert(hash, (offset, size));
                 return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
             }
-            let offset = self.out.stream_pos;
-            let data = std::mem::take(&mut self.scratch);
-            let mut sealer = Sealer::new(FileCipher::new(self.key, &hash));
-            let out = &mut *self.out;
-            let ok =
-                sealer.push(&data, &mut |b| out.append(b)) && sealer.finish(&mut |b| out.append(b));
-            self.scratch = data;
-            if !ok {
-                return Ok(Packed::Aborted);
+            Got::Skipped(warning) => {
+                self.warnings.push(warning);
+                return Ok(Packed::Skipped);
             }
-            self.dedup.insert(hash, (offset, size));
-            return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
-        }
+            Got::Failed(e) => return Err(e),
+            Got::Large(f, before) => (f, before),
+        };
+        let size = before.len;
         // Large: hash first (the key derives from the content), then read again to store,
         // hashing again to prove the bytes stored are the bytes hashed.
         // The encoders are idle while a large file is hashed: hash on every core, in big reads.
@@ -570,10 +738,8 @@ fn produce(
         out: &mut out,
         key,
         dedup,
-        skip_unreadable: opts.skip_unreadable,
         warnings: Vec::new(),
         dedup_files: 0,
-        scratch: Vec::new(),
     };
     match source {
         Source::Reader { name, mut reader } => match fp.pack_reader(&mut *reader)? {
@@ -606,35 +772,78 @@ fn produce(
                 }
                 warnings.extend(list.into_iter().map(|l| format!("skipped {l}")));
             }
-            for we in &w.entries {
-                let kind = match &we.kind {
-                    WalkKind::Dir => EntryKind::Dir,
-                    WalkKind::Symlink { target } => EntryKind::Symlink {
-                        target: target.clone(),
-                    },
-                    WalkKind::File { size } => {
-                        let base = base_by_path.get(we.rel.as_slice()).filter(|b| {
+            // Which files keep their stored bytes from the base version (not read at all).
+            let reuse: Vec<Option<EntryKind>> = w
+                .entries
+                .iter()
+                .map(|we| match &we.kind {
+                    WalkKind::File { size } => base_by_path
+                        .get(we.rel.as_slice())
+                        .filter(|b| {
                             b.mtime_ns == we.mtime_ns
                                 && matches!(b.kind, EntryKind::File { size: s, key_seed: None, .. } if s == *size)
-                        });
-                        if let Some(b) = base {
-                            reused_files += 1;
-                            b.kind.clone()
-                        } else {
-                            match fp.pack_file(we)? {
-                                Packed::Kind(k) => k,
-                                Packed::Skipped => continue,
-                                Packed::Aborted => return Ok(None),
+                        })
+                        .map(|b| b.kind.clone()),
+                    _ => None,
+                })
+                .collect();
+            let to_read: Vec<&WalkEntry> = w
+                .entries
+                .iter()
+                .zip(&reuse)
+                .filter(|(we, r)| matches!(we.kind, WalkKind::File { .. }) && r.is_none())
+                .map(|(we, _)| we)
+                .collect();
+            let (batch_tx, batch_rx) = bounded::<Batch>(1);
+            let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(2);
+            let (read_bytes, progress, abort) =
+                (fp.out.read_bytes, fp.out.progress.clone(), fp.out.abort);
+            let skip = opts.skip_unreadable;
+            let done = std::thread::scope(|s| {
+                s.spawn(move || {
+                    read_files(&to_read, skip, &batch_tx, &recycle_rx, abort, &|n| {
+                        note_read(read_bytes, &progress, n)
+                    })
+                });
+                let mut incoming = Incoming {
+                    rx: batch_rx,
+                    recycle: recycle_tx,
+                    batch: None,
+                };
+                for (we, reused) in w.entries.iter().zip(reuse) {
+                    let kind = match &we.kind {
+                        WalkKind::Dir => EntryKind::Dir,
+                        WalkKind::Symlink { target } => EntryKind::Symlink {
+                            target: target.clone(),
+                        },
+                        WalkKind::File { .. } => {
+                            if let Some(k) = reused {
+                                reused_files += 1;
+                                k
+                            } else {
+                                // The reader stops early only when the pipeline is aborting.
+                                let Some((got, buf)) = incoming.next() else {
+                                    return Ok(false);
+                                };
+                                match fp.pack_file(we, got, buf)? {
+                                    Packed::Kind(k) => k,
+                                    Packed::Skipped => continue,
+                                    Packed::Aborted => return Ok(false),
+                                }
                             }
                         }
-                    }
-                };
-                entries.push(Entry {
-                    path: we.rel.clone(),
-                    mode: we.mode,
-                    mtime_ns: we.mtime_ns,
-                    kind,
-                });
+                    };
+                    entries.push(Entry {
+                        path: we.rel.clone(),
+                        mode: we.mode,
+                        mtime_ns: we.mtime_ns,
+                        kind,
+                    });
+                }
+                Ok::<bool, PackError>(true)
+            })?;
+            if !done {
+                return Ok(None);
             }
         }
     }
@@ -715,13 +924,12 @@ fn collect_segments(
             let done_tx = done_tx.clone();
             let recycle = recycle.clone();
             s.spawn(move || {
-                let mut set = ShardSet::default();
                 for job in jobs {
                     if abort.load(Ordering::Relaxed) {
                         continue;
                     }
-                    let r = encode_segment(coder, store, &job, &mut set);
-                    let _ = recycle.try_send(job.bytes);
+                    let (r, buf) = encode_segment(coder, store, job);
+                    let _ = recycle.try_send(buf);
                     if r.is_err() {
                         abort.store(true, Ordering::Relaxed);
                     }
@@ -779,6 +987,10 @@ pub fn pack(
     } else {
         opts.workers
     };
+    // A segment buffer also takes its zero padding and parity (encoded in place) and up to one
+    // sealed chunk past the cut.
+    let capacity = (opts.erasure.total() * opts.erasure.shard_len(segment_size))
+        .max(segment_size + crypto::STORED_CHUNK);
     let base_len = opts.base.as_ref().map_or(0, |b| b.stream_len());
     let abort = AtomicBool::new(false);
     let read_bytes = AtomicU64::new(0);
@@ -788,7 +1000,8 @@ pub fn pack(
     let (produced, done) = std::thread::scope(|s| {
         let producer = Producer {
             segment_size,
-            bytes: Vec::with_capacity(segment_size),
+            capacity,
+            bytes: Vec::with_capacity(capacity),
             seq: 0,
             stream_pos: base_len,
             tx: job_tx,
@@ -880,16 +1093,12 @@ fn store_manifest(
     }
     let mut nodes = NodeTable::default();
     let mut manifest_segments = Vec::new();
-    let mut set = ShardSet::default();
     for (seq, chunk) in blob.chunks(segment_size).enumerate() {
         let job = SegmentJob {
             seq: seq as u64,
             bytes: chunk.to_vec(),
         };
-        manifest_segments.push(desc(
-            encode_segment(coder, store, &job, &mut set)?,
-            &mut nodes,
-        ));
+        manifest_segments.push(desc(encode_segment(coder, store, job).0?, &mut nodes));
     }
     let root = RootRecord {
         erasure: coder.params(),

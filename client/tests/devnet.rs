@@ -198,9 +198,17 @@ struct Devnet {
 
 impl Devnet {
     fn up(dir: &Path, n: usize) -> Self {
+        Self::up_with(dir, n, &[])
+    }
+
+    /// `up`, passing `init_args` to every `granary-node init`.
+    fn up_with(dir: &Path, n: usize, init_args: &[&str]) -> Self {
         let mut cmd = granary();
         cmd.args(["devnet", "up", "--nodes", &n.to_string(), "--dir"])
             .arg(dir);
+        for a in init_args {
+            cmd.arg(format!("--init-arg={a}"));
+        }
         let out = run_with_timeout(cmd, TIMEOUT);
         // Read devnet.toml even if `up` failed part way, so that the guard stops what started.
         let nodes = read_devnet(dir);
@@ -558,7 +566,8 @@ fn get_with_one_node_corrupted_on_disk() {
     let data = tmp.path().join("data");
     small_dataset(&data);
     big_dataset(&data.join("big"), 3, 1_000_000);
-    let net = Devnet::up(&tmp.path().join("net"), 6);
+    // Plain shard files must stay in place for this test: no sealing while it runs.
+    let net = Devnet::up_with(&tmp.path().join("net"), 6, &["--seal-idle-secs=3600"]);
     let cfg = net.config();
     let cap = put(&cfg, &data, &[]);
 
@@ -740,4 +749,99 @@ fn rm_by_one_owner_keeps_identical_data_of_another() {
     // content-addressed bytes, held once per node with two owners' references.
     ok(&cfg, &["rm", &cap_a]);
     get_exact(&other, &cap_b, &tmp.path().join("got-b"), &data);
+}
+
+/// `verify --json`: one audit object per node the manifest names, keyed by `<id>@<addr>`.
+fn verify_json(config: &Path, cap: &str, extra: &[&str], code: i32) -> Vec<serde_json::Value> {
+    let mut args = vec!["verify", cap, "--json"];
+    args.extend_from_slice(extra);
+    let out = if code == 0 {
+        ok(config, &args)
+    } else {
+        fails_with(config, &args, code).stdout
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("verify --json parses");
+    v.as_array().expect("an array").clone()
+}
+
+fn verdict_of<'a>(audits: &'a [serde_json::Value], node: &Node) -> &'a str {
+    audits
+        .iter()
+        .find(|a| a["node"].as_str() == Some(&node.addr))
+        .and_then(|a| a["verdict"].as_str())
+        .unwrap_or("absent")
+}
+
+/// Sealing and storage challenges across real node processes: every node seals what it holds
+/// and passes; reads unseal byte-exact once the plain copies are gone; a stranger's proof
+/// requests are refused; a node whose replica was corrupted or deleted fails; a killed node is
+/// offline. The attackers are edits to the node's files; the challenges run the real protocol.
+#[test]
+fn storage_challenges_over_sealed_replicas() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    big_dataset(&data.join("big"), 2, 1_000_000);
+    let net = Devnet::up_with(&tmp.path().join("net"), 5, &["--seal-idle-secs=1"]);
+    let cfg = net.config();
+    // 2 + 3: the dataset stays readable with three of the five nodes attacked below.
+    let cap = put(&cfg, &data, &["--k", "2", "--m", "3"]);
+
+    let audits = verify_json(&cfg, &cap, &["--wait", "120"], 0);
+    assert_eq!(audits.len(), net.nodes.len(), "{audits:?}");
+    for a in &audits {
+        assert_eq!(a["verdict"], "pass", "{a}");
+        assert_eq!(a["sealed"], a["shards"], "{a}");
+        assert_eq!(a["missing"], 0, "{a}");
+        assert!(a["units"].as_u64().unwrap_or(0) >= 1, "{a}");
+    }
+    // Sealed without keeping plain copies: reads now unseal, and still verify byte for byte.
+    for n in &net.nodes {
+        assert!(
+            shard_files(&n.dir).is_empty(),
+            "plain copies dropped in {}",
+            n.dir.display()
+        );
+    }
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
+
+    // Someone with the capability but no data on the nodes may not make them prove anything.
+    let stranger = other_client(&net, &tmp.path().join("stranger"));
+    let audits = verify_json(&stranger, &cap, &[], 3);
+    for a in &audits {
+        assert_eq!(a["verdict"], "fail", "{a}");
+        assert!(
+            a["detail"].as_str().unwrap_or("").contains("Forbidden"),
+            "{a}"
+        );
+    }
+
+    let replicas = |n: &Node| -> Vec<PathBuf> {
+        fs::read_dir(n.dir.join("units"))
+            .expect("units dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "replica"))
+            .collect()
+    };
+    // Node 0: one flipped byte in every 16 KiB group of its replicas.
+    for p in replicas(&net.nodes[0]) {
+        let mut b = fs::read(&p).expect("read replica");
+        for i in (100..b.len()).step_by(16 * 1024) {
+            b[i] ^= 0x01;
+        }
+        fs::write(&p, &b).expect("write replica");
+    }
+    // Node 1: replicas deleted (kept only metadata).
+    for p in replicas(&net.nodes[1]) {
+        fs::remove_file(p).expect("delete replica");
+    }
+    // Node 2: killed.
+    net.kill(2);
+    let audits = verify_json(&cfg, &cap, &[], 3);
+    assert_eq!(verdict_of(&audits, &net.nodes[0]), "fail", "{audits:?}");
+    assert_eq!(verdict_of(&audits, &net.nodes[1]), "fail", "{audits:?}");
+    assert_eq!(verdict_of(&audits, &net.nodes[2]), "offline", "{audits:?}");
+    assert_eq!(verdict_of(&audits, &net.nodes[3]), "pass", "{audits:?}");
+    assert_eq!(verdict_of(&audits, &net.nodes[4]), "pass", "{audits:?}");
 }

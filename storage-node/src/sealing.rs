@@ -267,13 +267,27 @@ fn seal_unit(st: &Arc<State>, members: &[(ShardId, u64)]) -> Result<UnitKey, Rej
         let at = layout.offset(i) as usize;
         let dst = &mut buf[at..at + *len as usize];
         let ok = File::open(st.blobs.data_path(id)).and_then(|mut f| f.read_exact(dst));
-        if ok.is_err() || blake3::hash(dst).as_bytes() != &id.0 {
-            // Rot or a concurrent delete: leave it to the scrubber / the next pass.
-            return Err(Reject::new(
-                ErrorCode::Internal,
-                format!("shard {id} unreadable or corrupt; not sealed"),
-            ));
+        if ok.is_ok() && blake3::hash(dst).as_bytes() == &id.0 {
+            continue;
         }
+        // Rot (or a delete that raced the listing): quarantine under the lock if still indexed
+        // and still bad, as the scrubber would; the next pass seals the rest.
+        let _g = st
+            .commit_lock
+            .lock()
+            .map_err(|_| Reject::internal("commit lock", "poisoned"))?;
+        let still_bad = File::open(st.blobs.data_path(id))
+            .and_then(|mut f| f.read_exact(dst))
+            .map_or(true, |()| blake3::hash(dst).as_bytes() != &id.0);
+        if still_bad && st.store.shard(id)?.is_some() {
+            st.store.drop_shard(id)?;
+            st.blobs.quarantine(id)?;
+            tracing::warn!(%id, "sealer: shard unreadable or corrupt; quarantined");
+        }
+        return Err(Reject::new(
+            ErrorCode::Internal,
+            format!("shard {id} unreadable or corrupt; unit not sealed this pass"),
+        ));
     }
     let params = params_of(st);
     let data_id = layout.data_id();

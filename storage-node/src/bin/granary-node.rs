@@ -33,6 +33,15 @@ enum Cmd {
         /// Failure-domain label (operator/zone).
         #[arg(long, default_value = "default")]
         label: String,
+        /// Seal waiting shards as a smaller unit after this many idle seconds.
+        #[arg(long)]
+        seal_idle_secs: Option<u64>,
+        /// Sealing unit size, e.g. 128M.
+        #[arg(long, value_parser = parse_size)]
+        seal_unit: Option<u64>,
+        /// Keep plain shard files after sealing.
+        #[arg(long)]
+        keep_plain: bool,
     },
     /// Run the node until SIGINT/SIGTERM.
     Run {
@@ -97,14 +106,24 @@ fn main() -> anyhow::Result<()> {
             capacity,
             owner_quota,
             label,
+            seal_idle_secs,
+            seal_unit,
+            keep_plain,
         } => {
             let d = Config::default();
+            let sealing = granary_node::config::Sealing {
+                idle_secs: seal_idle_secs.unwrap_or(d.sealing.idle_secs),
+                unit_bytes: seal_unit.unwrap_or(d.sealing.unit_bytes),
+                keep_plain,
+                ..d.sealing
+            };
             let capacity = capacity.unwrap_or(d.capacity);
             let cfg = Config {
                 listen,
                 capacity,
                 owner_quota: owner_quota.unwrap_or(capacity),
                 label,
+                sealing,
                 ..d
             };
             let id = node::init(&dir, &cfg)

@@ -213,6 +213,10 @@ enum DevnetCmd {
         /// Devnet directory.
         #[arg(long)]
         dir: PathBuf,
+        /// Extra argument for each `granary-node init` (repeatable), e.g.
+        /// `--init-arg=--seal-idle-secs=1`.
+        #[arg(long = "init-arg", allow_hyphen_values = true)]
+        init_args: Vec<String>,
     },
     /// Stop the nodes of the devnet in DIR.
     Down {
@@ -623,8 +627,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Devnet(DevnetCmd::Up { nodes, dir }) => {
-            let net = devnet::up(&dir, nodes, &devnet::node_binary())?;
+        Cmd::Devnet(DevnetCmd::Up {
+            nodes,
+            dir,
+            init_args,
+        }) => {
+            let net = devnet::up_with(&dir, nodes, &devnet::node_binary(), &init_args)?;
             for n in &net.nodes {
                 eprintln!("node {} (pid {}) in {}", n.addr, n.pid, n.dir.display());
             }
