@@ -32,8 +32,10 @@ pub struct Member {
     pub len: u64,
 }
 
-/// The ordered members of a unit and where each starts.
+/// The ordered members of a unit and where each starts. Serialized as the member list only; a
+/// decoded layout is re-validated (offsets are always recomputed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<Member>", into = "Vec<Member>")]
 pub struct UnitLayout {
     members: Vec<Member>,
     /// `offsets[i]` = start of member `i`; `offsets[n]` = unit length.
@@ -56,6 +58,19 @@ pub enum LayoutError {
     /// Lengths overflow.
     #[error("unit length overflows")]
     Overflow,
+}
+
+impl TryFrom<Vec<Member>> for UnitLayout {
+    type Error = LayoutError;
+    fn try_from(members: Vec<Member>) -> Result<Self, LayoutError> {
+        Self::new(members)
+    }
+}
+
+impl From<UnitLayout> for Vec<Member> {
+    fn from(l: UnitLayout) -> Self {
+        l.members
+    }
 }
 
 fn padded(len: u64) -> Option<u64> {
