@@ -225,6 +225,7 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>) {
             total += padded;
             members.push((id, size));
         }
+        tracing::info!(shards = members.len(), bytes = total, "sealing unit");
         match seal_unit(&st, &members) {
             Ok(key) => {
                 tracing::info!(unit = %hex::encode(&key[..6]), shards = members.len(), bytes = total, "sealed unit")
