@@ -239,8 +239,13 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
 fn challenge_round(net: &NetStore, ds: &Dataset, args: &DemoArgs) -> Result<()> {
     let placed = audit::placed_shards(ds);
     let t = Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut said = false;
     let p = net.wait_sealed(&placed, Duration::from_secs(args.seal_wait), |p| {
-        if p.pending > 0 {
+        if p.pending == 0 {
+            return;
+        }
+        if tty {
             print!(
                 "\r7. sealing in the background: {} shards sealed, {} waiting ({:.0}s)   ",
                 p.sealed,
@@ -248,10 +253,19 @@ fn challenge_round(net: &NetStore, ds: &Dataset, args: &DemoArgs) -> Result<()> 
                 t.elapsed().as_secs_f64()
             );
             let _ = std::io::Write::flush(&mut std::io::stdout());
+        } else if !said {
+            println!(
+                "7. waiting for the live nodes to seal {} shards (sealing is slow by design: ~3-4 MB/s per core)",
+                p.pending
+            );
+            said = true;
         }
     });
+    if tty {
+        print!("\r");
+    }
     println!(
-        "\r7. sealed: {} shards on the {} live nodes ({} still waiting) after {:.1}s; storage challenges:",
+        "7. sealed: {} shards on the {} live nodes ({} still waiting) after {:.1}s; storage challenges:",
         p.sealed,
         placed.len().saturating_sub(p.unreachable),
         p.pending,

@@ -554,8 +554,10 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             if wait > 0 {
+                let mut last = None;
                 net.wait_sealed(&placed, Duration::from_secs(wait), |p| {
-                    if !json {
+                    if !json && last != Some(*p) {
+                        last = Some(*p);
                         eprintln!(
                             "sealing: {} shards sealed, {} waiting ({} nodes unreachable)",
                             p.sealed, p.pending, p.unreachable
