@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use granary_proofs::challenge::{self, PostProver, ReplicaIdx, ReplicaReader, SealedReplica};
-use granary_proofs::field::{Fe, sloth_round_forward, sloth_round_inverse};
+use granary_proofs::field::{self, Fe, sloth_round_forward, sloth_round_inverse};
 use granary_proofs::keyhash;
 use granary_proofs::params::DEFAULT_POST_CHALLENGES;
 use granary_proofs::seal::{self, DataId, NodeId, ReplicaId, SealParams};
-use granary_proofs::{MerkleTree, Platform};
+use granary_proofs::{Graph, MerkleTree, Platform};
 
 /// Median wall time of `f` over `runs` runs (for the printed ratios; criterion reports the rest).
 fn median<F: FnMut()>(runs: usize, mut f: F) -> f64 {
@@ -82,70 +82,123 @@ fn merkle(c: &mut Criterion) {
 }
 
 fn simd(c: &mut Criterion) {
-    let inputs: [[u8; 256]; 8] =
-        std::array::from_fn(|l| std::array::from_fn(|i| (i * 7 + l) as u8));
-    let ctr = [1, 2, 3, 4, 5, 6, 7, 8];
     let id = rid().0;
     let fast = Platform::detect();
+    let data = random_input(1 << 16, 6);
+    let (blocks, _) = data.as_chunks::<32>();
+    let parents: [keyhash::ParentRefs<'_>; 16] = std::array::from_fn(|l| {
+        std::array::from_fn(|k| &blocks[(l * 211 + k * 31) % blocks.len()])
+    });
+    let ctr: [u64; 16] = std::array::from_fn(|l| 1000 + l as u64);
     let n = 20_000;
-    let t_fast = median(5, || {
-        for _ in 0..n {
-            black_box(keyhash::parent_keys_x8(fast, &id, &ctr, black_box(&inputs)));
-        }
-    });
-    let t_scalar = median(5, || {
-        for _ in 0..n {
-            black_box(keyhash::parent_keys_x8(
-                Platform::Scalar,
-                &id,
-                &ctr,
-                black_box(&inputs),
-            ));
-        }
-    });
+    let key_time = |p: Platform| {
+        median(5, || {
+            for _ in 0..n {
+                black_box(keyhash::parent_keys_refs_x16(
+                    p,
+                    &id,
+                    &ctr,
+                    black_box(&parents),
+                ));
+            }
+        }) / f64::from(n)
+            / 16.0
+    };
+    // Each kernel on every platform this CPU runs, against the scalar path in the same run.
+    let platforms = Platform::available();
+    let k_scalar = key_time(Platform::Scalar);
+    for &p in platforms.iter().filter(|&&p| p != Platform::Scalar) {
+        let t = key_time(p);
+        println!(
+            "RATIO kernel parent keys {p:?} ({} lanes) vs scalar: {:.2}x ({:.1} vs {:.1} ns/key)",
+            p.hash_lanes(),
+            k_scalar / t,
+            t * 1e9,
+            k_scalar * 1e9
+        );
+    }
+    let mut ys: [Fe; 16] = std::array::from_fn(|l| Fe::from_u64(12_345 + l as u64));
+    let sloth_time = |p: Platform, ys: &mut [Fe; 16]| {
+        median(5, || {
+            for _ in 0..n {
+                field::sloth_inverse_x16_on(p, black_box(ys), SealParams::DEFAULT.rounds);
+            }
+        }) / f64::from(n)
+            / 16.0
+    };
+    let s_scalar = sloth_time(Platform::Scalar, &mut ys);
+    let s_fast = sloth_time(fast, &mut ys);
     println!(
-        "RATIO parent keys x8 {fast:?} vs scalar: {:.2}x ({:.1} vs {:.1} ns/key)",
-        t_scalar / t_fast,
-        t_fast / f64::from(n) / 8.0 * 1e9,
-        t_scalar / f64::from(n) / 8.0 * 1e9
+        "RATIO kernel Sloth inverse x16, {} rounds, {fast:?} ({}) vs scalar: {:.2}x ({:.1} vs {:.1} ns/block)",
+        SealParams::DEFAULT.rounds,
+        if field::ifma_kernel_runs(fast) {
+            "AVX-512 IFMA"
+        } else {
+            "scalar fallback"
+        },
+        s_scalar / s_fast,
+        s_fast * 1e9,
+        s_scalar * 1e9
+    );
+    let graph = Graph::new(&id, 1 << 22);
+    let graph_time = |p: Platform| {
+        let mut acc = 0u64;
+        let t = median(5, || {
+            for b in 0..n as u64 {
+                let ps = graph.parents_x16_on(p, 1 + 16 * b, 1 << 22);
+                acc ^= ps[3].map_or(0, |q| q[5]);
+            }
+        });
+        black_box(acc);
+        t / f64::from(n) / 16.0
+    };
+    let g_scalar = graph_time(Platform::Scalar);
+    let g_fast = graph_time(fast);
+    println!(
+        "RATIO kernel DRG parents x16 {fast:?} vs scalar: {:.2}x ({:.1} vs {:.1} ns/block)",
+        g_scalar / g_fast,
+        g_fast * 1e9,
+        g_scalar * 1e9
     );
     let replica =
         seal::seal(&SealParams::DEFAULT, &rid(), &random_input(1 << 20, 2)).expect("seal");
     let blocks = (replica.len() / 32) as u64;
     let mut out = vec![0u8; replica.len()];
-    let u_fast = median(5, || {
-        seal::unseal_range_on(
-            fast,
-            &SealParams::DEFAULT,
-            &rid(),
-            &replica,
-            0..blocks,
-            &mut out,
-        )
-        .expect("unseal")
-    });
-    let u_scalar = median(5, || {
-        seal::unseal_range_on(
-            Platform::Scalar,
-            &SealParams::DEFAULT,
-            &rid(),
-            &replica,
-            0..blocks,
-            &mut out,
-        )
-        .expect("unseal")
-    });
-    println!(
-        "RATIO unseal 1 MiB {fast:?} vs scalar: {:.2}x",
-        u_scalar / u_fast
-    );
+    let unseal_time = |p: Platform, out: &mut [u8]| {
+        median(5, || {
+            seal::unseal_range_on(p, &SealParams::DEFAULT, &rid(), &replica, 0..blocks, out)
+                .expect("unseal")
+        })
+    };
+    let u_scalar = unseal_time(Platform::Scalar, &mut out);
+    for &p in platforms.iter().filter(|&&p| p != Platform::Scalar) {
+        let t = unseal_time(p, &mut out);
+        println!(
+            "RATIO unseal 1 MiB {p:?} vs scalar: {:.2}x ({:.0} vs {:.0} MB/s)",
+            u_scalar / t,
+            1.048_576 / t,
+            1.048_576 / u_scalar
+        );
+    }
     let mut g = c.benchmark_group("simd");
-    g.throughput(Throughput::Elements(8));
+    g.throughput(Throughput::Elements(16));
+    for &p in &platforms {
+        g.bench_with_input(
+            BenchmarkId::new("parent_keys_x16", format!("{p:?}")),
+            &p,
+            |b, &p| b.iter(|| keyhash::parent_keys_refs_x16(p, &id, &ctr, black_box(&parents))),
+        );
+    }
     for p in [fast, Platform::Scalar] {
         g.bench_with_input(
-            BenchmarkId::new("parent_keys_x8", format!("{p:?}")),
+            BenchmarkId::new("sloth_inverse_x16", format!("{p:?}")),
             &p,
-            |b, &p| b.iter(|| keyhash::parent_keys_x8(p, &id, &ctr, black_box(&inputs))),
+            |b, &p| b.iter(|| field::sloth_inverse_x16_on(p, black_box(&mut ys), 3)),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("drg_parents_x16", format!("{p:?}")),
+            &p,
+            |b, &p| b.iter(|| graph.parents_x16_on(p, black_box(4_000_000), 1 << 22)),
         );
     }
     g.finish();

@@ -69,6 +69,31 @@ const fn schedule() -> [[usize; 16]; 7] {
 }
 const SCHEDULE: [[usize; 16]; 7] = schedule();
 
+/// The 7 rounds of a BLAKE3 compression, unrolled, with the message schedule resolved at compile
+/// time (so the message vectors stay in registers instead of being indexed through memory).
+macro_rules! seven_rounds {
+    ($g:ident, $v:ident, $m:ident) => {
+        seven_rounds!(@round $g, $v, $m, 0);
+        seven_rounds!(@round $g, $v, $m, 1);
+        seven_rounds!(@round $g, $v, $m, 2);
+        seven_rounds!(@round $g, $v, $m, 3);
+        seven_rounds!(@round $g, $v, $m, 4);
+        seven_rounds!(@round $g, $v, $m, 5);
+        seven_rounds!(@round $g, $v, $m, 6);
+    };
+    (@round $g:ident, $v:ident, $m:ident, $r:literal) => {{
+        const S: [usize; 16] = SCHEDULE[$r];
+        $g(&mut $v, 0, 4, 8, 12, $m[S[0]], $m[S[1]]);
+        $g(&mut $v, 1, 5, 9, 13, $m[S[2]], $m[S[3]]);
+        $g(&mut $v, 2, 6, 10, 14, $m[S[4]], $m[S[5]]);
+        $g(&mut $v, 3, 7, 11, 15, $m[S[6]], $m[S[7]]);
+        $g(&mut $v, 0, 5, 10, 15, $m[S[8]], $m[S[9]]);
+        $g(&mut $v, 1, 6, 11, 12, $m[S[10]], $m[S[11]]);
+        $g(&mut $v, 2, 7, 8, 13, $m[S[12]], $m[S[13]]);
+        $g(&mut $v, 3, 4, 9, 14, $m[S[14]], $m[S[15]]);
+    }};
+}
+
 fn key_words(key: &[u8; 32]) -> [u32; 8] {
     let mut w = [0u32; 8];
     for (i, word) in w.iter_mut().enumerate() {
@@ -459,16 +484,7 @@ mod avx2 {
                     _mm256_set1_epi32(64),
                     _mm256_set1_epi32(block_flags(b) as i32),
                 ];
-                for s in &SCHEDULE {
-                    g(&mut v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
-                    g(&mut v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
-                    g(&mut v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
-                    g(&mut v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
-                    g(&mut v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
-                    g(&mut v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
-                    g(&mut v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
-                    g(&mut v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
-                }
+                seven_rounds!(g, v, m);
                 for i in 0..8 {
                     h[i] = xor(v[i], v[i + 8]);
                 }
@@ -593,16 +609,7 @@ mod avx512 {
                     _mm512_set1_epi32(64),
                     _mm512_set1_epi32(block_flags(b) as i32),
                 ];
-                for s in &SCHEDULE {
-                    g(&mut v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
-                    g(&mut v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
-                    g(&mut v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
-                    g(&mut v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
-                    g(&mut v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
-                    g(&mut v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
-                    g(&mut v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
-                    g(&mut v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
-                }
+                seven_rounds!(g, v, m);
                 for i in 0..8 {
                     h[i] = _mm512_xor_si512(v[i], v[i + 8]);
                 }
@@ -735,16 +742,7 @@ mod neon {
                     vdupq_n_u32(64),
                     vdupq_n_u32(block_flags(b)),
                 ];
-                for s in &SCHEDULE {
-                    g(&mut v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
-                    g(&mut v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
-                    g(&mut v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
-                    g(&mut v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
-                    g(&mut v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
-                    g(&mut v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
-                    g(&mut v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
-                    g(&mut v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
-                }
+                seven_rounds!(g, v, m);
                 for i in 0..8 {
                     h[i] = veorq_u32(v[i], v[i + 8]);
                 }
