@@ -309,8 +309,11 @@ fn pipeline_ratios() {
 criterion_group!(benches, micro);
 
 fn main() {
-    benches();
-    primitive_ratios();
+    // `DATA_PATH_ONLY=pipeline` runs just the pipeline ratios (for quick iterations).
+    if std::env::var("DATA_PATH_ONLY").as_deref() != Ok("pipeline") {
+        benches();
+        primitive_ratios();
+    }
     pipeline_ratios();
     Criterion::default().configure_from_args().final_summary();
 }
