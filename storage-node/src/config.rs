@@ -61,6 +61,8 @@ pub struct Sealing {
     pub keep_plain: bool,
     /// Sloth rounds per block (the proof parameters; keep the default outside tests).
     pub rounds: u32,
+    /// Sealer threads (cores): each seals its own unit; a unit's sealing is sequential.
+    pub threads: u32,
 }
 
 impl Default for Sealing {
@@ -71,6 +73,7 @@ impl Default for Sealing {
             idle_secs: 5,
             keep_plain: false,
             rounds: granary_proofs::params::DEFAULT_ROUNDS,
+            threads: 1,
         }
     }
 }
@@ -219,6 +222,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "sealing.unit_bytes must be 1 KiB ..= 16 GiB",
             ));
+        }
+        if self.sealing.threads == 0 || self.sealing.threads > 256 {
+            return Err(ConfigError::Invalid("sealing.threads must be 1 ..= 256"));
         }
         if self.sealing.rounds == 0 || self.sealing.rounds > 64 {
             return Err(ConfigError::Invalid("sealing.rounds must be 1 ..= 64"));

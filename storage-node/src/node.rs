@@ -207,11 +207,16 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
     let task = tokio::spawn(server::serve(endpoint, Arc::clone(&st), rx));
     let scrubber = tokio::spawn(crate::scrub::run_online(Arc::clone(&st)));
     let sealer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (st, stop) = (Arc::clone(&st), Arc::clone(&sealer_stop));
+    let claims = sealing::Claims::default();
+    for thread in 0..st.config.sealing.threads as usize {
+        let (st, stop, claims) = (
+            Arc::clone(&st),
+            Arc::clone(&sealer_stop),
+            Arc::clone(&claims),
+        );
         std::thread::Builder::new()
-            .name("sealer".into())
-            .spawn(move || sealing::run(st, stop))
+            .name(format!("sealer-{thread}"))
+            .spawn(move || sealing::run(st, stop, claims, thread))
             .map_err(io_at(dir))?;
     }
     let janitor_state = Arc::clone(&st);

@@ -181,8 +181,28 @@ fn lower_priority() {
     }
 }
 
-/// Runs the sealer until `stop` is set. Blocking: run it on its own thread.
-pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>) {
+/// Shards a sealer thread has taken for the unit it is sealing (so that several threads never
+/// seal the same shard).
+pub(crate) type Claims = Arc<std::sync::Mutex<std::collections::HashSet<ShardId>>>;
+
+/// Releases a thread's claims when its unit is done (or failed).
+struct ClaimGuard<'a> {
+    claims: &'a Claims,
+    ids: Vec<ShardId>,
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        let mut c = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            c.remove(id);
+        }
+    }
+}
+
+/// Runs one sealer thread until `stop` is set (`[sealing] threads` of them share `claims`).
+/// Blocking: run it on its own thread.
+pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>, claims: Claims, thread: usize) {
     if !st.config.sealing.enabled {
         return;
     }
@@ -192,14 +212,18 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>) {
     let mut last_gc = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
-        if last_gc.elapsed() > Duration::from_secs(10) {
+        if thread == 0 && last_gc.elapsed() > Duration::from_secs(10) {
             if let Err(e) = collect_garbage(&st) {
                 tracing::warn!(detail = %e.detail, "sealer: unit clean-up failed");
             }
             last_gc = Instant::now();
         }
         let pending = match pending_shards(st.store.as_ref()) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                let c = claims.lock().unwrap_or_else(|e| e.into_inner());
+                p.retain(|(id, _)| !c.contains(id));
+                p
+            }
             Err(e) => {
                 tracing::warn!(detail = %e.detail, "sealer: listing shards failed");
                 continue;
@@ -225,7 +249,23 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>) {
             total += padded;
             members.push((id, size));
         }
-        tracing::info!(shards = members.len(), bytes = total, "sealing unit");
+        let _claimed = {
+            let mut c = claims.lock().unwrap_or_else(|e| e.into_inner());
+            if members.iter().any(|(id, _)| c.contains(id)) {
+                continue; // another thread took some meanwhile: look again
+            }
+            c.extend(members.iter().map(|(id, _)| *id));
+            ClaimGuard {
+                claims: &claims,
+                ids: members.iter().map(|(id, _)| *id).collect(),
+            }
+        };
+        tracing::info!(
+            shards = members.len(),
+            bytes = total,
+            thread,
+            "sealing unit"
+        );
         match seal_unit(&st, &members) {
             Ok(key) => {
                 tracing::info!(unit = %hex::encode(&key[..6]), shards = members.len(), bytes = total, "sealed unit")

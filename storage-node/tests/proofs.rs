@@ -311,3 +311,41 @@ async fn proof_attacks_over_the_protocol() {
         .unwrap();
     assert!(unit::verify(&ua.statement, &other, &seed(12), 32, &p).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sealer_threads_split_work_into_disjoint_units() {
+    let node = started(
+        &[
+            "--seal-idle-secs",
+            "0",
+            "--seal-unit",
+            "1M",
+            "--seal-threads",
+            "2",
+        ],
+        "",
+    );
+    let owner = SecretKey::generate();
+    let shards: Vec<Vec<u8>> = (0..8).map(|i| random_bytes(400_000, 120 + i)).collect();
+    let c = client(&node, &owner).await;
+    let ids = store_all(&c, &owner, &shards).await;
+    let info = wait_sealed(&c, &ids, &node).await;
+    // 8 × 400 KB in units of at most 1 MiB: at least 4 units, each shard in exactly one.
+    assert!(info.units.len() >= 4, "{} units", info.units.len());
+    let mut members: Vec<DataId> = info
+        .units
+        .iter()
+        .flat_map(|u| u.layout.members().iter().map(|m| m.id))
+        .collect();
+    members.sort_by_key(|d| d.0);
+    let before = members.len();
+    members.dedup();
+    assert_eq!(before, members.len(), "no shard sealed twice");
+    assert_eq!(members.len(), ids.len());
+    prove_all(&c, &node, &info).await;
+    assert!(
+        node.log().contains("thread=1"),
+        "both threads sealed: {}",
+        node.log()
+    );
+}

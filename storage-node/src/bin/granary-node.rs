@@ -42,6 +42,9 @@ enum Cmd {
         /// Keep plain shard files after sealing.
         #[arg(long)]
         keep_plain: bool,
+        /// Sealer threads (each seals its own unit).
+        #[arg(long)]
+        seal_threads: Option<u32>,
     },
     /// Run the node until SIGINT/SIGTERM.
     Run {
@@ -109,12 +112,14 @@ fn main() -> anyhow::Result<()> {
             seal_idle_secs,
             seal_unit,
             keep_plain,
+            seal_threads,
         } => {
             let d = Config::default();
             let sealing = granary_node::config::Sealing {
                 idle_secs: seal_idle_secs.unwrap_or(d.sealing.idle_secs),
                 unit_bytes: seal_unit.unwrap_or(d.sealing.unit_bytes),
                 keep_plain,
+                threads: seal_threads.unwrap_or(d.sealing.threads),
                 ..d.sealing
             };
             let capacity = capacity.unwrap_or(d.capacity);
@@ -221,6 +226,7 @@ fn run(dir: PathBuf) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
