@@ -10,9 +10,7 @@
 //!   data, outboard, directory and the RocksDB batch) vs a raw upload the server reads to the end
 //!   and acknowledges. Stores delete the shard afterwards (outside the timed part where possible).
 
-#[allow(unused_imports, unreachable_pub, dead_code)]
-#[path = "../../client/src/net/mod.rs"]
-mod net;
+use granary_client::net;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
