@@ -559,6 +559,20 @@ mod avx512 {
         }
     }
 
+    /// Parents `k` and `k + 1` of one lane: a 64-byte message block. `lddqu` is an unaligned
+    /// load like `loadu`, without the debug-build pointer checks that keep `loadu` from inlining.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn row(ps: &ParentRefs<'_>, k: usize) -> __m512i {
+        // SAFETY: AVX-512F (which implies AVX) is enabled; each load reads exactly the 32 bytes
+        // of a borrowed `[u8; 32]`.
+        unsafe {
+            let first = _mm256_lddqu_si256(ps[k].as_ptr().cast());
+            let second = _mm256_lddqu_si256(ps[k + 1].as_ptr().cast());
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(first), second)
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
@@ -581,15 +595,26 @@ mod avx512 {
                 *hv = _mm512_set1_epi32(k as i32);
             }
             for b in 0..KEY_INPUT_LEN / 64 {
-                // Row `l`: the 64-byte message block of lane `l` (parents 2b and 2b + 1). `lddqu`
-                // is an unaligned load like `loadu`, without the debug-build pointer checks that
-                // keep `loadu` from inlining here.
-                let mut m = [_mm512_setzero_si512(); 16];
-                for (row, ps) in m.iter_mut().zip(parents) {
-                    let first = _mm256_lddqu_si256(ps[2 * b].as_ptr().cast());
-                    let second = _mm256_lddqu_si256(ps[2 * b + 1].as_ptr().cast());
-                    *row = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(first), second);
-                }
+                // Row `l`: the 64-byte message block of lane `l` (parents 2b and 2b + 1).
+                let k = 2 * b;
+                let mut m = [
+                    row(&parents[0], k),
+                    row(&parents[1], k),
+                    row(&parents[2], k),
+                    row(&parents[3], k),
+                    row(&parents[4], k),
+                    row(&parents[5], k),
+                    row(&parents[6], k),
+                    row(&parents[7], k),
+                    row(&parents[8], k),
+                    row(&parents[9], k),
+                    row(&parents[10], k),
+                    row(&parents[11], k),
+                    row(&parents[12], k),
+                    row(&parents[13], k),
+                    row(&parents[14], k),
+                    row(&parents[15], k),
+                ];
                 transpose(&mut m);
                 let mut v = [
                     h[0],
