@@ -261,21 +261,31 @@ pub fn unseal_range_on(
         graph.parents_x16_on(platform, start, range.end)
     };
     let mut j = range.start;
-    let mut current = parents_of(j);
+    // Two parent buffers: the current batch's and the next one's (computed and prefetched while
+    // the current batch hashes), swapped by batch parity instead of copied.
+    let mut parents = [parents_of(j), [None; MAX_LANES]];
+    let mut refs: [ParentRefs<'_>; MAX_LANES] = [[&ZERO_BLOCK; PARENTS]; MAX_LANES];
+    let mut keys = [[0u8; 32]; MAX_LANES];
     for (batch, outs) in oblocks.chunks_mut(MAX_LANES).enumerate() {
         let n = outs.len();
+        let (cur, next) = (batch & 1, (batch + 1) & 1);
         let counters: [u64; MAX_LANES] = std::array::from_fn(|l| j + l as u64);
-        let refs: [ParentRefs<'_>; MAX_LANES] = std::array::from_fn(|l| match &current[l] {
-            Some(ps) => std::array::from_fn(|k| &rblocks[ps[k] as usize]),
-            None => [&ZERO_BLOCK; PARENTS],
-        });
-        let next = parents_of(j + MAX_LANES as u64);
-        for ps in next.iter().flatten() {
+        for (r, ps) in refs.iter_mut().zip(&parents[cur]) {
+            match ps {
+                Some(ps) => {
+                    for (rk, &p) in r.iter_mut().zip(ps) {
+                        *rk = rblocks.get(p as usize).unwrap_or(&ZERO_BLOCK);
+                    }
+                }
+                None => *r = [&ZERO_BLOCK; PARENTS],
+            }
+        }
+        parents[next] = parents_of(j + MAX_LANES as u64);
+        for ps in parents[next].iter().flatten() {
             for &p in ps {
                 prefetch(replica, p);
             }
         }
-        let mut keys = [[0u8; 32]; MAX_LANES];
         if n == MAX_LANES {
             keys = keyhash::parent_keys_refs_x16(platform, &replica_id.0, &counters, &refs);
         } else {
@@ -306,7 +316,6 @@ pub fn unseal_range_on(
                 })?;
             }
         }
-        current = next;
         j += n as u64;
     }
     Ok(())
