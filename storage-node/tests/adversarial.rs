@@ -626,3 +626,84 @@ async fn background_scrub_quarantines_rot() {
     );
     assert_eq!(c.fetch_shard(ids[0]).await.unwrap(), good);
 }
+
+/// Unmounts on drop (lazily, so a still-open file cannot keep it busy).
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A real full disk: the node directory on an 8 MiB tmpfs and no free-space reserve, so writes
+/// really fail with ENOSPC. Needs permission to mount (root, as on the CI machine); elsewhere it
+/// says so and checks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_enospc_on_a_small_tmpfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "granary-test"])
+        .arg(&mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    let mut node = common::init_at(
+        &mnt.join("node"),
+        &["--seal-idle-secs", "3600"],
+        "reserve_free_bytes = 0",
+    );
+    node.start();
+    let owner = SecretKey::generate();
+    let c = client(&node, &owner).await;
+    let mut stored = Vec::new();
+    let mut refused = None;
+    for i in 0..20 {
+        let data = Bytes::from(random_bytes(1_000_000, 500 + i));
+        let id = blake3::hash(&data);
+        match c.store_shard(&owner, id, data.clone()).await {
+            Ok(_) => stored.push((id, data)),
+            Err(e) => {
+                refused = Some((id, e));
+                break;
+            }
+        }
+    }
+    let (lost_id, e) = refused.expect("an 8 MiB disk fills up");
+    assert_eq!(
+        e.code(),
+        Some(ErrorCode::DiskFull),
+        "{e}; log: {}",
+        node.log()
+    );
+    assert!(!stored.is_empty());
+    // Nothing half-written is indexed or served; everything stored before is intact.
+    assert_eq!(c.has_shards(&[lost_id]).await.unwrap(), vec![false]);
+    for (id, data) in &stored {
+        assert_eq!(&c.fetch_shard(*id).await.unwrap(), data);
+    }
+    assert_eq!(c.info().await.unwrap().shard_count, stored.len() as u64);
+    // Freeing space makes room again.
+    let (first, _) = stored[0];
+    c.delete_shards(&owner, &[first]).await.unwrap();
+    let small = Bytes::from(random_bytes(100_000, 999));
+    c.store_shard(&owner, blake3::hash(&small), small.clone())
+        .await
+        .unwrap();
+    assert_eq!(c.fetch_shard(blake3::hash(&small)).await.unwrap(), small);
+    drop(c);
+    assert!(
+        node.stop(),
+        "clean shutdown on a full disk; log: {}",
+        node.log()
+    );
+}

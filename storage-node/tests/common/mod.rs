@@ -34,6 +34,14 @@ pub struct NodeProc {
 pub fn init(extra: &[&str], limits: &str) -> NodeProc {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
+    let mut n = init_at(&dir, extra, limits);
+    n._tmp = Some(tmp);
+    n
+}
+
+/// `init` into the given (new) directory.
+pub fn init_at(dir: &Path, extra: &[&str], limits: &str) -> NodeProc {
+    let dir = dir.to_path_buf();
     let out = Command::new(BIN)
         .args([
             "init",
@@ -73,7 +81,7 @@ pub fn init(extra: &[&str], limits: &str) -> NodeProc {
     }
     NodeProc {
         dir,
-        _tmp: Some(tmp),
+        _tmp: None,
         child: None,
         addr: "127.0.0.1:0".parse().unwrap(),
         id,
