@@ -154,6 +154,15 @@ impl FileCipher {
             .expect("AES-GCM seal of a 64 KiB chunk")
     }
 
+    /// Decrypts stored chunk `index` (`ciphertext ‖ tag`, as sealed) in place and checks its tag;
+    /// returns the plaintext length. Without a key the bytes are plaintext already.
+    pub fn open_chunk_in_place(&self, index: u64, stored: &mut [u8]) -> Result<usize, CryptoError> {
+        match &self.0 {
+            Some(key) => self.open_chunk(key, index, stored),
+            None => Ok(stored.len()),
+        }
+    }
+
     /// Decrypts a stored chunk (`ciphertext ‖ tag`) in place; returns the plaintext length.
     fn open_chunk(
         &self,

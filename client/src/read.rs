@@ -18,7 +18,7 @@ use std::{
 
 use crate::{
     capability::Capability,
-    crypto::{self, CryptoError, FileCipher, Opener},
+    crypto::{self, CHUNK, CryptoError, FileCipher, Opener, STORED_CHUNK, TAG_LEN},
     erasure::{Coder, ErasureError},
     ids::{ContentHash, DatasetKey},
     manifest::{
@@ -418,15 +418,13 @@ impl Dataset {
     }
 
     /// Streams the verified plaintext of bytes `range` of a file into `sink`, segment by
-    /// segment. With `cache`, whole segments are read and kept for the next call (extraction
-    /// of many small files); without, only the byte ranges needed are read.
+    /// segment, reading only the byte ranges needed.
     fn stream_file(
         &self,
         store: &dyn ShardStore,
         entry: &Entry,
         range: Range<u64>,
         stats: &mut ReadStats,
-        mut prefetch: Option<&mut Prefetch>,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), ReadError>,
     ) -> Result<(), ReadError> {
         let EntryKind::File { size, offset, .. } = entry.kind else {
@@ -458,16 +456,8 @@ impl Dataset {
         let reader = self.segments(store);
         let stored = offset + span.stored.start..offset + span.stored.end;
         for (seg, r) in self.index.segment_pieces(stored) {
-            match prefetch.as_deref_mut() {
-                Some(pf) => {
-                    let bytes = pf.segment(seg, &reader, stats)?;
-                    opener.push(&bytes[r.start as usize..r.end as usize], &mut emit)?;
-                }
-                None => {
-                    let bytes = reader.read(seg, r, stats)?;
-                    opener.push(&bytes, &mut emit)?;
-                }
-            }
+            let bytes = reader.read(seg, r, stats)?;
+            opener.push(&bytes, &mut emit)?;
         }
         opener.finish(&mut emit)?;
         if left != 0 {
@@ -485,7 +475,7 @@ impl Dataset {
         stats: &mut ReadStats,
     ) -> Result<Vec<u8>, ReadError> {
         let mut out = Vec::with_capacity((range.end.saturating_sub(range.start)) as usize);
-        self.stream_file(store, entry, range, stats, None, &mut |p| {
+        self.stream_file(store, entry, range, stats, &mut |p| {
             out.extend_from_slice(p);
             Ok(())
         })?;
@@ -504,7 +494,7 @@ impl Dataset {
             return Err(ReadError::NotAFile(entry.display_path()));
         };
         let mut hasher = blake3::Hasher::new();
-        self.stream_file(store, entry, 0..size, stats, None, &mut |p| {
+        self.stream_file(store, entry, 0..size, stats, &mut |p| {
             hasher.update(p);
             out.write_all(p).map_err(|source| ReadError::Io {
                 path: entry.display_path(),
@@ -560,59 +550,40 @@ impl Dataset {
             EntryKind::File { offset, .. } => offset,
             _ => 0,
         });
-        // Whole segments, in the order the files need them, read ahead by a few threads.
-        let mut order: Vec<usize> = Vec::new();
-        for e in &files {
-            if let EntryKind::File { size, offset, .. } = e.kind {
-                let stored = self.cipher(e).stored_len(size);
-                for (seg, _) in self.index.segment_pieces(offset..offset + stored) {
-                    if order.last().is_none_or(|&l| seg > l) {
-                        order.push(seg);
+        match self.plan(&files) {
+            Some(plan) => {
+                self.extract_planned(store, &plan, &target, progress, stats, &mut report)?
+            }
+            // Files whose stored bytes overlap without being identical (no packer writes such a
+            // manifest): extract them one by one, reading only what each needs.
+            None => {
+                let mut written = 0u64;
+                for e in files {
+                    let g = Group::of(self, e);
+                    let mut outs = Vec::new();
+                    let result = (|| {
+                        create_outs(&g, &target, &mut outs)?;
+                        let mut hasher = blake3::Hasher::new();
+                        let o = &mut outs[0];
+                        self.stream_file(store, e, 0..g.size, stats, &mut |p| {
+                            hasher.update(p);
+                            o.file.write_all(p).map_err(io_err(&o.path))
+                        })?;
+                        finish_outs(&g, &outs, hasher.finalize())
+                    })();
+                    if result.is_err() {
+                        remove_tmps(&outs);
+                    }
+                    result?;
+                    written += g.size;
+                    report.files += 1;
+                    report.bytes += g.size;
+                    if let Some(p) = progress {
+                        p(written);
                     }
                 }
             }
         }
-        let reader = self.segments(store);
-        std::thread::scope(|scope| {
-            let mut pf = Prefetch::start(scope, &reader, order, store.read_ahead_threads());
-            let mut written = 0u64;
-            for e in files {
-                let EntryKind::File { size, hash, .. } = e.kind else {
-                    continue;
-                };
-                let path = target(e);
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(io(parent))?;
-                }
-                let tmp = partial_name(&path);
-                let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-                let mut hasher = blake3::Hasher::new();
-                let result = (|| {
-                    self.stream_file(store, e, 0..size, stats, Some(&mut pf), &mut |p| {
-                        hasher.update(p);
-                        f.write_all(p).map_err(io(&path))
-                    })?;
-                    if hasher.finalize() != hash.as_hash() {
-                        return Err(ReadError::ContentMismatch(e.display_path()));
-                    }
-                    f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
-                        .map_err(io(&path))?;
-                    let _ = f.set_modified(mtime(e.mtime_ns));
-                    fs::rename(&tmp, &path).map_err(io(&path))
-                })();
-                if let Err(err) = result {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(err);
-                }
-                written += size;
-                report.files += 1;
-                report.bytes += size;
-                if let Some(p) = progress {
-                    p(written);
-                }
-            }
-            Ok::<(), ReadError>(())
-        })?;
         for e in entries {
             match &e.kind {
                 EntryKind::Symlink { target: t } => {
@@ -629,148 +600,6 @@ impl Dataset {
             }
         }
         Ok(report)
-    }
-}
-
-/// How far ahead of the writer the readers may run, in segments.
-const PREFETCH_AHEAD: usize = 8;
-
-type Fetched = (usize, Result<(Vec<u8>, ReadStats), ReadError>);
-
-/// Whole segments read ahead by worker threads, handed out in `order`. Memory is bounded by
-/// [`PREFETCH_AHEAD`] segments.
-struct Prefetch {
-    order: Vec<usize>,
-    next: usize,
-    current: Option<(usize, Vec<u8>)>,
-    pending: std::collections::BTreeMap<usize, Result<(Vec<u8>, ReadStats), ReadError>>,
-    rx: crossbeam_channel::Receiver<Fetched>,
-    consumed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Prefetch {
-    fn start<'scope, 'env: 'scope>(
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-        reader: &'env SegmentReader<'env>,
-        order: Vec<usize>,
-        threads: usize,
-    ) -> Self {
-        use std::sync::{
-            Arc,
-            atomic::{AtomicBool, AtomicUsize, Ordering},
-        };
-        let (tx, rx) = crossbeam_channel::bounded::<Fetched>(PREFETCH_AHEAD);
-        let taken = Arc::new(AtomicUsize::new(0));
-        let consumed = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let shared = Arc::new(order.clone());
-        for _ in 0..threads.min(order.len()) {
-            let (tx, taken, consumed, stop, order) = (
-                tx.clone(),
-                taken.clone(),
-                consumed.clone(),
-                stop.clone(),
-                shared.clone(),
-            );
-            scope.spawn(move || {
-                loop {
-                    let pos = taken.fetch_add(1, Ordering::Relaxed);
-                    if pos >= order.len() {
-                        return;
-                    }
-                    while pos >= consumed.load(Ordering::Relaxed) + PREFETCH_AHEAD {
-                        if stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let seg = order[pos];
-                    let len = reader.segments[seg].len as u64;
-                    let mut stats = ReadStats::default();
-                    let r = reader.read(seg, 0..len, &mut stats).map(|b| (b, stats));
-                    if tx.send((pos, r)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Self {
-            order,
-            next: 0,
-            current: None,
-            pending: Default::default(),
-            rx,
-            consumed,
-            stop,
-        }
-    }
-
-    /// The bytes of segment `seg`: read ahead if it is next in order, else read now.
-    fn segment(
-        &mut self,
-        seg: usize,
-        reader: &SegmentReader<'_>,
-        stats: &mut ReadStats,
-    ) -> Result<&[u8], ReadError> {
-        if self.current.as_ref().is_none_or(|(i, _)| *i != seg) {
-            let ahead = self.order[self.next.min(self.order.len())..]
-                .iter()
-                .position(|&s| s == seg);
-            match ahead {
-                Some(skip) => {
-                    for _ in 0..=skip {
-                        let pos = self.next;
-                        let r = loop {
-                            if let Some(r) = self.pending.remove(&pos) {
-                                break r;
-                            }
-                            match self.rx.recv() {
-                                Ok((p, r)) => {
-                                    self.pending.insert(p, r);
-                                }
-                                Err(_) => {
-                                    let len = reader.segments[self.order[pos]].len as u64;
-                                    let mut st = ReadStats::default();
-                                    break reader
-                                        .read(self.order[pos], 0..len, &mut st)
-                                        .map(|b| (b, st));
-                                }
-                            }
-                        };
-                        self.next += 1;
-                        self.consumed
-                            .store(self.next, std::sync::atomic::Ordering::Relaxed);
-                        let (bytes, st) = r?;
-                        stats.shard_reads += st.shard_reads;
-                        stats.shard_failures += st.shard_failures;
-                        stats.rebuilds += st.rebuilds;
-                        self.current = Some((self.order[pos], bytes));
-                    }
-                }
-                None => {
-                    // Out of order (a deduplicated file pointing back): read it directly.
-                    let len = reader.segments[seg].len as u64;
-                    self.current = Some((seg, reader.read(seg, 0..len, stats)?));
-                }
-            }
-        }
-        Ok(self
-            .current
-            .as_ref()
-            .map(|(_, b)| b.as_slice())
-            .unwrap_or(&[]))
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        // Drain so that blocked senders wake up and see the receiver gone.
-        while self.rx.try_recv().is_ok() {}
     }
 }
 
@@ -801,4 +630,625 @@ pub struct ExtractReport {
     pub symlinks: u64,
     /// File bytes written.
     pub bytes: u64,
+}
+
+/// Files extracted together: entries with the same stored bytes (identical content, stored
+/// once).
+struct Group<'a> {
+    entries: Vec<&'a Entry>,
+    offset: u64,
+    size: u64,
+    stored: u64,
+    hash: ContentHash,
+    seed: ContentHash,
+}
+
+impl<'a> Group<'a> {
+    fn of(ds: &Dataset, e: &'a Entry) -> Self {
+        let (size, hash, offset, seed) = match &e.kind {
+            EntryKind::File {
+                size,
+                hash,
+                offset,
+                key_seed,
+            } => (*size, *hash, *offset, key_seed.unwrap_or(*hash)),
+            _ => (0, ContentHash([0; 32]), 0, ContentHash([0; 32])),
+        };
+        Self {
+            entries: vec![e],
+            offset,
+            size,
+            stored: ds.cipher(e).stored_len(size),
+            hash,
+            seed,
+        }
+    }
+
+    /// The chunks of this group lying wholly inside the stream range `seg_start..seg_end`:
+    /// `(chunk index, stored range relative to seg_start)`. Without encryption the whole
+    /// overlap is one "chunk" (index 0, file offset = its start).
+    fn chunks_inside(
+        &self,
+        encrypted: bool,
+        seg_start: u64,
+        seg_end: u64,
+    ) -> impl Iterator<Item = (u64, Range<usize>)> + '_ {
+        let end = self.offset + self.stored;
+        let plain = (!encrypted).then(|| {
+            let a = self.offset.max(seg_start);
+            let b = end.min(seg_end);
+            (0u64, (a - seg_start) as usize..(b - seg_start) as usize)
+        });
+        let sc = STORED_CHUNK as u64;
+        let mut j = seg_start.saturating_sub(self.offset).div_ceil(sc);
+        let chunks = std::iter::from_fn(move || {
+            if !encrypted {
+                return None;
+            }
+            let a = self.offset + j * sc;
+            let b = (a + sc).min(end);
+            if a >= end || b > seg_end {
+                return None;
+            }
+            j += 1;
+            Some((j - 1, (a - seg_start) as usize..(b - seg_start) as usize))
+        });
+        plain
+            .filter(|(_, r)| !r.is_empty())
+            .into_iter()
+            .chain(chunks)
+    }
+}
+
+/// What an extraction reads: the groups in stream order and the segments they need.
+struct Plan<'a> {
+    groups: Vec<Group<'a>>,
+    /// Per group: its stored bytes lie within one segment (a reader thread writes it whole).
+    inside: Vec<bool>,
+    /// Segments in the order the groups need them (increasing).
+    order: Vec<usize>,
+    /// For each position in `order`: the groups with stored bytes in that segment.
+    seg_groups: Vec<Vec<usize>>,
+    /// For each position in `order`: whether the groups' stored bytes cover the whole segment.
+    covered: Vec<bool>,
+    encrypted: bool,
+}
+
+/// A file being written: final path, temporary path, the open file.
+struct OutFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: fs::File,
+}
+
+/// The temporary files of the groups that span segments, created by whichever thread needs
+/// them first; pieces are written at their offsets by several threads.
+type Outs = Vec<std::sync::Mutex<Option<std::sync::Arc<Vec<OutFile>>>>>;
+
+/// A segment handed from a reader thread to the writer: its bytes, with every encrypted chunk
+/// that lies wholly inside it already authenticated and decrypted in place (and written out).
+type Fetched = (usize, Result<(Vec<u8>, ReadStats), ReadError>);
+
+/// The writer's end of the reader threads: segments in `order`, one at a time.
+struct SegmentFeed {
+    rx: crossbeam_channel::Receiver<Fetched>,
+    pool: crossbeam_channel::Sender<Vec<u8>>,
+    pending: std::collections::BTreeMap<usize, Result<(Vec<u8>, ReadStats), ReadError>>,
+    current: Option<(usize, Vec<u8>)>,
+}
+
+impl SegmentFeed {
+    /// The bytes at position `pos` of the order (positions are asked for in increasing order).
+    fn get(&mut self, pos: usize, stats: &mut ReadStats) -> Result<&[u8], ReadError> {
+        if self.current.as_ref().is_none_or(|(p, _)| *p != pos) {
+            if let Some((_, buf)) = self.current.take() {
+                let _ = self.pool.try_send(buf);
+            }
+            let r = loop {
+                if let Some(r) = self.pending.remove(&pos) {
+                    break r;
+                }
+                match self.rx.recv() {
+                    Ok((p, r)) => {
+                        self.pending.insert(p, r);
+                    }
+                    Err(_) => {
+                        return Err(ReadError::Io {
+                            path: "<segment readers>".into(),
+                            source: std::io::Error::other("the segment reader threads stopped"),
+                        });
+                    }
+                }
+            };
+            let (buf, st) = r?;
+            stats.shard_reads += st.shard_reads;
+            stats.shard_failures += st.shard_failures;
+            stats.rebuilds += st.rebuilds;
+            self.current = Some((pos, buf));
+        }
+        Ok(self.current.as_ref().map_or(&[][..], |(_, b)| b.as_slice()))
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ReadError + use<> {
+    let path = path.display().to_string();
+    move |source| ReadError::Io {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// Creates the temporary files of `g`'s entries (pushing each into `out` as soon as it exists,
+/// so a failure leaves nothing uncleaned).
+fn create_outs(
+    g: &Group<'_>,
+    target: &(dyn Fn(&Entry) -> PathBuf + Sync),
+    out: &mut Vec<OutFile>,
+) -> Result<(), ReadError> {
+    for e in &g.entries {
+        let path = target(e);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let tmp = partial_name(&path);
+        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        out.push(OutFile { path, tmp, file });
+    }
+    Ok(())
+}
+
+/// Checks a group's plaintext hash, then sets modes and times and renames its files into place.
+fn finish_outs(g: &Group<'_>, outs: &[OutFile], hash: blake3::Hash) -> Result<(), ReadError> {
+    if hash != g.hash.as_hash() {
+        return Err(ReadError::ContentMismatch(g.entries[0].display_path()));
+    }
+    for (o, e) in outs.iter().zip(&g.entries) {
+        o.file
+            .set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+            .map_err(io_err(&o.path))?;
+        let _ = o.file.set_modified(mtime(e.mtime_ns));
+        fs::rename(&o.tmp, &o.path).map_err(io_err(&o.path))?;
+    }
+    Ok(())
+}
+
+fn remove_tmps(outs: &[OutFile]) {
+    for o in outs {
+        let _ = fs::remove_file(&o.tmp);
+    }
+}
+
+impl Dataset {
+    /// Groups `files` (sorted by offset) and lists the segments they need; `None` if stored
+    /// ranges overlap without being identical.
+    fn plan<'a>(&self, files: &[&'a Entry]) -> Option<Plan<'a>> {
+        let mut groups: Vec<Group<'a>> = Vec::new();
+        let mut end = 0u64;
+        for e in files {
+            let g = Group::of(self, e);
+            if let Some(last) = groups.last_mut()
+                && (last.offset, last.size, last.hash, last.seed)
+                    == (g.offset, g.size, g.hash, g.seed)
+            {
+                last.entries.push(e);
+                continue;
+            }
+            if g.stored > 0 {
+                if g.offset < end {
+                    return None;
+                }
+                end = g.offset + g.stored;
+            }
+            groups.push(g);
+        }
+        let encrypted = files
+            .first()
+            .is_some_and(|e| self.cipher(e).is_encrypting());
+        let mut order: Vec<usize> = Vec::new();
+        let mut seg_groups: Vec<Vec<usize>> = Vec::new();
+        let mut covered: Vec<bool> = Vec::new();
+        let mut upto: Vec<u64> = Vec::new();
+        let mut inside = Vec::with_capacity(groups.len());
+        for (gi, g) in groups.iter().enumerate() {
+            let pieces = self.index.segment_pieces(g.offset..g.offset + g.stored);
+            inside.push(pieces.len() == 1);
+            for (seg, r) in pieces {
+                if order.last() != Some(&seg) {
+                    if order.last().is_some_and(|&l| seg < l) {
+                        return None;
+                    }
+                    order.push(seg);
+                    seg_groups.push(Vec::new());
+                    covered.push(true);
+                    upto.push(0);
+                }
+                let p = order.len() - 1;
+                seg_groups[p].push(gi);
+                if r.start != upto[p] {
+                    covered[p] = false;
+                }
+                upto[p] = r.end;
+            }
+        }
+        for (p, &seg) in order.iter().enumerate() {
+            if upto[p] != self.index.manifest.segments[seg].len as u64 {
+                covered[p] = false;
+            }
+        }
+        Some(Plan {
+            groups,
+            inside,
+            order,
+            seg_groups,
+            covered,
+            encrypted,
+        })
+    }
+
+    /// Authenticates and decrypts, in place, every encrypted chunk lying wholly inside the
+    /// segment at position `pos` (`buf` holds its bytes).
+    fn open_inside(&self, plan: &Plan<'_>, pos: usize, buf: &mut [u8]) -> Result<(), CryptoError> {
+        if !plan.encrypted {
+            return Ok(());
+        }
+        let seg_start = self.index.segment_starts[plan.order[pos]];
+        let seg_end = seg_start + buf.len() as u64;
+        for &gi in &plan.seg_groups[pos] {
+            let g = &plan.groups[gi];
+            let cipher = self.cipher(g.entries[0]);
+            for (j, r) in g.chunks_inside(true, seg_start, seg_end) {
+                cipher.open_chunk_in_place(j, &mut buf[r])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the segment at position `pos` into `buf` and decrypts the chunks wholly inside it.
+    ///
+    /// Encrypted segments whose every byte belongs to some file's chunks are read without
+    /// hashing them against the shard ids: AES-GCM authenticates each chunk (a chunk crossing
+    /// into the next segment is authenticated by the writer), and the zero padding of the last
+    /// data shard is checked to be zero. Any failure — a missing or short shard, a bad tag,
+    /// non-zero padding — falls back to the verified read, which finds the bad shard, counts it
+    /// and rebuilds around it. Public segments, and segments with bytes no file covers, are
+    /// always read verified.
+    fn fetch_segment(
+        &self,
+        reader: &SegmentReader<'_>,
+        plan: &Plan<'_>,
+        pos: usize,
+        buf: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<ReadStats, ReadError> {
+        let seg = plan.order[pos];
+        let len = reader.segments[seg].len as u64;
+        let mut stats = ReadStats::default();
+        if plan.encrypted
+            && plan.covered[pos]
+            && self.read_unverified(reader, seg, buf, scratch, &mut stats)
+            && self.open_inside(plan, pos, buf).is_ok()
+        {
+            return Ok(stats);
+        }
+        *buf = reader.read(seg, 0..len, &mut stats)?;
+        self.open_inside(plan, pos, buf)?;
+        Ok(stats)
+    }
+
+    /// Reads segment `seg`'s data shards straight into `buf` without hashing them; false if
+    /// the store cannot, a read fails, or the padding is not zero.
+    fn read_unverified(
+        &self,
+        reader: &SegmentReader<'_>,
+        seg: usize,
+        buf: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+        stats: &mut ReadStats,
+    ) -> bool {
+        let desc = &reader.segments[seg];
+        let len = desc.len as usize;
+        let sl = desc.shard_len as usize;
+        if len == 0 || sl == 0 {
+            return false;
+        }
+        buf.resize(len, 0);
+        buf.truncate(len);
+        let last = (len - 1) / sl;
+        for i in 0..=last {
+            let range = i * sl..((i + 1) * sl).min(len);
+            match reader
+                .store
+                .read_unverified(&reader.loc(desc, i), 0, &mut buf[range])
+            {
+                Ok(true) => stats.shard_reads += 1,
+                _ => return false,
+            }
+        }
+        // The rest of the last data shard is zero padding: read and check it too.
+        let pad = (last + 1) * sl - len;
+        if pad > 0 {
+            scratch.resize(pad, 0);
+            scratch.truncate(pad);
+            let at = (len - last * sl) as u64;
+            match reader
+                .store
+                .read_unverified(&reader.loc(desc, last), at, scratch)
+            {
+                Ok(true) if scratch.iter().all(|&b| b == 0) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Writes out what a reader thread can of the (decrypted) segment at position `pos`: every
+    /// group lying wholly inside it is hashed, checked and put in place; the in-segment chunks
+    /// of groups spanning segments are written at their offsets (the writer hashes those).
+    fn write_segment(
+        &self,
+        plan: &Plan<'_>,
+        pos: usize,
+        buf: &[u8],
+        target: &(dyn Fn(&Entry) -> PathBuf + Sync),
+        outs: &Outs,
+    ) -> Result<(), ReadError> {
+        let seg_start = self.index.segment_starts[plan.order[pos]];
+        let seg_end = seg_start + buf.len() as u64;
+        let chunk = if plan.encrypted { CHUNK as u64 } else { 0 };
+        let tag = if plan.encrypted { TAG_LEN } else { 0 };
+        for &gi in &plan.seg_groups[pos] {
+            let g = &plan.groups[gi];
+            let pieces = g.chunks_inside(plan.encrypted, seg_start, seg_end);
+            if plan.inside[gi] {
+                let mut files = Vec::with_capacity(g.entries.len());
+                let result = (|| {
+                    create_outs(g, target, &mut files)?;
+                    let mut hasher = blake3::Hasher::new();
+                    let mut n = 0u64;
+                    for (_, r) in pieces {
+                        let p = &buf[r.start..r.end - tag];
+                        hasher.update(p);
+                        n += p.len() as u64;
+                        for o in &mut files {
+                            o.file.write_all(p).map_err(io_err(&o.path))?;
+                        }
+                    }
+                    if n != g.size {
+                        return Err(ReadError::ContentMismatch(g.entries[0].display_path()));
+                    }
+                    finish_outs(g, &files, hasher.finalize())
+                })();
+                if result.is_err() {
+                    remove_tmps(&files);
+                }
+                result?;
+            } else {
+                let files = self.outs_of(gi, g, target, outs)?;
+                for (j, r) in pieces {
+                    let at = if plan.encrypted {
+                        j * chunk
+                    } else {
+                        seg_start + r.start as u64 - g.offset
+                    };
+                    let p = &buf[r.start..r.end - tag];
+                    for o in files.iter() {
+                        std::os::unix::fs::FileExt::write_all_at(&o.file, p, at)
+                            .map_err(io_err(&o.path))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The temporary files of spanning group `gi`, created on first use.
+    fn outs_of(
+        &self,
+        gi: usize,
+        g: &Group<'_>,
+        target: &(dyn Fn(&Entry) -> PathBuf + Sync),
+        outs: &Outs,
+    ) -> Result<std::sync::Arc<Vec<OutFile>>, ReadError> {
+        let mut slot = outs[gi].lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = slot.as_ref() {
+            return Ok(f.clone());
+        }
+        let mut files = Vec::new();
+        let r = create_outs(g, target, &mut files);
+        let files = std::sync::Arc::new(files);
+        *slot = Some(files.clone());
+        r.map(|()| files)
+    }
+
+    /// Extracts every group of `plan`. Reader threads (one per core for a local store) fetch
+    /// segments, decrypt them, write the files lying wholly inside a segment and the
+    /// in-segment pieces of the others; this thread hashes the files that span segments,
+    /// decrypts the chunks crossing segment boundaries, and puts those files in place.
+    fn extract_planned(
+        &self,
+        store: &dyn ShardStore,
+        plan: &Plan<'_>,
+        target: &(dyn Fn(&Entry) -> PathBuf + Sync),
+        progress: Option<&dyn Fn(u64)>,
+        stats: &mut ReadStats,
+        report: &mut ExtractReport,
+    ) -> Result<(), ReadError> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let reader = self.segments(store);
+        let threads = store
+            .read_ahead_threads()
+            .clamp(1, 16)
+            .min(plan.order.len().max(1));
+        // Segment buffers in flight: each reader's, one queued per reader, the writer's.
+        let buffers = 2 * threads + 1;
+        let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(buffers);
+        for _ in 0..buffers {
+            let _ = pool_tx.try_send(Vec::new());
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
+        let taken = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let outs: Outs = (0..plan.groups.len()).map(|_| Default::default()).collect();
+        let result = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (tx, pool_rx, reader, taken, stop, outs) =
+                    (tx.clone(), pool_rx.clone(), &reader, &taken, &stop, &outs);
+                scope.spawn(move || {
+                    let mut scratch = Vec::new();
+                    while let Ok(mut buf) = pool_rx.recv() {
+                        let pos = taken.fetch_add(1, Ordering::Relaxed);
+                        if pos >= plan.order.len() || stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let r = self
+                            .fetch_segment(reader, plan, pos, &mut buf, &mut scratch)
+                            .and_then(|st| {
+                                self.write_segment(plan, pos, &buf, target, outs)?;
+                                Ok((buf, st))
+                            });
+                        if r.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        if tx.send((pos, r)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut feed = SegmentFeed {
+                rx,
+                pool: pool_tx,
+                pending: Default::default(),
+                current: None,
+            };
+            let result = (|| {
+                let mut written = 0u64;
+                let mut pos = 0usize;
+                let mut pending_chunk: Vec<u8> = Vec::with_capacity(STORED_CHUNK);
+                for (gi, g) in plan.groups.iter().enumerate() {
+                    if plan.inside[gi] {
+                        // Written by a reader thread; wait for its segment to be done.
+                        let seg = self.index.segment_pieces(g.offset..g.offset + 1)[0].0;
+                        while plan.order[pos] != seg {
+                            pos += 1;
+                        }
+                        feed.get(pos, stats)?;
+                    } else {
+                        let files = self.outs_of(gi, g, target, &outs)?;
+                        let hash = self.hash_spanning(
+                            g,
+                            plan,
+                            &reader,
+                            &mut feed,
+                            &mut pos,
+                            &mut pending_chunk,
+                            &files,
+                            stats,
+                        )?;
+                        finish_outs(g, &files, hash)?;
+                    }
+                    written += g.size * g.entries.len() as u64;
+                    report.files += g.entries.len() as u64;
+                    report.bytes += g.size * g.entries.len() as u64;
+                    if let Some(p) = progress {
+                        p(written);
+                    }
+                }
+                Ok(())
+            })();
+            stop.store(true, Ordering::Relaxed);
+            // Unblock readers waiting for a buffer.
+            drop(feed);
+            result
+        });
+        if result.is_err() {
+            // Files not yet in place leave no temporary behind (a renamed file is not removed).
+            for slot in &outs {
+                if let Some(files) = slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    remove_tmps(files);
+                }
+            }
+        }
+        result
+    }
+
+    /// Hashes the plaintext of spanning group `g` from the segment feed, decrypting (and
+    /// writing) the chunks that cross segment boundaries. Returns the hash.
+    #[allow(clippy::too_many_arguments)]
+    fn hash_spanning(
+        &self,
+        g: &Group<'_>,
+        plan: &Plan<'_>,
+        reader: &SegmentReader<'_>,
+        feed: &mut SegmentFeed,
+        pos: &mut usize,
+        pending: &mut Vec<u8>,
+        files: &[OutFile],
+        stats: &mut ReadStats,
+    ) -> Result<blake3::Hash, ReadError> {
+        let cipher = self.cipher(g.entries[0]);
+        let sc = STORED_CHUNK as u64;
+        let mut hasher = blake3::Hasher::new();
+        let mut n = 0u64;
+        pending.clear();
+        for (seg, r) in self.index.segment_pieces(g.offset..g.offset + g.stored) {
+            while plan.order[*pos] != seg {
+                *pos += 1;
+            }
+            let bytes = feed.get(*pos, stats)?;
+            let piece = &bytes[r.start as usize..r.end as usize];
+            if !plan.encrypted {
+                hasher.update(piece);
+                n += piece.len() as u64;
+                continue;
+            }
+            // Stored offsets within the file covered by this piece.
+            let fa = self.index.segment_starts[seg] + r.start - g.offset;
+            let fb = fa + (r.end - r.start);
+            let mut x = fa;
+            while x < fb {
+                let j = x / sc;
+                let (ca, cb) = (j * sc, ((j + 1) * sc).min(g.stored));
+                if ca >= fa && cb <= fb {
+                    // Wholly inside the segment: decrypted and written by a reader thread.
+                    let at = (ca - fa) as usize;
+                    let p = &piece[at..at + (cb - ca) as usize - TAG_LEN];
+                    hasher.update(p);
+                    n += p.len() as u64;
+                    x = cb;
+                    continue;
+                }
+                let until = cb.min(fb);
+                pending.extend_from_slice(&piece[(x - fa) as usize..(until - fa) as usize]);
+                x = until;
+                if until < cb {
+                    continue;
+                }
+                let len = match cipher.open_chunk_in_place(j, pending) {
+                    Ok(len) => len,
+                    Err(_) => {
+                        // Re-read this chunk verified: a bad shard is found and rebuilt around.
+                        pending.clear();
+                        for (s, rr) in self.index.segment_pieces(g.offset + ca..g.offset + cb) {
+                            pending.extend(reader.read(s, rr, stats)?);
+                        }
+                        cipher.open_chunk_in_place(j, pending)?
+                    }
+                };
+                let p = &pending[..len];
+                hasher.update(p);
+                n += p.len() as u64;
+                for o in files {
+                    std::os::unix::fs::FileExt::write_all_at(&o.file, p, j * CHUNK as u64)
+                        .map_err(io_err(&o.path))?;
+                }
+                pending.clear();
+            }
+        }
+        if n != g.size {
+            return Err(ReadError::ContentMismatch(g.entries[0].display_path()));
+        }
+        Ok(hasher.finalize())
+    }
 }

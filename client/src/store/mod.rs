@@ -2,7 +2,8 @@
 //! ([`dir::DirStore`]) for local packing and tests, and a network one over QUIC nodes.
 //!
 //! Every read returns bytes already verified against the shard id; a store never hands the
-//! reassembly code bytes it has not checked.
+//! reassembly code bytes it has not checked — except through [`ShardStore::read_unverified`],
+//! which the reassembly code uses only for bytes it then authenticates itself.
 
 use std::ops::Range;
 
@@ -107,6 +108,21 @@ pub trait ShardStore: Send + Sync {
         reqs.iter()
             .map(|(l, r)| self.read_range(l, r.clone()))
             .collect()
+    }
+
+    /// Reads bytes `offset..offset + out.len()` of a shard into `out` **without** verifying them
+    /// against the shard id, for a caller that checks every one of those bytes itself (an
+    /// authenticated cipher over them, or known zero padding) and falls back to the verified
+    /// [`ShardStore::read_range`] when its check fails. Returns `Ok(false)` when the store has no
+    /// cheaper way than a verified read (the default, and right for remote stores): the caller
+    /// then reads verified.
+    fn read_unverified(
+        &self,
+        _shard: &ShardLoc,
+        _offset: u64,
+        _out: &mut [u8],
+    ) -> Result<bool, FetchError> {
+        Ok(false)
     }
 
     /// Threads that should read whole segments ahead during extraction: several for stores
