@@ -212,6 +212,66 @@ pub fn sloth_inverse_x16_on(platform: Platform, ys: &mut [Fe; 16], rounds: u32) 
     }
 }
 
+/// Unseals 16 consecutive blocks given their keys: `out[l] = Sloth^−rounds(ys[l]) ⊕ keys[l]`.
+/// Returns `false` (and leaves `out` unspecified) if some `ys[l]` is not a field element. On
+/// [`Platform::Avx512`] CPUs with IFMA the blocks never leave vector registers (load, canonical
+/// check, limbs, rounds, XOR, store); elsewhere it is [`sloth_inverse_x16`] plus byte handling.
+#[inline]
+pub fn unseal_x16_on(
+    platform: Platform,
+    ys: &[[u8; 32]; 16],
+    keys: &[[u8; 32]; 16],
+    rounds: u32,
+    out: &mut [[u8; 32]; 16],
+) -> bool {
+    if let Some(ok) = try_ifma_unseal_x16(platform, ys, keys, rounds, out) {
+        return ok;
+    }
+    let mut fe = [Fe::ZERO; 16];
+    for (f, y) in fe.iter_mut().zip(ys) {
+        match Fe::from_bytes(y) {
+            Some(v) => *f = v,
+            None => return false,
+        }
+    }
+    sloth_inverse_x16(&mut fe, rounds);
+    for ((o, f), k) in out.iter_mut().zip(&fe).zip(keys) {
+        let b = f.to_bytes();
+        *o = std::array::from_fn(|i| b[i] ^ k[i]);
+    }
+    true
+}
+
+#[rustversion::since(1.89)]
+#[inline]
+fn try_ifma_unseal_x16(
+    platform: Platform,
+    ys: &[[u8; 32]; 16],
+    keys: &[[u8; 32]; 16],
+    rounds: u32,
+    out: &mut [[u8; 32]; 16],
+) -> Option<bool> {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if platform == Platform::Avx512 && ifma::supported() {
+        // SAFETY: `ifma::supported()` checked at run time that the CPU has AVX-512F and IFMA.
+        return Some(unsafe { ifma::unseal_x16(ys, keys, rounds, out) });
+    }
+    let _ = (platform, ys, keys, rounds, out);
+    None
+}
+
+#[rustversion::before(1.89)]
+#[inline]
+fn try_ifma_unseal_x16(
+    _platform: Platform,
+    _ys: &[[u8; 32]; 16],
+    _keys: &[[u8; 32]; 16],
+    _rounds: u32,
+    _out: &mut [[u8; 32]; 16],
+) -> Option<bool> {
+    None
+}
+
 /// Whether this build contains the AVX-512 IFMA Sloth kernel (x86-64, Rust ≥ 1.89).
 pub fn ifma_kernel_compiled() -> bool {
     ifma_compiled()
@@ -469,6 +529,121 @@ mod ifma {
                 ys[8 * h + l] = Fe(to64(&e));
             }
         }
+    }
+
+    /// `_mm512_permutex2var_epi64` index vector from its 8 entries in lane order.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn idx(a: [i64; 8]) -> __m512i {
+        _mm512_set_epi64(a[7], a[6], a[5], a[4], a[3], a[2], a[1], a[0])
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512 IFMA.
+    ///
+    /// [`super::unseal_x16_on`] for 16 consecutive blocks: returns `false`, writing nothing, if a
+    /// block is not canonical. Each half of 8 blocks is four 64-byte loads (2 blocks each),
+    /// transposed to the words `W_0..W_3` of the 8 blocks by two rounds of two-source
+    /// permutes, split into 52-bit limbs, run through the rounds, joined, permuted back, XORed
+    /// with the keys and stored.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn unseal_x16(
+        ys: &[[u8; 32]; 16],
+        keys: &[[u8; 32]; 16],
+        rounds: u32,
+        out: &mut [[u8; 32]; 16],
+    ) -> bool {
+        let z = _mm512_setzero_si512();
+        let m52 = _mm512_set1_epi64(M52 as i64);
+        let all = _mm512_set1_epi64(-1);
+        let p0 = _mm512_set1_epi64(super::MODULUS[0] as i64);
+        // Words of 8 blocks from their 4 pairs, and back (`b` = block, `q` = 64-bit word).
+        let gather_lo = idx([0, 4, 8, 12, 1, 5, 9, 13]); // b0..3.q0, b0..3.q1
+        let gather_hi = idx([2, 6, 10, 14, 3, 7, 11, 15]); // b0..3.q2, b0..3.q3
+        let low4 = idx([0, 1, 2, 3, 8, 9, 10, 11]);
+        let high4 = idx([4, 5, 6, 7, 12, 13, 14, 15]);
+        let pair_lo = idx([0, 8, 1, 9, 2, 10, 3, 11]);
+        let pair_hi = idx([4, 12, 5, 13, 6, 14, 7, 15]);
+        let join_lo = idx([0, 1, 8, 9, 2, 3, 10, 11]);
+        let join_hi = idx([4, 5, 12, 13, 6, 7, 14, 15]);
+        let mut v = [[z; 5]; 2];
+        for (h, vh) in v.iter_mut().enumerate() {
+            // SAFETY: AVX-512F is enabled; each load reads the 64 bytes of two consecutive
+            // `[u8; 32]` blocks of `ys` (indices 8h + 2i and 8h + 2i + 1 < 16).
+            let zs: [__m512i; 4] = unsafe {
+                [
+                    _mm512_loadu_si512(ys[8 * h].as_ptr().cast()),
+                    _mm512_loadu_si512(ys[8 * h + 2].as_ptr().cast()),
+                    _mm512_loadu_si512(ys[8 * h + 4].as_ptr().cast()),
+                    _mm512_loadu_si512(ys[8 * h + 6].as_ptr().cast()),
+                ]
+            };
+            let a_lo = _mm512_permutex2var_epi64(zs[0], gather_lo, zs[1]);
+            let a_hi = _mm512_permutex2var_epi64(zs[0], gather_hi, zs[1]);
+            let b_lo = _mm512_permutex2var_epi64(zs[2], gather_lo, zs[3]);
+            let b_hi = _mm512_permutex2var_epi64(zs[2], gather_hi, zs[3]);
+            let w = [
+                _mm512_permutex2var_epi64(a_lo, low4, b_lo),
+                _mm512_permutex2var_epi64(a_lo, high4, b_lo),
+                _mm512_permutex2var_epi64(a_hi, low4, b_hi),
+                _mm512_permutex2var_epi64(a_hi, high4, b_hi),
+            ];
+            // Not canonical: w3 = w2 = w1 = 2^64 − 1 and w0 ≥ p's low word.
+            let bad = _mm512_cmpeq_epu64_mask(w[3], all)
+                & _mm512_cmpeq_epu64_mask(w[2], all)
+                & _mm512_cmpeq_epu64_mask(w[1], all)
+                & _mm512_cmpge_epu64_mask(w[0], p0);
+            if bad != 0 {
+                return false;
+            }
+            *vh = [
+                _mm512_and_si512(w[0], m52),
+                _mm512_and_si512(
+                    _mm512_or_si512(_mm512_srli_epi64::<52>(w[0]), _mm512_slli_epi64::<12>(w[1])),
+                    m52,
+                ),
+                _mm512_and_si512(
+                    _mm512_or_si512(_mm512_srli_epi64::<40>(w[1]), _mm512_slli_epi64::<24>(w[2])),
+                    m52,
+                ),
+                _mm512_and_si512(
+                    _mm512_or_si512(_mm512_srli_epi64::<28>(w[2]), _mm512_slli_epi64::<36>(w[3])),
+                    m52,
+                ),
+                _mm512_srli_epi64::<16>(w[3]),
+            ];
+        }
+        for i in (0..rounds).rev() {
+            v = [round(v[0], u64::from(i)), round(v[1], u64::from(i))];
+        }
+        for (h, l) in v.iter().enumerate() {
+            let w = [
+                _mm512_or_si512(l[0], _mm512_slli_epi64::<52>(l[1])),
+                _mm512_or_si512(_mm512_srli_epi64::<12>(l[1]), _mm512_slli_epi64::<40>(l[2])),
+                _mm512_or_si512(_mm512_srli_epi64::<24>(l[2]), _mm512_slli_epi64::<28>(l[3])),
+                _mm512_or_si512(_mm512_srli_epi64::<36>(l[3]), _mm512_slli_epi64::<16>(l[4])),
+            ];
+            let p01 = _mm512_permutex2var_epi64(w[0], pair_lo, w[1]); // b0..3: q0, q1
+            let p23 = _mm512_permutex2var_epi64(w[2], pair_lo, w[3]); // b0..3: q2, q3
+            let p45 = _mm512_permutex2var_epi64(w[0], pair_hi, w[1]); // b4..7: q0, q1
+            let p67 = _mm512_permutex2var_epi64(w[2], pair_hi, w[3]); // b4..7: q2, q3
+            let zs = [
+                _mm512_permutex2var_epi64(p01, join_lo, p23),
+                _mm512_permutex2var_epi64(p01, join_hi, p23),
+                _mm512_permutex2var_epi64(p45, join_lo, p67),
+                _mm512_permutex2var_epi64(p45, join_hi, p67),
+            ];
+            for (i, zi) in zs.into_iter().enumerate() {
+                let b = 8 * h + 2 * i;
+                // SAFETY: AVX-512F is enabled; the load reads and the store writes the 64 bytes
+                // of blocks b and b + 1 (< 16) of `keys` / `out`.
+                unsafe {
+                    let k = _mm512_loadu_si512(keys[b].as_ptr().cast());
+                    _mm512_storeu_si512(out[b].as_mut_ptr().cast(), _mm512_xor_si512(zi, k));
+                }
+            }
+        }
+        true
     }
 }
 
@@ -747,6 +922,32 @@ mod tests {
                 for l in 0..16 {
                     prop_assert_eq!(lanes[l], sloth_inverse(xs[l], rounds), "{:?} lane {}", p, l);
                 }
+            }
+        }
+
+        /// The 16-block byte-level unseal on every platform equals the scalar inverse XOR the
+        /// key, and rejects a non-canonical block in any lane.
+        #[test]
+        fn sixteen_block_unseal_equals_scalar_on_every_platform(
+            xs in proptest::array::uniform16(fe_strategy()),
+            keys in proptest::array::uniform16(any::<[u8; 32]>()),
+            rounds in 0u32..5,
+            bad_lane in 0usize..16,
+            bad_low in 0u8..189,
+        ) {
+            let ys: [[u8; 32]; 16] = std::array::from_fn(|l| xs[l].to_bytes());
+            let want: [[u8; 32]; 16] = std::array::from_fn(|l| {
+                let b = sloth_inverse(xs[l], rounds).to_bytes();
+                std::array::from_fn(|i| b[i] ^ keys[l][i])
+            });
+            let mut bad = ys;
+            bad[bad_lane] = [0xff; 32];
+            bad[bad_lane][0] = 0x43u8.wrapping_add(bad_low);
+            for p in Platform::available() {
+                let mut out = [[0u8; 32]; 16];
+                prop_assert!(unseal_x16_on(p, &ys, &keys, rounds, &mut out));
+                prop_assert_eq!(out, want, "{:?}", p);
+                prop_assert!(!unseal_x16_on(p, &bad, &keys, rounds, &mut out), "{:?}", p);
             }
         }
 

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::drg::{BlockIdx, Graph, PARENTS};
-use crate::field::{Fe, sloth_forward, sloth_inverse, sloth_inverse_x16_on};
+use crate::field::{Fe, sloth_forward, sloth_inverse, unseal_x16_on};
 use crate::keyhash::{self, KEY_INPUT_LEN, MAX_LANES, ParentRefs, ZERO_BLOCK};
 use crate::platform::Platform;
 
@@ -298,18 +298,18 @@ pub fn unseal_range_on(
             );
         }
         let ys = &rblocks[(range.start as usize + batch * MAX_LANES)..][..n];
-        if n == MAX_LANES && platform != Platform::Scalar {
-            let mut fe = [Fe::ZERO; MAX_LANES];
-            for (l, (f, y)) in fe.iter_mut().zip(ys).enumerate() {
-                *f = Fe::from_bytes(y).ok_or(UnsealError::NotCanonical {
-                    block: BlockIdx(j + l as u64),
-                })?;
+        // A full batch unseals in one call; a short one, the scalar platform, or a batch holding
+        // a non-canonical block (so the error names the first one) goes block by block.
+        let whole = match (
+            <&[_; MAX_LANES]>::try_from(ys),
+            <&mut [_; MAX_LANES]>::try_from(&mut *outs),
+        ) {
+            (Ok(y16), Ok(o16)) if platform != Platform::Scalar => {
+                unseal_x16_on(platform, y16, &keys, params.rounds, o16)
             }
-            sloth_inverse_x16_on(platform, &mut fe, params.rounds);
-            for ((o, f), key) in outs.iter_mut().zip(&fe).zip(&keys) {
-                *o = xor32(&f.to_bytes(), key);
-            }
-        } else {
+            _ => false,
+        };
+        if !whole {
             for (l, ((o, y), key)) in outs.iter_mut().zip(ys).zip(&keys).enumerate() {
                 *o = unseal_block(y, key, params.rounds).ok_or(UnsealError::NotCanonical {
                     block: BlockIdx(j + l as u64),
