@@ -333,14 +333,16 @@ fn try_ifma_x16(_platform: Platform, _ys: &mut [Fe; 16], _rounds: u32) -> bool {
 ///
 /// An element is 5 limbs `l_0..l_4` (`Σ l_k·2^(52k)`, `l_k < 2^52`). One round, for canonical
 /// input `y` (so its parity is its low bit):
-/// 1. the 10 columns of `y²` (cross products once, doubled, plus the squares), carried to 52 bits;
-/// 2. columns 5..9 folded down with `2^260 ≡ 3024`, then the bits from 2^256 up with
-///    `2^256 ≡ 189`, giving `v ≡ y²` with `v < 2^256 + 2^25 < 2p`;
+/// 1. the 10 columns of `y²` (cross products once, doubled, plus the squares), each `< 2^57`;
+/// 2. columns 5..9 folded down with `2^260 ≡ 3024` (before any carry), one carry pass, then the
+///    bits from 2^256 up folded with `2^256 ≡ 189`, giving `v ≡ y²` with `v < 2^256 + 2^31 < 2p`;
 /// 3. `t = 2p − i − v` if `y` is odd, else `t = v + p − i` (`i` the round constant, 0 in the last
-///    round): both are `≡ ±y² − i` and lie in `[0, 2^257 + 2^26)`, computed limb-wise with a
+///    round): both are `≡ ±y² − i` and lie in `[0, 2^257 + 2^32)`, computed limb-wise with a
 ///    signed carry chain;
-/// 4. `t` folded at 2^256 twice and `p` subtracted if `t ≥ p` (tested as `t + 189 ≥ 2^256`):
-///    canonical again, ready for the next round's parity.
+/// 4. `t` folded at 2^256 once (then `t < 2^256 + 378`), and `t − p = (t + 189) mod 2^256` taken
+///    when `t + 189 ≥ 2^256`: canonical again, ready for the next round's parity.
+///
+/// The serial carry steps per round are 5 + 4 + 4 (the two vectors of a batch overlap them).
 ///
 /// Its intrinsics are stable from Rust 1.89, above the workspace MSRV (1.88): compiled only by
 /// newer compilers (`rustversion`), hence the `clippy::incompatible_msrv` allowance.
@@ -427,13 +429,17 @@ mod ifma {
             c[2 * i] = lo(c[2 * i], y[i], y[i]);
             c[2 * i + 1] = hi(c[2 * i + 1], y[i], y[i]);
         }
-        carry(&mut c, 0..9);
-        // 2. Fold columns 5..9 (2^260 ≡ 3024), then bits ≥ 2^256 (2^256 ≡ 189).
+        // 2. Fold columns 5..9 down with 2^260 ≡ 3024 without carrying them first: the low 52
+        //    bits go through IFMA, the few bits above (c < 2^57) through a 32-bit multiply into
+        //    the next limb. Then one carry pass, and the bits ≥ 2^256 fold with 2^256 ≡ 189.
         let k3024 = _mm512_set1_epi64(3024);
+        let m52 = _mm512_set1_epi64(M52 as i64);
         let mut r = [c[0], c[1], c[2], c[3], c[4], z];
         for k in 0..5 {
-            r[k] = lo(r[k], c[k + 5], k3024);
-            r[k + 1] = hi(r[k + 1], c[k + 5], k3024);
+            let low = _mm512_and_si512(c[k + 5], m52);
+            let top = _mm512_mul_epu32(_mm512_srli_epi64::<52>(c[k + 5]), k3024);
+            r[k] = lo(r[k], low, k3024);
+            r[k + 1] = _mm512_add_epi64(hi(r[k + 1], low, k3024), top);
         }
         carry(&mut r, 0..5);
         let h = _mm512_add_epi64(_mm512_srli_epi64::<48>(r[4]), _mm512_slli_epi64::<4>(r[5]));
@@ -461,22 +467,24 @@ mod ifma {
             let even = _mm512_add_epi64(one_p[k], r[k]);
             t[k] = _mm512_mask_sub_epi64(even, odd, two_p[k], r[k]);
         }
-        let m52 = _mm512_set1_epi64(M52 as i64);
         for k in 0..4 {
             t[k + 1] = _mm512_add_epi64(t[k + 1], _mm512_srai_epi64::<52>(t[k]));
             t[k] = _mm512_and_si512(t[k], m52);
         }
-        // 4. Canonical: fold at 2^256 twice, then subtract p if t + 189 ≥ 2^256.
+        // 4. Canonical: fold the bits ≥ 2^256 once (t < 2^256 + 378 after it), then t − p if
+        //    t + 189 ≥ 2^256. t and u = t + 189 carry side by side (independent chains).
         let m48 = _mm512_set1_epi64(M48 as i64);
-        for _ in 0..2 {
-            let h = _mm512_srli_epi64::<48>(t[4]);
-            t[4] = _mm512_and_si512(t[4], m48);
-            t[0] = _mm512_add_epi64(t[0], _mm512_mul_epu32(h, k189));
-            carry(&mut t, 0..4);
-        }
+        let q = _mm512_srli_epi64::<48>(t[4]);
+        t[4] = _mm512_and_si512(t[4], m48);
+        t[0] = _mm512_add_epi64(t[0], _mm512_mul_epu32(q, k189));
         let mut u = t;
         u[0] = _mm512_add_epi64(u[0], k189);
-        carry(&mut u, 0..4);
+        for k in 0..4 {
+            t[k + 1] = _mm512_add_epi64(t[k + 1], _mm512_srli_epi64::<52>(t[k]));
+            t[k] = _mm512_and_si512(t[k], m52);
+            u[k + 1] = _mm512_add_epi64(u[k + 1], _mm512_srli_epi64::<52>(u[k]));
+            u[k] = _mm512_and_si512(u[k], m52);
+        }
         let ge = _mm512_test_epi64_mask(u[4], _mm512_set1_epi64(1 << 48));
         u[4] = _mm512_and_si512(u[4], m48);
         let mut out = [z; 5];
