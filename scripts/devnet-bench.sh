@@ -4,6 +4,7 @@
 #   pipeline alone (`put --store` into a local shard directory);
 #   10,000 files of 4 KiB put and got back (files/s).
 # Usage: scripts/devnet-bench.sh [MB] (default 1024). Prints one line per figure.
+# SEALED=1 also waits for the nodes to seal (slow by design) and measures the get again.
 set -euo pipefail
 mb=${1:-1024}
 bin=${CARGO_TARGET_DIR:-$HOME/.cache/granary-target}/debug
@@ -42,6 +43,12 @@ print(f"dataset {b/1e6:.0f} MB: cp -r + sync {mbs(cp):.0f} MB/s, pack pipeline a
 print(f"put {mbs(put):.0f} MB/s = {cp/put:.2f}x cp, {pack/put:.2f}x pack pipeline")
 print(f"get {mbs(get):.0f} MB/s = {cp/get:.2f}x cp, {pack/get:.2f}x pack pipeline")
 PY
+if [ "${SEALED:-0}" = 1 ]; then
+  # Reads once the nodes have sealed and dropped their plain copies: every range is unsealed.
+  "$bin/granary" verify --wait 1800 --openings 0 "$cap" >/dev/null 2>&1 || true
+  sget1=$("$bin/granary" get --json -q "$cap" "$work/out-sealed")
+  python3 -c "print(f'get from sealed replicas {$bytes/$(secs "$sget1")/1e6:.0f} MB/s')"
+fi
 mkdir -p "$work/small"
 python3 -c "
 import os
