@@ -28,6 +28,20 @@ fn median<F: FnMut()>(runs: usize, mut f: F) -> f64 {
     t[runs / 2]
 }
 
+/// Median and minimum wall time of `f` over `runs` runs.
+fn median_and_min<F: FnMut()>(runs: usize, mut f: F) -> (f64, f64) {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[runs / 2], t[0])
+}
+
 /// Random bytes at a random (odd) alignment, as BLAKE3's `RandomInput` does.
 fn random_input(len: usize, seed: u8) -> Vec<u8> {
     let mut v = vec![0u8; len + 7];
@@ -239,22 +253,29 @@ fn seal_unseal(c: &mut Criterion) {
     let replica = seal::seal(&params, &rid(), &random_input(4 << 20, 4)).expect("seal");
     let blocks = (replica.len() / 32) as u64;
     let mut out = vec![0u8; replica.len()];
-    let raw = median(9, || {
+    // Median and fastest of the same runs: on the shared 2-core machine other builds often hold
+    // a core, which the median shows; the fastest run shows what the code does on free cores.
+    let (raw, raw_min) = median_and_min(15, || {
         black_box(blake3::hash(&replica));
     });
-    let un1 = median(5, || {
+    let (un1, un1_min) = median_and_min(9, || {
         seal::unseal_range(&params, &rid(), &replica, 0..blocks, &mut out).expect("unseal")
     });
-    let unp = median(5, || {
+    let (unp, unp_min) = median_and_min(9, || {
         seal::unseal_range_par(&params, &rid(), &replica, 0..blocks, &mut out).expect("unseal")
     });
     println!(
-        "RATIO unseal 4 MiB / raw BLAKE3 1 core ({:.0} MB/s): 1 core {:.3} ({:.0} MB/s); all cores {:.3} ({:.0} MB/s) [target >= 0.10]",
+        "RATIO unseal 4 MiB / raw BLAKE3 1 core ({:.0} MB/s): 1 core {:.3} ({:.0} MB/s); all cores {:.3} ({:.0} MB/s) [target >= 0.10]; fastest runs: 1 core {:.3}, all cores {:.3} (raw {:.0}, unseal {:.0} / {:.0} MB/s)",
         4.19 / raw,
         raw / un1,
         4.19 / un1,
         raw / unp,
-        4.19 / unp
+        4.19 / unp,
+        raw_min / un1_min,
+        raw_min / unp_min,
+        4.19 / raw_min,
+        4.19 / un1_min,
+        4.19 / unp_min
     );
     let mut g = c.benchmark_group("seal");
     g.sample_size(10);
