@@ -8,8 +8,6 @@
 //! encodes 5–7× slower: `benches/benches/data_path.rs` measures both in one run; the figures are
 //! in docs/performance.md.
 
-use std::cell::RefCell;
-
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use serde::{Deserialize, Serialize};
 
@@ -98,9 +96,10 @@ pub struct Coder {
     params: ErasureParams,
 }
 
-thread_local! {
-    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
-}
+/// Encoders kept for reuse across segments, threads and packs: an encoder owns a work buffer
+/// of several MiB, which would otherwise be allocated (and faulted in) again by every encoder
+/// thread of every pack. At most one per thread that encodes at a time is ever created.
+static ENCODERS: std::sync::Mutex<Vec<ReedSolomonEncoder>> = std::sync::Mutex::new(Vec::new());
 
 impl Coder {
     /// A coder for `params`.
@@ -151,16 +150,15 @@ impl Coder {
     /// Appends the m parity shards of the k data shards in `set.buf`.
     fn append_parity(&self, set: &mut ShardSet, k: usize, m: usize) -> Result<(), ErasureError> {
         let shard_len = set.shard_len;
-        ENCODER.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let enc = match slot.as_mut() {
-                Some(e) => {
-                    e.reset(k, m, shard_len).map_err(ErasureError::Codec)?;
-                    e
-                }
-                None => slot
-                    .insert(ReedSolomonEncoder::new(k, m, shard_len).map_err(ErasureError::Codec)?),
-            };
+        let pooled = ENCODERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut enc = match pooled {
+            Some(mut e) => {
+                e.reset(k, m, shard_len).map_err(ErasureError::Codec)?;
+                e
+            }
+            None => ReedSolomonEncoder::new(k, m, shard_len).map_err(ErasureError::Codec)?,
+        };
+        let result = (|| {
             for shard in set.buf.chunks(shard_len) {
                 enc.add_original_shard(shard).map_err(ErasureError::Codec)?;
             }
@@ -169,7 +167,9 @@ impl Coder {
                 set.buf.extend_from_slice(parity);
             }
             Ok(())
-        })
+        })();
+        ENCODERS.lock().unwrap_or_else(|p| p.into_inner()).push(enc);
+        result
     }
 
     /// Rebuilds the missing data shards in place from any k present ones, all the same length:

@@ -50,6 +50,24 @@ const READ_BLOCK: usize = 1 << 20;
 /// Read block for the hashing pass over large files (hashed with rayon across cores).
 const HASH_BLOCK: usize = 8 << 20;
 
+/// Asks the kernel to back `buf`'s allocation with transparent huge pages where it can: a
+/// pipeline buffer of several MiB is then faulted in a few 2 MiB steps instead of thousands of
+/// 4 KiB ones (on the 2-core test VM a fresh 4 KiB page costs ~1.7 µs). Purely advisory.
+pub(crate) fn advise_huge(buf: &mut Vec<u8>) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_mut_ptr() as usize;
+    let end = start + buf.capacity();
+    let a = start.next_multiple_of(HUGE);
+    let b = end / HUGE * HUGE;
+    if b > a {
+        // SAFETY: the range lies inside `buf`'s own allocation; MADV_HUGEPAGE only changes how
+        // the kernel backs it, never its contents.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 /// Reads until `buf` is full or the file ends; returns the bytes read.
 fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -319,14 +337,19 @@ impl Producer<'_> {
         self.send(next)
     }
 
-    /// An empty segment buffer, recycled if one came back.
+    /// An empty segment buffer from the pool (waiting for an encoder to hand one back).
     fn fresh(&mut self) -> Vec<u8> {
-        match self.recycled.try_recv() {
+        match self.recycled.recv() {
             Ok(mut b) => {
                 b.clear();
+                if b.capacity() < self.capacity {
+                    b.reserve(self.capacity);
+                    advise_huge(&mut b);
+                }
                 b
             }
-            Err(_) => Vec::with_capacity(self.capacity),
+            // The encoders are gone: the pipeline is shutting down.
+            Err(_) => Vec::new(),
         }
     }
 
@@ -400,30 +423,46 @@ struct Batch {
 
 /// The reader thread: reads `files` in order (each at most [`READ_ONCE_MAX`] bytes once, into
 /// batches of about [`BATCH_BYTES`]) so that the producer can hash and encrypt meanwhile.
+/// Batch buffers come from `pool` (two of them: one filled here while the producer works on
+/// the other), so memory is bounded and reused.
 fn read_files(
     files: &[&WalkEntry],
     skip_unreadable: bool,
     tx: &Sender<Batch>,
-    recycled: &Receiver<Vec<u8>>,
+    pool: &Receiver<Vec<u8>>,
     abort: &AtomicBool,
     note: &dyn Fn(usize),
 ) {
-    let fresh = || match recycled.try_recv() {
-        Ok(mut b) => {
-            b.clear();
-            b
-        }
-        Err(_) => Vec::new(),
+    let fresh = || {
+        pool.recv().ok().map(|mut buf| {
+            buf.clear();
+            Batch {
+                buf,
+                items: Default::default(),
+            }
+        })
     };
-    let mut batch = Batch {
-        buf: fresh(),
-        items: Default::default(),
-    };
+    let Some(mut batch) = fresh() else { return };
     for we in files {
         if abort.load(Ordering::Relaxed) {
             return;
         }
-        let got = read_one(we, skip_unreadable, &mut batch, note);
+        let got = match open_one(we, skip_unreadable) {
+            Err(got) => got,
+            Ok((f, before)) if before.len > READ_ONCE_MAX => Got::Large(f, before),
+            Ok((f, before)) => {
+                if !batch.items.is_empty()
+                    && batch.buf.len() as u64 + before.len > BATCH_BYTES as u64
+                {
+                    // Hand over what is read so far rather than growing the buffer.
+                    let Some(next) = fresh() else { return };
+                    if tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        return;
+                    }
+                }
+                read_into(we, f, before, &mut batch.buf, note)
+            }
+        };
         let stop = matches!(got, Got::Failed(_));
         let send = stop || matches!(got, Got::Large(..)) || batch.buf.len() >= BATCH_BYTES;
         batch.items.push_back(got);
@@ -432,10 +471,7 @@ fn read_files(
             return;
         }
         if send {
-            let next = Batch {
-                buf: fresh(),
-                items: Default::default(),
-            };
+            let Some(next) = fresh() else { return };
             if tx.send(std::mem::replace(&mut batch, next)).is_err() {
                 return;
             }
@@ -446,8 +482,36 @@ fn read_files(
     }
 }
 
-/// Opens and, if small enough, reads one file into `batch.buf`.
-fn read_one(we: &WalkEntry, skip_unreadable: bool, batch: &mut Batch, note: &dyn Fn(usize)) -> Got {
+/// Opens a file and takes its stamp.
+fn open_one(we: &WalkEntry, skip_unreadable: bool) -> Result<(fs::File, FileStamp), Got> {
+    let path = || we.abs.display().to_string();
+    let f = match fs::File::open(&we.abs) {
+        Ok(f) => f,
+        Err(e) if skip_unreadable => return Err(Got::Skipped(format!("skipped {}: {e}", path()))),
+        Err(e) => {
+            return Err(Got::Failed(PackError::Unreadable(vec![format!(
+                "{}: {e}",
+                path()
+            )])));
+        }
+    };
+    match f.metadata() {
+        Ok(md) => Ok((f, FileStamp::of(&md))),
+        Err(source) => Err(Got::Failed(PackError::Read {
+            path: path(),
+            source,
+        })),
+    }
+}
+
+/// Reads a whole (small enough) file once, appending it to `buf`, and checks it did not change.
+fn read_into(
+    we: &WalkEntry,
+    mut f: fs::File,
+    before: FileStamp,
+    buf: &mut Vec<u8>,
+    note: &dyn Fn(usize),
+) -> Got {
     let path = || we.abs.display().to_string();
     let read_err = |source| {
         Got::Failed(PackError::Read {
@@ -455,26 +519,17 @@ fn read_one(we: &WalkEntry, skip_unreadable: bool, batch: &mut Batch, note: &dyn
             source,
         })
     };
-    let mut f = match fs::File::open(&we.abs) {
-        Ok(f) => f,
-        Err(e) if skip_unreadable => return Got::Skipped(format!("skipped {}: {e}", path())),
-        Err(e) => return Got::Failed(PackError::Unreadable(vec![format!("{}: {e}", path())])),
-    };
-    let before = match f.metadata() {
-        Ok(md) => FileStamp::of(&md),
-        Err(e) => return read_err(e),
-    };
     let size = before.len;
-    if size > READ_ONCE_MAX {
-        return Got::Large(f, before);
-    }
     // One read into memory; the producer hashes and encrypts these very bytes.
-    let start = batch.buf.len();
-    batch.buf.reserve(size as usize + 1);
-    if let Err(e) = (&mut f).take(size + 1).read_to_end(&mut batch.buf) {
+    let start = buf.len();
+    if buf.capacity() - start < size as usize + 1 {
+        buf.reserve(size as usize + 1);
+        advise_huge(buf);
+    }
+    if let Err(e) = (&mut f).take(size + 1).read_to_end(buf) {
         return read_err(e);
     }
-    let n = batch.buf.len() - start;
+    let n = buf.len() - start;
     note(n);
     let after = match f.metadata() {
         Ok(md) => FileStamp::of(&md),
@@ -518,6 +573,8 @@ struct FilePacker<'a, 'p> {
     dedup: HashMap<ContentHash, (u64, u64)>,
     warnings: Vec<String>,
     dedup_files: u64,
+    /// Read block for large files and streams, kept from one file to the next.
+    block: Vec<u8>,
 }
 
 enum Packed {
@@ -568,7 +625,8 @@ impl FilePacker<'_, '_> {
         // Large: hash first (the key derives from the content), then read again to store,
         // hashing again to prove the bytes stored are the bytes hashed.
         // The encoders are idle while a large file is hashed: hash on every core, in big reads.
-        let mut block = vec![0u8; HASH_BLOCK];
+        let mut block = std::mem::take(&mut self.block);
+        block.resize(HASH_BLOCK, 0);
         let mut hasher = blake3::Hasher::new();
         let mut n_total = 0u64;
         loop {
@@ -582,6 +640,7 @@ impl FilePacker<'_, '_> {
         if n_total != size {
             return Err(changed("its size changed during the read"));
         }
+        self.block = block;
         let hash = ContentHash(*hasher.finalize().as_bytes());
         if let Some(&(offset, _)) = self.dedup.get(&hash).filter(|(_, s)| *s == size) {
             self.dedup_files += 1;
@@ -631,7 +690,8 @@ impl FilePacker<'_, '_> {
         limit: u64,
     ) -> Result<Option<(u64, blake3::Hash)>, StreamFail> {
         let mut sealer = Sealer::new(cipher);
-        let mut block = vec![0u8; READ_BLOCK];
+        let mut block = std::mem::take(&mut self.block);
+        block.resize(READ_BLOCK.max(block.len()), 0);
         let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
         loop {
@@ -652,6 +712,7 @@ impl FilePacker<'_, '_> {
             }
             pos += n as u64;
         }
+        self.block = block;
         let out = &mut *self.out;
         if !sealer.finish(&mut |b| out.append(b)) {
             return Ok(None);
@@ -740,6 +801,7 @@ fn produce(
         dedup,
         warnings: Vec::new(),
         dedup_files: 0,
+        block: Vec::new(),
     };
     match source {
         Source::Reader { name, mut reader } => match fp.pack_reader(&mut *reader)? {
@@ -794,8 +856,16 @@ fn produce(
                 .filter(|(we, r)| matches!(we.kind, WalkKind::File { .. }) && r.is_none())
                 .map(|(we, _)| we)
                 .collect();
-            let (batch_tx, batch_rx) = bounded::<Batch>(1);
+            // A rendezvous channel and two batch buffers: the reader fills one while the
+            // producer works on the other.
+            let (batch_tx, batch_rx) = bounded::<Batch>(0);
             let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(2);
+            for _ in 0..2 {
+                // Sized once for the largest read: never reallocated, faulted in once.
+                let mut buf = Vec::with_capacity(BATCH_BYTES.max(READ_ONCE_MAX as usize) + 1);
+                advise_huge(&mut buf);
+                let _ = recycle_tx.try_send(buf);
+            }
             let (read_bytes, progress, abort) =
                 (fp.out.read_bytes, fp.out.progress.clone(), fp.out.abort);
             let skip = opts.skip_unreadable;
@@ -926,6 +996,8 @@ fn collect_segments(
             s.spawn(move || {
                 for job in jobs {
                     if abort.load(Ordering::Relaxed) {
+                        // Still hand the buffer back: the producer may be waiting for one.
+                        let _ = recycle.try_send(job.bytes);
                         continue;
                     }
                     let (r, buf) = encode_segment(coder, store, job);
@@ -994,14 +1066,24 @@ pub fn pack(
     let base_len = opts.base.as_ref().map_or(0, |b| b.stream_len());
     let abort = AtomicBool::new(false);
     let read_bytes = AtomicU64::new(0);
-    let (job_tx, job_rx) = bounded::<SegmentJob>(workers);
-    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(workers + 1);
+    // Segment buffers: a fixed pool, one being filled by the producer, one queued, one per
+    // encoder; reused for the whole run, so memory is bounded and touched once.
+    let (job_tx, job_rx) = bounded::<SegmentJob>(1);
+    let buffers = workers + 1;
+    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(buffers);
+    for _ in 0..buffers {
+        let _ = recycle_tx.try_send(Vec::new());
+    }
 
     let (produced, done) = std::thread::scope(|s| {
         let producer = Producer {
             segment_size,
             capacity,
-            bytes: Vec::with_capacity(capacity),
+            bytes: {
+                let mut b = Vec::with_capacity(capacity);
+                advise_huge(&mut b);
+                b
+            },
             seq: 0,
             stream_pos: base_len,
             tx: job_tx,

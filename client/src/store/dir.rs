@@ -19,6 +19,8 @@ use crate::ids::{DatasetId, ShardId};
 pub struct DirStore {
     root: PathBuf,
     fsync: bool,
+    /// Which `shards/<2 hex>` directories are known to exist (saves a mkdir per file).
+    made: std::sync::Arc<Vec<std::sync::atomic::AtomicBool>>,
 }
 
 impl DirStore {
@@ -28,7 +30,11 @@ impl DirStore {
         let root = root.into();
         fs::create_dir_all(root.join("shards"))?;
         fs::create_dir_all(root.join("roots"))?;
-        Ok(Self { root, fsync })
+        Ok(Self {
+            root,
+            fsync,
+            made: std::sync::Arc::new((0..256).map(|_| Default::default()).collect()),
+        })
     }
 
     /// Path of a shard's data file.
@@ -46,9 +52,6 @@ impl DirStore {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io)?;
-        }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let result = (|| {
             let mut f = fs::File::create(&tmp)?;
@@ -75,8 +78,19 @@ impl DirStore {
 
 impl ShardStore for DirStore {
     fn put_segment(&self, shards: &[PutShard<'_>]) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
+        use std::sync::atomic::Ordering;
         for s in shards {
             let path = self.shard_path(&s.id);
+            let made = &self.made[s.id.0[0] as usize];
+            if !made.load(Ordering::Relaxed)
+                && let Some(parent) = path.parent()
+            {
+                fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+                made.store(true, Ordering::Relaxed);
+            }
             if path.exists() {
                 continue;
             }
@@ -87,6 +101,11 @@ impl ShardStore for DirStore {
     }
 
     fn put_root(&self, id: &DatasetId, bytes: &[u8]) -> Result<(), StoreError> {
+        let roots = self.root.join("roots");
+        fs::create_dir_all(&roots).map_err(|source| StoreError::Io {
+            path: roots.clone(),
+            source,
+        })?;
         self.write_atomic(&self.root.join("roots").join(hex::encode(id.0)), bytes)
     }
 
