@@ -577,13 +577,15 @@ mod ifma {
         let mut v = [[z; 5]; 2];
         for (h, vh) in v.iter_mut().enumerate() {
             // SAFETY: AVX-512F is enabled; each load reads the 64 bytes of two consecutive
-            // `[u8; 32]` blocks of `ys` (indices 8h + 2i and 8h + 2i + 1 < 16).
+            // blocks 8h + 2i and 8h + 2i + 1 (< 16) of `ys`, through a pointer derived from the
+            // whole array.
             let zs: [__m512i; 4] = unsafe {
+                let base = ys.as_ptr().add(8 * h);
                 [
-                    _mm512_loadu_si512(ys[8 * h].as_ptr().cast()),
-                    _mm512_loadu_si512(ys[8 * h + 2].as_ptr().cast()),
-                    _mm512_loadu_si512(ys[8 * h + 4].as_ptr().cast()),
-                    _mm512_loadu_si512(ys[8 * h + 6].as_ptr().cast()),
+                    _mm512_loadu_si512(base.cast()),
+                    _mm512_loadu_si512(base.add(2).cast()),
+                    _mm512_loadu_si512(base.add(4).cast()),
+                    _mm512_loadu_si512(base.add(6).cast()),
                 ]
             };
             let a_lo = _mm512_permutex2var_epi64(zs[0], gather_lo, zs[1]);
@@ -644,10 +646,12 @@ mod ifma {
             for (i, zi) in zs.into_iter().enumerate() {
                 let b = 8 * h + 2 * i;
                 // SAFETY: AVX-512F is enabled; the load reads and the store writes the 64 bytes
-                // of blocks b and b + 1 (< 16) of `keys` / `out`.
+                // of blocks b and b + 1 (< 16) of `keys` / `out`, through pointers derived from
+                // the whole arrays.
                 unsafe {
-                    let k = _mm512_loadu_si512(keys[b].as_ptr().cast());
-                    _mm512_storeu_si512(out[b].as_mut_ptr().cast(), _mm512_xor_si512(zi, k));
+                    let k = _mm512_loadu_si512(keys.as_ptr().add(b).cast());
+                    let o = out.as_mut_ptr().add(b);
+                    _mm512_storeu_si512(o.cast(), _mm512_xor_si512(zi, k));
                 }
             }
         }
