@@ -1082,8 +1082,17 @@ impl Dataset {
         // Segment buffers in flight: each reader's, one queued per reader, the writer's.
         let buffers = 2 * threads + 1;
         let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<u8>>(buffers);
+        let largest = plan
+            .order
+            .iter()
+            .map(|&seg| reader.segments[seg].len as usize)
+            .max()
+            .unwrap_or(0);
         for _ in 0..buffers {
-            let _ = pool_tx.try_send(Vec::new());
+            // Sized once for the largest segment, so each is faulted in once.
+            let mut buf = Vec::with_capacity(largest);
+            crate::pack::advise_huge(&mut buf);
+            let _ = pool_tx.try_send(buf);
         }
         let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
         let taken = AtomicUsize::new(0);
