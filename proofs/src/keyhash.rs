@@ -652,6 +652,138 @@ mod avx512 {
     }
 }
 
+/// The 4-lane NEON kernel's items, expanded twice: in `neon` with the real `std::arch::aarch64`
+/// intrinsics under `#[target_feature(enable = "neon")]`, and (tests only, on every architecture)
+/// in `neon_emulated` over a portable model of the same intrinsics, so the kernel's logic
+/// (transposes, rotations, message schedule) is tested even where no ARM CPU is available.
+#[cfg(any(
+    test,
+    all(target_arch = "aarch64", target_endian = "little", not(miri))
+))]
+macro_rules! neon_kernel {
+    ($(#[$attr:meta])*) => {
+        #[inline]
+        $(#[$attr])*
+        fn rot16(x: uint32x4_t) -> uint32x4_t {
+            vreinterpretq_u32_u16(vrev32q_u16(vreinterpretq_u16_u32(x)))
+        }
+        #[inline]
+        $(#[$attr])*
+        fn rot12(x: uint32x4_t) -> uint32x4_t {
+            vsriq_n_u32::<12>(vshlq_n_u32::<20>(x), x)
+        }
+        #[inline]
+        $(#[$attr])*
+        fn rot8(x: uint32x4_t) -> uint32x4_t {
+            vsriq_n_u32::<8>(vshlq_n_u32::<24>(x), x)
+        }
+        #[inline]
+        $(#[$attr])*
+        fn rot7(x: uint32x4_t) -> uint32x4_t {
+            vsriq_n_u32::<7>(vshlq_n_u32::<25>(x), x)
+        }
+
+        #[inline]
+        $(#[$attr])*
+        fn g(
+            v: &mut [uint32x4_t; 16],
+            a: usize,
+            b: usize,
+            c: usize,
+            d: usize,
+            x: uint32x4_t,
+            y: uint32x4_t,
+        ) {
+            v[a] = vaddq_u32(vaddq_u32(v[a], v[b]), x);
+            v[d] = rot16(veorq_u32(v[d], v[a]));
+            v[c] = vaddq_u32(v[c], v[d]);
+            v[b] = rot12(veorq_u32(v[b], v[c]));
+            v[a] = vaddq_u32(vaddq_u32(v[a], v[b]), y);
+            v[d] = rot8(veorq_u32(v[d], v[a]));
+            v[c] = vaddq_u32(v[c], v[d]);
+            v[b] = rot7(veorq_u32(v[b], v[c]));
+        }
+
+        /// 4×4 transpose of 32-bit words.
+        #[inline]
+        $(#[$attr])*
+        fn transpose(r: [uint32x4_t; 4]) -> [uint32x4_t; 4] {
+            let t0 = vreinterpretq_u64_u32(vtrn1q_u32(r[0], r[1]));
+            let t1 = vreinterpretq_u64_u32(vtrn2q_u32(r[0], r[1]));
+            let t2 = vreinterpretq_u64_u32(vtrn1q_u32(r[2], r[3]));
+            let t3 = vreinterpretq_u64_u32(vtrn2q_u32(r[2], r[3]));
+            [
+                vreinterpretq_u32_u64(vtrn1q_u64(t0, t2)),
+                vreinterpretq_u32_u64(vtrn1q_u64(t1, t3)),
+                vreinterpretq_u32_u64(vtrn2q_u64(t0, t2)),
+                vreinterpretq_u32_u64(vtrn2q_u64(t1, t3)),
+            ]
+        }
+
+        /// # Safety
+        /// The CPU must support NEON.
+        $(#[$attr])*
+        pub(super) unsafe fn parent_keys_x4(
+            replica_id: &[u8; 32],
+            counters: &[u64; 4],
+            parents: &[ParentRefs<'_>; 4],
+        ) -> [[u8; 32]; 4] {
+            let key = key_words(replica_id);
+            let lo: [u32; 4] = std::array::from_fn(|l| counters[l] as u32);
+            let hi: [u32; 4] = std::array::from_fn(|l| (counters[l] >> 32) as u32);
+            // SAFETY: NEON is enabled on this function; every load/store below reads or writes
+            // exactly 16 bytes inside a `[u8; 32]` or `[u32; 4]` it borrows (NEON byte loads have no
+            // alignment requirement).
+            unsafe {
+                let ctr_lo = vld1q_u32(lo.as_ptr());
+                let ctr_hi = vld1q_u32(hi.as_ptr());
+                let mut h: [uint32x4_t; 8] = std::array::from_fn(|i| vdupq_n_u32(key[i]));
+                for b in 0..KEY_INPUT_LEN / 64 {
+                    let mut m = [vdupq_n_u32(0); 16];
+                    for q in 0..4 {
+                        // Words 4q..4q + 4 of the message: 16 bytes of parent 2b + q/2.
+                        let rows: [uint32x4_t; 4] = std::array::from_fn(|l| {
+                            let blk = parents[l][2 * b + q / 2];
+                            vreinterpretq_u32_u8(vld1q_u8(blk[16 * (q % 2)..].as_ptr()))
+                        });
+                        m[4 * q..4 * q + 4].copy_from_slice(&transpose(rows));
+                    }
+                    let mut v = [
+                        h[0],
+                        h[1],
+                        h[2],
+                        h[3],
+                        h[4],
+                        h[5],
+                        h[6],
+                        h[7],
+                        vdupq_n_u32(IV[0]),
+                        vdupq_n_u32(IV[1]),
+                        vdupq_n_u32(IV[2]),
+                        vdupq_n_u32(IV[3]),
+                        ctr_lo,
+                        ctr_hi,
+                        vdupq_n_u32(64),
+                        vdupq_n_u32(block_flags(b)),
+                    ];
+                    seven_rounds!(g, v, m);
+                    for i in 0..8 {
+                        h[i] = veorq_u32(v[i], v[i + 8]);
+                    }
+                }
+                let first = transpose([h[0], h[1], h[2], h[3]]);
+                let second = transpose([h[4], h[5], h[6], h[7]]);
+                let mut out = [[0u8; 32]; 4];
+                for (l, o) in out.iter_mut().enumerate() {
+                    vst1q_u8(o.as_mut_ptr(), vreinterpretq_u8_u32(first[l]));
+                    vst1q_u8(o[16..].as_mut_ptr(), vreinterpretq_u8_u32(second[l]));
+                }
+                out
+            }
+        }
+    };
+}
+
 /// The 4-lane NEON kernel (aarch64, little-endian only: the loads read words in memory order).
 #[cfg(all(target_arch = "aarch64", target_endian = "little", not(miri)))]
 mod neon {
@@ -663,125 +795,125 @@ mod neon {
         std::arch::is_aarch64_feature_detected!("neon")
     }
 
-    #[inline]
-    #[target_feature(enable = "neon")]
-    fn rot16(x: uint32x4_t) -> uint32x4_t {
-        vreinterpretq_u32_u16(vrev32q_u16(vreinterpretq_u16_u32(x)))
-    }
-    #[inline]
-    #[target_feature(enable = "neon")]
-    fn rot12(x: uint32x4_t) -> uint32x4_t {
-        vsriq_n_u32::<12>(vshlq_n_u32::<20>(x), x)
-    }
-    #[inline]
-    #[target_feature(enable = "neon")]
-    fn rot8(x: uint32x4_t) -> uint32x4_t {
-        vsriq_n_u32::<8>(vshlq_n_u32::<24>(x), x)
-    }
-    #[inline]
-    #[target_feature(enable = "neon")]
-    fn rot7(x: uint32x4_t) -> uint32x4_t {
-        vsriq_n_u32::<7>(vshlq_n_u32::<25>(x), x)
-    }
+    neon_kernel!(#[target_feature(enable = "neon")]);
+}
 
-    #[inline]
-    #[target_feature(enable = "neon")]
-    fn g(
-        v: &mut [uint32x4_t; 16],
-        a: usize,
-        b: usize,
-        c: usize,
-        d: usize,
-        x: uint32x4_t,
-        y: uint32x4_t,
-    ) {
-        v[a] = vaddq_u32(vaddq_u32(v[a], v[b]), x);
-        v[d] = rot16(veorq_u32(v[d], v[a]));
-        v[c] = vaddq_u32(v[c], v[d]);
-        v[b] = rot12(veorq_u32(v[b], v[c]));
-        v[a] = vaddq_u32(vaddq_u32(v[a], v[b]), y);
-        v[d] = rot8(veorq_u32(v[d], v[a]));
-        v[c] = vaddq_u32(v[c], v[d]);
-        v[b] = rot7(veorq_u32(v[b], v[c]));
-    }
+/// A portable model of the NEON intrinsics the kernel uses (little-endian lane order, semantics
+/// from the Arm intrinsics reference), for `neon_emulated`.
+#[cfg(test)]
+#[allow(non_camel_case_types, clippy::missing_safety_doc, unreachable_pub)]
+mod neon_model {
+    #[derive(Clone, Copy, Debug)]
+    pub struct uint32x4_t(pub [u32; 4]);
+    #[derive(Clone, Copy, Debug)]
+    pub struct uint16x8_t(pub [u16; 8]);
+    #[derive(Clone, Copy, Debug)]
+    pub struct uint64x2_t(pub [u64; 2]);
+    #[derive(Clone, Copy, Debug)]
+    pub struct uint8x16_t(pub [u8; 16]);
 
-    /// 4×4 transpose of 32-bit words.
-    #[inline]
-    #[target_feature(enable = "neon")]
-    fn transpose(r: [uint32x4_t; 4]) -> [uint32x4_t; 4] {
-        let t0 = vreinterpretq_u64_u32(vtrn1q_u32(r[0], r[1]));
-        let t1 = vreinterpretq_u64_u32(vtrn2q_u32(r[0], r[1]));
-        let t2 = vreinterpretq_u64_u32(vtrn1q_u32(r[2], r[3]));
-        let t3 = vreinterpretq_u64_u32(vtrn2q_u32(r[2], r[3]));
-        [
-            vreinterpretq_u32_u64(vtrn1q_u64(t0, t2)),
-            vreinterpretq_u32_u64(vtrn1q_u64(t1, t3)),
-            vreinterpretq_u32_u64(vtrn2q_u64(t0, t2)),
-            vreinterpretq_u32_u64(vtrn2q_u64(t1, t3)),
-        ]
-    }
-
-    /// # Safety
-    /// The CPU must support NEON.
-    #[target_feature(enable = "neon")]
-    pub(super) unsafe fn parent_keys_x4(
-        replica_id: &[u8; 32],
-        counters: &[u64; 4],
-        parents: &[ParentRefs<'_>; 4],
-    ) -> [[u8; 32]; 4] {
-        let key = key_words(replica_id);
-        let lo: [u32; 4] = std::array::from_fn(|l| counters[l] as u32);
-        let hi: [u32; 4] = std::array::from_fn(|l| (counters[l] >> 32) as u32);
-        // SAFETY: NEON is enabled on this function; every load/store below reads or writes
-        // exactly 16 bytes inside a `[u8; 32]` or `[u32; 4]` it borrows (NEON byte loads have no
-        // alignment requirement).
-        unsafe {
-            let ctr_lo = vld1q_u32(lo.as_ptr());
-            let ctr_hi = vld1q_u32(hi.as_ptr());
-            let mut h: [uint32x4_t; 8] = std::array::from_fn(|i| vdupq_n_u32(key[i]));
-            for b in 0..KEY_INPUT_LEN / 64 {
-                let mut m = [vdupq_n_u32(0); 16];
-                for q in 0..4 {
-                    // Words 4q..4q + 4 of the message: 16 bytes of parent 2b + q/2.
-                    let rows: [uint32x4_t; 4] = std::array::from_fn(|l| {
-                        let blk = parents[l][2 * b + q / 2];
-                        vreinterpretq_u32_u8(vld1q_u8(blk[16 * (q % 2)..].as_ptr()))
-                    });
-                    m[4 * q..4 * q + 4].copy_from_slice(&transpose(rows));
-                }
-                let mut v = [
-                    h[0],
-                    h[1],
-                    h[2],
-                    h[3],
-                    h[4],
-                    h[5],
-                    h[6],
-                    h[7],
-                    vdupq_n_u32(IV[0]),
-                    vdupq_n_u32(IV[1]),
-                    vdupq_n_u32(IV[2]),
-                    vdupq_n_u32(IV[3]),
-                    ctr_lo,
-                    ctr_hi,
-                    vdupq_n_u32(64),
-                    vdupq_n_u32(block_flags(b)),
-                ];
-                seven_rounds!(g, v, m);
-                for i in 0..8 {
-                    h[i] = veorq_u32(v[i], v[i + 8]);
-                }
-            }
-            let first = transpose([h[0], h[1], h[2], h[3]]);
-            let second = transpose([h[4], h[5], h[6], h[7]]);
-            let mut out = [[0u8; 32]; 4];
-            for (l, o) in out.iter_mut().enumerate() {
-                vst1q_u8(o.as_mut_ptr(), vreinterpretq_u8_u32(first[l]));
-                vst1q_u8(o[16..].as_mut_ptr(), vreinterpretq_u8_u32(second[l]));
-            }
-            out
+    fn bytes32(x: uint32x4_t) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        for (i, w) in x.0.iter().enumerate() {
+            b[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
         }
+        b
     }
+    fn from_bytes32(b: [u8; 16]) -> uint32x4_t {
+        uint32x4_t(std::array::from_fn(|i| {
+            u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        }))
+    }
+
+    pub fn vreinterpretq_u16_u32(x: uint32x4_t) -> uint16x8_t {
+        let b = bytes32(x);
+        uint16x8_t(std::array::from_fn(|i| {
+            u16::from_le_bytes([b[2 * i], b[2 * i + 1]])
+        }))
+    }
+    pub fn vreinterpretq_u32_u16(x: uint16x8_t) -> uint32x4_t {
+        let mut b = [0u8; 16];
+        for (i, h) in x.0.iter().enumerate() {
+            b[2 * i..2 * i + 2].copy_from_slice(&h.to_le_bytes());
+        }
+        from_bytes32(b)
+    }
+    pub fn vreinterpretq_u64_u32(x: uint32x4_t) -> uint64x2_t {
+        uint64x2_t([
+            u64::from(x.0[0]) | u64::from(x.0[1]) << 32,
+            u64::from(x.0[2]) | u64::from(x.0[3]) << 32,
+        ])
+    }
+    pub fn vreinterpretq_u32_u64(x: uint64x2_t) -> uint32x4_t {
+        uint32x4_t([
+            x.0[0] as u32,
+            (x.0[0] >> 32) as u32,
+            x.0[1] as u32,
+            (x.0[1] >> 32) as u32,
+        ])
+    }
+    pub fn vreinterpretq_u32_u8(x: uint8x16_t) -> uint32x4_t {
+        from_bytes32(x.0)
+    }
+    pub fn vreinterpretq_u8_u32(x: uint32x4_t) -> uint8x16_t {
+        uint8x16_t(bytes32(x))
+    }
+    /// Reverses the 16-bit elements within each 32-bit word.
+    pub fn vrev32q_u16(x: uint16x8_t) -> uint16x8_t {
+        uint16x8_t(std::array::from_fn(|i| x.0[i ^ 1]))
+    }
+    /// Shift right and insert: `(b >> N)` with the top `N` bits kept from `a`.
+    pub fn vsriq_n_u32<const N: i32>(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+        let keep = !(u32::MAX >> N);
+        uint32x4_t(std::array::from_fn(|i| (a.0[i] & keep) | (b.0[i] >> N)))
+    }
+    pub fn vshlq_n_u32<const N: i32>(x: uint32x4_t) -> uint32x4_t {
+        uint32x4_t(x.0.map(|w| w << N))
+    }
+    pub fn vaddq_u32(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+        uint32x4_t(std::array::from_fn(|i| a.0[i].wrapping_add(b.0[i])))
+    }
+    pub fn veorq_u32(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+        uint32x4_t(std::array::from_fn(|i| a.0[i] ^ b.0[i]))
+    }
+    /// `[a0, b0, a2, b2]`.
+    pub fn vtrn1q_u32(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+        uint32x4_t([a.0[0], b.0[0], a.0[2], b.0[2]])
+    }
+    /// `[a1, b1, a3, b3]`.
+    pub fn vtrn2q_u32(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+        uint32x4_t([a.0[1], b.0[1], a.0[3], b.0[3]])
+    }
+    pub fn vtrn1q_u64(a: uint64x2_t, b: uint64x2_t) -> uint64x2_t {
+        uint64x2_t([a.0[0], b.0[0]])
+    }
+    pub fn vtrn2q_u64(a: uint64x2_t, b: uint64x2_t) -> uint64x2_t {
+        uint64x2_t([a.0[1], b.0[1]])
+    }
+    pub fn vdupq_n_u32(v: u32) -> uint32x4_t {
+        uint32x4_t([v; 4])
+    }
+    pub unsafe fn vld1q_u32(p: *const u32) -> uint32x4_t {
+        // SAFETY: the caller passes a pointer to 4 readable `u32`s.
+        uint32x4_t(unsafe { std::ptr::read_unaligned(p.cast::<[u32; 4]>()) })
+    }
+    pub unsafe fn vld1q_u8(p: *const u8) -> uint8x16_t {
+        // SAFETY: the caller passes a pointer to 16 readable bytes.
+        uint8x16_t(unsafe { std::ptr::read_unaligned(p.cast::<[u8; 16]>()) })
+    }
+    pub unsafe fn vst1q_u8(p: *mut u8, v: uint8x16_t) {
+        // SAFETY: the caller passes a pointer to 16 writable bytes.
+        unsafe { std::ptr::write_unaligned(p.cast::<[u8; 16]>(), v.0) }
+    }
+}
+
+/// The NEON kernel's code over [`neon_model`] (tests only).
+#[cfg(test)]
+mod neon_emulated {
+    use super::neon_model::*;
+    use super::{IV, KEY_INPUT_LEN, ParentRefs, SCHEDULE, block_flags, key_words};
+
+    neon_kernel!();
 }
 
 #[cfg(test)]
@@ -833,6 +965,33 @@ mod tests {
         std::array::from_fn(|l| {
             std::array::from_fn(|i| (i as u8).wrapping_mul(31) ^ seed ^ (l as u8 * 7))
         })
+    }
+
+    /// The NEON kernel's code, run over the portable intrinsics model, equals the reference (the
+    /// real kernel runs the same code on aarch64, where `every_path_equals_reference` covers it).
+    #[test]
+    fn neon_kernel_code_matches_reference_on_the_model() {
+        let data: Vec<u8> = (0..32 * 64).map(|i| (i * 13 + i / 97) as u8).collect();
+        let (blocks, _) = data.as_chunks::<32>();
+        for base in [0u64, 5, u64::from(u32::MAX) - 2, 1 << 40] {
+            let counters: [u64; 4] = std::array::from_fn(|l| base + 3 * l as u64);
+            let parents: [ParentRefs<'_>; 4] = std::array::from_fn(|l| {
+                std::array::from_fn(|k| &blocks[(l * 29 + k * 7 + base as usize) % blocks.len()])
+            });
+            // SAFETY: the model's intrinsics are portable Rust; no CPU feature is needed.
+            let got = unsafe { neon_emulated::parent_keys_x4(&[3; 32], &counters, &parents) };
+            for l in 0..4 {
+                let mut input = [0u8; KEY_INPUT_LEN];
+                for k in 0..PARENTS {
+                    input[32 * k..32 * k + 32].copy_from_slice(parents[l][k]);
+                }
+                assert_eq!(
+                    got[l],
+                    reference::parent_key(&[3; 32], counters[l], &input),
+                    "lane {l}"
+                );
+            }
+        }
     }
 
     #[test]
