@@ -242,9 +242,11 @@ pub fn unseal_range(
 
 /// [`unseal_range`] on an explicit platform (benchmarks and tests compare platforms).
 ///
-/// Works in batches of [`MAX_LANES`] blocks: the parents of the next batch are computed (and
-/// their cache lines prefetched) while the current batch hashes; the key kernel reads the parent
-/// blocks in place (no 256-byte copies); the Sloth inverses of a batch run interleaved.
+/// Works in batches of [`MAX_LANES`] blocks: the parents of the next batch are computed (16 at a
+/// time, [`Graph::parents_x16_on`]) and their cache lines prefetched while the current batch
+/// hashes; the key kernel reads the parent blocks in place (no 256-byte copies); a full batch's
+/// Sloth inverses, canonical checks and XOR with the keys are one call
+/// ([`crate::field::unseal_x16_on`]).
 pub fn unseal_range_on(
     platform: Platform,
     params: &SealParams,
