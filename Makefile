@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/granary-target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 
-.PHONY: setup build test lint fmt bench demo devnet devnet-down
+.PHONY: setup build test lint fmt fuzz bench demo devnet devnet-down
 
 setup:
 	@bash scripts/setup.sh
@@ -12,9 +12,14 @@ setup:
 build: setup
 	$(CARGO) build --workspace --bins
 
-## The README's test command: lint, then every test.
+## The README's test command: lint, every test, then 30 s of fuzzing the frame decoder.
 test: setup lint
 	$(CARGO) nextest run --workspace --no-fail-fast
+	@bash scripts/fuzz-smoke.sh 30
+
+## libFuzzer on the frame decoder (nightly + cargo-fuzz; skipped where unavailable).
+fuzz:
+	@bash scripts/fuzz-smoke.sh $(or $(SECS),300)
 
 lint: setup
 	$(CARGO) fmt --all --check
