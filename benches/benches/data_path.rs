@@ -220,6 +220,80 @@ fn primitive_ratios() {
     rs_ratios(&data);
 }
 
+/// User and system CPU seconds of this process so far (Linux), else zeros.
+fn cpu_times() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (tick(11), tick(12))
+}
+
+/// Runs `f` `runs` times and prints CPU (user, system) and wall seconds per GB of `bytes`,
+/// best run: where the pipeline's time goes, and how much of it is the kernel's.
+fn cpu_profile(name: &str, bytes: u64, runs: usize, mut f: impl FnMut()) {
+    let gb = bytes as f64 / 1e9;
+    let mut best: Option<(f64, f64, f64)> = None;
+    for _ in 0..runs {
+        let (u0, s0) = cpu_times();
+        let t = std::time::Instant::now();
+        f();
+        let w = t.elapsed().as_secs_f64();
+        let (u1, s1) = cpu_times();
+        let r = ((u1 - u0) / gb, (s1 - s0) / gb, w / gb);
+        if best.is_none_or(|b| r.2 < b.2) {
+            best = Some(r);
+        }
+    }
+    if let Some((u, s, w)) = best {
+        println!(
+            "CPU {name}: user {u:.2} + system {s:.2} s/GB on {:.2} s/GB wall ({:.1} cores busy)",
+            w,
+            (u + s) / w
+        );
+    }
+}
+
+/// What the page cache costs on this machine: writing, reading and deleting 1 GiB of 1 MiB
+/// files in the same directory the pipeline uses.
+fn page_cache_floor(base: &std::path::Path) {
+    let dir = base.join("floor");
+    let buf = input(MB, 9);
+    let mut rb = vec![0u8; MB];
+    for round in 0..2 {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (u0, s0) = cpu_times();
+        for i in 0..1024 {
+            std::fs::write(dir.join(format!("f{i}")), &buf).unwrap();
+        }
+        let (u1, s1) = cpu_times();
+        for i in 0..1024 {
+            use std::io::Read;
+            std::fs::File::open(dir.join(format!("f{i}")))
+                .unwrap()
+                .read_exact(&mut rb)
+                .unwrap();
+        }
+        let (u2, s2) = cpu_times();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (u3, s3) = cpu_times();
+        if round == 1 {
+            let gib = (1u64 << 30) as f64 / 1e9;
+            println!(
+                "CPU page cache, 1 GiB in 1 MiB files: write {:.2}, read {:.2}, delete {:.2} s/GB (user + system)",
+                (u1 - u0 + s1 - s0) / gib,
+                (u2 - u1 + s2 - s1) / gib,
+                (u3 - u2 + s3 - s2) / gib
+            );
+        }
+    }
+}
+
 /// The whole pack pipeline (walk, read, hash, encrypt, RS, outboards, write to tmpfs) and the
 /// healthy reassembly, against raw single-core BLAKE3 of the same bytes.
 fn pipeline_ratios() {
@@ -250,7 +324,7 @@ fn pipeline_ratios() {
             ..PackOptions::default()
         };
         let store_root = base.path().join(format!("store-{p}"));
-        let pack_once = || {
+        let mut pack_once = || {
             round += 1;
             let _ = std::fs::remove_dir_all(&store_root);
             let store = DirStore::open(&store_root, false).unwrap();
@@ -263,14 +337,17 @@ fn pipeline_ratios() {
         ratio(
             &format!("pack pipeline {p} vs raw blake3 (1 core)"),
             bytes,
-            pack_once,
+            &mut pack_once,
             "blake3",
             blake,
         );
+        if p == ErasureParams::DEVNET {
+            cpu_profile(&format!("pack pipeline {p}"), bytes, 5, &mut pack_once);
+        }
         let store = DirStore::open(&store_root, false).unwrap();
         let cap = last.clone().unwrap();
         let out = base.path().join("out");
-        let unpack_once = || {
+        let mut unpack_once = || {
             let _ = std::fs::remove_dir_all(&out);
             let ds = Dataset::open(&cap, &store).unwrap();
             ds.extract(&store, &out, None, &mut ReadStats::default())
@@ -279,11 +356,15 @@ fn pipeline_ratios() {
         ratio(
             &format!("reassembly {p} (healthy) vs raw blake3 (1 core)"),
             bytes,
-            unpack_once,
+            &mut unpack_once,
             "blake3",
             blake,
         );
+        if p == ErasureParams::DEVNET {
+            cpu_profile(&format!("reassembly {p}"), bytes, 5, &mut unpack_once);
+        }
     }
+    page_cache_floor(base.path());
     // Stage sum for 4+2: hashing twice-equivalent work is bounded by these stages.
     let coder = Coder::new(ErasureParams::DEVNET).unwrap();
     let mut set = granary_client::erasure::ShardSet::default();
