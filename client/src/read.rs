@@ -753,6 +753,15 @@ impl SegmentFeed {
                         self.pending.insert(p, r);
                     }
                     Err(_) => {
+                        // The readers stopped early because one of them failed: report that.
+                        let failed = self
+                            .pending
+                            .keys()
+                            .copied()
+                            .find(|p| matches!(self.pending.get(p), Some(Err(_))));
+                        if let Some(Err(e)) = failed.and_then(|p| self.pending.remove(&p)) {
+                            return Err(e);
+                        }
                         return Err(ReadError::Io {
                             path: "<segment readers>".into(),
                             source: std::io::Error::other("the segment reader threads stopped"),
