@@ -12,6 +12,9 @@
 
 use granary_client::net;
 
+/// Reference tag of the benchmark's stores.
+const TAG: [u8; 32] = [0x42; 32];
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -164,7 +167,10 @@ fn setup() -> Setup {
             .unwrap()
             .await
             .unwrap();
-        client.store_shard(&owner, id, shard.clone()).await.unwrap();
+        client
+            .store_shard(&owner, TAG, id, shard.clone())
+            .await
+            .unwrap();
         (client, raw)
     });
     Setup {
@@ -209,10 +215,10 @@ fn transport(c: &mut Criterion) {
             for _ in 0..iters {
                 let (id, data) = fresh();
                 let t = std::time::Instant::now();
-                s.rt.block_on(s.client.store_shard(&s.owner, id, data))
+                s.rt.block_on(s.client.store_shard(&s.owner, TAG, id, data))
                     .unwrap();
                 total += t.elapsed();
-                s.rt.block_on(s.client.delete_shards(&s.owner, &[id]))
+                s.rt.block_on(s.client.delete_shards(&s.owner, TAG, &[id]))
                     .unwrap();
             }
             total
@@ -241,7 +247,7 @@ fn transport(c: &mut Criterion) {
         s.rt.block_on(async {
             let calls = batch
                 .iter()
-                .map(|(id, data)| s.client.store_shard(&s.owner, *id, data.clone()));
+                .map(|(id, data)| s.client.store_shard(&s.owner, TAG, *id, data.clone()));
             for r in futures_join_all(calls).await {
                 r.unwrap();
             }
@@ -249,7 +255,7 @@ fn transport(c: &mut Criterion) {
         ids.borrow_mut().extend(batch.iter().map(|(id, _)| *id));
         if ids.borrow().len() >= 16 {
             let old: Vec<_> = ids.borrow_mut().drain(..).collect();
-            s.rt.block_on(s.client.delete_shards(&s.owner, &old))
+            s.rt.block_on(s.client.delete_shards(&s.owner, TAG, &old))
                 .unwrap();
         }
     };

@@ -123,6 +123,16 @@ pub fn derived_dataset_key(owner: &SecretKey, source: &Path) -> crate::ids::Data
     crate::ids::DatasetKey::from_bytes(*h.finalize().as_bytes())
 }
 
+/// The reference tag an upload of `source` by `owner` stores new shards under until the dataset
+/// is committed (stable, so a resumed put finds its earlier references).
+pub fn upload_tag(owner: &SecretKey, source: &Path) -> [u8; 32] {
+    let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
+    let mut h = blake3::Hasher::new_derive_key("granary 2026-11 upload tag from owner and path v1");
+    h.update(&owner.to_bytes());
+    h.update(std::os::unix::ffi::OsStrExt::as_bytes(abs.as_os_str()));
+    *h.finalize().as_bytes()
+}
+
 /// Writes a config file.
 pub fn save(path: &Path, cfg: &ClientConfig) -> std::io::Result<()> {
     let text = toml::to_string_pretty(cfg).map_err(std::io::Error::other)?;

@@ -845,3 +845,33 @@ fn storage_challenges_over_sealed_replicas() {
     assert_eq!(verdict_of(&audits, &net.nodes[3]), "pass", "{audits:?}");
     assert_eq!(verdict_of(&audits, &net.nodes[4]), "pass", "{audits:?}");
 }
+
+/// Removing one version of a dataset never drops shards another version still names: every
+/// dataset holds its shards under its own reference tag on the nodes. Removing both frees all.
+#[test]
+fn rm_of_one_version_keeps_the_other() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    big_dataset(&data.join("big"), 2, 1_000_000);
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+    let cfg = net.config();
+    let v1 = put(&cfg, &data, &[]);
+    let mut b = fs::read(data.join("sub/b.bin")).expect("read");
+    b.extend_from_slice(b"a new tail");
+    fs::write(data.join("sub/b.bin"), &b).expect("write");
+    fs::write(data.join("new.txt"), b"added in v2").expect("write");
+    let v2 = put(&cfg, &data, &["--update", &v1]);
+    assert_ne!(v1, v2);
+
+    ok(&cfg, &["rm", &v1]);
+    get_exact(&cfg, &v2, &tmp.path().join("got-v2"), &data);
+    assert!(net.used() > 0);
+    ok(&cfg, &["rm", &v2]);
+    assert_eq!(
+        net.used(),
+        0,
+        "no reference left behind: {:?}",
+        net.status()
+    );
+}

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::{
     error_code::ErrorCode,
     identity::{NodeId, SecretKey, Signature},
-    message::{DeleteShards, Freshness, NONCE_LEN, ShardId, StoreShard},
+    message::{DeleteShards, Freshness, NONCE_LEN, RefTag, ShardId, StoreShard, TagShards},
 };
 
 /// Largest accepted difference between a request's timestamp and the node's clock: 2 minutes.
@@ -120,12 +120,14 @@ impl StoreShard {
         node: NodeId,
         shard_id: ShardId,
         size: u64,
+        tag: RefTag,
         now_ms: u64,
     ) -> Self {
         let mut req = Self {
             shard_id,
             size,
             owner: owner.public(),
+            tag,
             node,
             freshness: Freshness::new(now_ms),
             signature: Signature([0; 64]),
@@ -150,11 +152,54 @@ impl StoreShard {
 }
 
 impl DeleteShards {
-    /// Builds and signs a delete request for `node`.
-    pub fn signed(owner: &SecretKey, node: NodeId, ids: Vec<ShardId>, now_ms: u64) -> Self {
+    /// Builds and signs a request for `node` releasing the owner's `tag` references to `ids`.
+    pub fn signed(
+        owner: &SecretKey,
+        node: NodeId,
+        tag: RefTag,
+        ids: Vec<ShardId>,
+        now_ms: u64,
+    ) -> Self {
         let mut req = Self {
             ids,
             owner: owner.public(),
+            tag,
+            node,
+            freshness: Freshness::new(now_ms),
+            signature: Signature([0; 64]),
+        };
+        req.signature = owner.sign(&req.signing_bytes());
+        req
+    }
+
+    /// Checks addressee, timestamp and signature (not the nonce; see module docs).
+    pub fn verify(&self, local: NodeId, now_ms: u64) -> Result<(), AuthError> {
+        let msg = self.signing_bytes();
+        check_common(
+            local,
+            self.node,
+            &self.freshness,
+            now_ms,
+            self.owner,
+            &msg,
+            &self.signature,
+        )
+    }
+}
+
+impl TagShards {
+    /// Builds and signs a request for `node` adding the owner's `tag` reference to `ids`.
+    pub fn signed(
+        owner: &SecretKey,
+        node: NodeId,
+        tag: RefTag,
+        ids: Vec<ShardId>,
+        now_ms: u64,
+    ) -> Self {
+        let mut req = Self {
+            ids,
+            owner: owner.public(),
+            tag,
             node,
             freshness: Freshness::new(now_ms),
             signature: Signature([0; 64]),
@@ -187,7 +232,7 @@ mod tests {
         let owner = SecretKey::from_bytes(&[1; 32]);
         let node = SecretKey::from_bytes(&[2; 32]).public();
         let now = 1_700_000_000_000;
-        let req = StoreShard::signed(&owner, node, ShardId([5; 32]), 10, now);
+        let req = StoreShard::signed(&owner, node, ShardId([5; 32]), 10, [7; 32], now);
         req.verify(node, now + 1000).unwrap();
         assert_eq!(
             req.verify(owner.public(), now),
@@ -196,6 +241,12 @@ mod tests {
         assert!(matches!(
             req.verify(node, now + MAX_CLOCK_SKEW_MS + 1),
             Err(AuthError::Stale { .. })
+        ));
+        let mut retagged = req.clone();
+        retagged.tag = [8; 32];
+        assert!(matches!(
+            retagged.verify(node, now),
+            Err(AuthError::BadSignature { .. })
         ));
         let mut forged = req.clone();
         forged.size = 11;
@@ -217,8 +268,23 @@ mod tests {
     fn delete_request_covers_every_id() {
         let owner = SecretKey::from_bytes(&[1; 32]);
         let node = SecretKey::from_bytes(&[2; 32]).public();
-        let req = DeleteShards::signed(&owner, node, vec![ShardId([1; 32]), ShardId([2; 32])], 5);
+        let req = DeleteShards::signed(
+            &owner,
+            node,
+            [9; 32],
+            vec![ShardId([1; 32]), ShardId([2; 32])],
+            5,
+        );
         req.verify(node, 5).unwrap();
+        let mut retagged = req.clone();
+        retagged.tag = [8; 32];
+        assert!(retagged.verify(node, 5).is_err());
+        let tag = TagShards::signed(&owner, node, [9; 32], req.ids.clone(), 5);
+        tag.verify(node, 5).unwrap();
+        // A delete signature is not a tag signature (domain separation).
+        let mut swapped = tag.clone();
+        swapped.signature = req.signature;
+        assert!(swapped.verify(node, 5).is_err());
         let mut forged = req.clone();
         forged.ids.pop();
         assert!(forged.verify(node, 5).is_err());

@@ -15,7 +15,7 @@
 use crate::error_code::ErrorCode;
 
 /// Wire protocol version carried in every frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the body: length (4), version (1), type (1).
 pub const HEADER_LEN: usize = 6;
 /// Largest accepted value of the length field (version + type + body): 1 MiB.
@@ -62,7 +62,11 @@ pub enum MsgType {
     SealInfo = 32,
     /// Response to `SealInfo`; a raw body of `body_len` bytes (a postcard `SealInfoBody`) follows.
     SealInfoOk = 33,
-    // 0 and 34..=255 unassigned; 0 is never used.
+    /// Request: add the owner's reference tag to held shards.
+    TagShards = 34,
+    /// Response to `TagShards`.
+    TagShardsOk = 35,
+    // 0 and 36..=255 unassigned; 0 is never used.
 }
 
 impl MsgType {
@@ -86,6 +90,8 @@ impl MsgType {
             15 => Self::SealProofOk,
             32 => Self::SealInfo,
             33 => Self::SealInfoOk,
+            34 => Self::TagShards,
+            35 => Self::TagShardsOk,
             _ => return None,
         })
     }
@@ -102,6 +108,7 @@ impl MsgType {
                 | Self::Challenge
                 | Self::SealProof
                 | Self::SealInfo
+                | Self::TagShards
         )
     }
 }
@@ -222,15 +229,16 @@ mod tests {
         );
         assert_eq!(h([0, 0, 0, 1, 1, 2]), Err(FrameError::TooShort { len: 1 }));
         assert_eq!(
-            h([0, 0, 0, 2, 2, 2]),
-            Err(FrameError::UnsupportedVersion { version: 2 })
+            h([0, 0, 0, 2, 1, 2]),
+            Err(FrameError::UnsupportedVersion { version: 1 })
         );
+        let v = PROTOCOL_VERSION;
         assert_eq!(
-            h([0, 0, 0, 2, 1, 16]),
+            h([0, 0, 0, 2, v, 16]),
             Err(FrameError::UnknownType { msg_type: 16 })
         );
         assert_eq!(
-            h([0, 0, 0, 2, 1, 2]),
+            h([0, 0, 0, 2, v, 2]),
             Ok(FrameHeader {
                 msg_type: MsgType::NodeInfo,
                 body_len: 0
@@ -238,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             FrameHeader::encode(MsgType::HasShards, 5),
-            [0, 0, 0, 7, 1, 8]
+            [0, 0, 0, 7, PROTOCOL_VERSION, 8]
         );
     }
 

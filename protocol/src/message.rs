@@ -10,6 +10,7 @@
 //! | `FetchRange`   | –                    | `FetchRangeOk`   | `encoded_len` bytes  |
 //! | `HasShards`    | –                    | `HasShardsOk`    | –                    |
 //! | `DeleteShards` | –                    | `DeleteShardsOk` | –                    |
+//! | `TagShards`    | –                    | `TagShardsOk`    | –                    |
 //! | `SealInfo`     | –                    | `SealInfoOk`     | `body_len` bytes     |
 //! | `SealProof`    | –                    | `SealProofOk`    | `proof_len` bytes    |
 //! | `Challenge`    | –                    | `ChallengeOk`    | `proof_len` bytes    |
@@ -139,6 +140,8 @@ pub struct StoreShard {
     pub size: u64,
     /// The owner whose quota is charged and who may later delete.
     pub owner: NodeId,
+    /// The owner's reference tag (which dataset, or which upload, holds the reference).
+    pub tag: RefTag,
     /// The node this request is meant for (prevents replay to another node).
     pub node: NodeId,
     /// Timestamp and nonce.
@@ -200,13 +203,16 @@ pub struct HasShardsOk {
     pub bitmap: Vec<u8>,
 }
 
-/// `DeleteShards` (type 10): release `owner`'s references; signed by `owner`.
+/// `DeleteShards` (type 10): release `owner`'s `tag` references; signed by `owner`. The owner's
+/// hold on a shard ends with its last tag; the bytes go with the last owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteShards {
     /// Up to [`MAX_IDS_PER_REQUEST`] ids.
     pub ids: Vec<ShardId>,
     /// The owner releasing its references.
     pub owner: NodeId,
+    /// Which of the owner's references to release.
+    pub tag: RefTag,
     /// The node this request is meant for.
     pub node: NodeId,
     /// Timestamp and nonce.
@@ -215,13 +221,53 @@ pub struct DeleteShards {
     pub signature: Signature,
 }
 
+/// `TagShards` (type 34): add `owner`'s `tag` reference to shards the node already holds (a new
+/// dataset version naming shards stored earlier); signed by `owner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagShards {
+    /// Up to [`MAX_IDS_PER_REQUEST`] ids.
+    pub ids: Vec<ShardId>,
+    /// The owner taking the references (charged for shards it did not reference yet).
+    pub owner: NodeId,
+    /// The reference tag to add.
+    pub tag: RefTag,
+    /// The node this request is meant for.
+    pub node: NodeId,
+    /// Timestamp and nonce.
+    pub freshness: Freshness,
+    /// Owner's signature over [`TagShards::signing_bytes`].
+    pub signature: Signature,
+}
+
+/// Per-id result of a tag request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum TagOutcome {
+    /// The reference is recorded (wire value 0).
+    Tagged,
+    /// The node does not hold the shard; nothing changed (wire value 1).
+    NotHeld,
+}
+
+/// `TagShardsOk` (type 35): one outcome per requested id, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagShardsOk {
+    /// Outcomes.
+    pub outcomes: Vec<TagOutcome>,
+}
+
+/// A reference tag: an owner holds a shard once per tag (a dataset id, or an upload's tag until
+/// the dataset is committed), so removing one dataset never drops another's shards.
+pub type RefTag = [u8; 32];
+
 /// Per-id result of a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum DeleteOutcome {
     /// The owner's reference was the last one; the bytes were removed (wire value 0).
     Deleted,
-    /// The owner's reference was removed; other owners still hold the shard (wire value 1).
+    /// The reference was removed; other owners (or this owner's other tags) still hold the
+    /// shard (wire value 1).
     Released,
     /// This owner holds no reference to the shard (or it is not stored); nothing changed
     /// (wire value 2).
@@ -235,17 +281,19 @@ pub struct DeleteShardsOk {
     pub outcomes: Vec<DeleteOutcome>,
 }
 
-const STORE_DOMAIN: &[u8] = b"granary/store-shard/v1\0";
-const DELETE_DOMAIN: &[u8] = b"granary/delete-shards/v1\0";
+const STORE_DOMAIN: &[u8] = b"granary/store-shard/v2\0";
+const DELETE_DOMAIN: &[u8] = b"granary/delete-shards/v2\0";
+const TAG_DOMAIN: &[u8] = b"granary/tag-shards/v1\0";
 
 impl StoreShard {
-    /// The bytes the owner signs: domain, node, shard id, size, timestamp, nonce.
+    /// The bytes the owner signs: domain, node, shard id, size, tag, timestamp, nonce.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(STORE_DOMAIN.len() + 32 + 32 + 8 + 8 + NONCE_LEN);
+        let mut b = Vec::with_capacity(STORE_DOMAIN.len() + 32 + 32 + 8 + 32 + 8 + NONCE_LEN);
         b.extend_from_slice(STORE_DOMAIN);
         b.extend_from_slice(self.node.as_bytes());
         b.extend_from_slice(&self.shard_id.0);
         b.extend_from_slice(&self.size.to_le_bytes());
+        b.extend_from_slice(&self.tag);
         b.extend_from_slice(&self.freshness.timestamp_ms.to_le_bytes());
         b.extend_from_slice(&self.freshness.nonce);
         b
@@ -253,20 +301,49 @@ impl StoreShard {
 }
 
 impl DeleteShards {
-    /// The bytes the owner signs: domain, node, timestamp, nonce, count, ids.
+    /// The bytes the owner signs: domain, node, tag, timestamp, nonce, count, ids.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut b =
-            Vec::with_capacity(DELETE_DOMAIN.len() + 32 + 8 + NONCE_LEN + 8 + 32 * self.ids.len());
-        b.extend_from_slice(DELETE_DOMAIN);
-        b.extend_from_slice(self.node.as_bytes());
-        b.extend_from_slice(&self.freshness.timestamp_ms.to_le_bytes());
-        b.extend_from_slice(&self.freshness.nonce);
-        b.extend_from_slice(&(self.ids.len() as u64).to_le_bytes());
-        for id in &self.ids {
-            b.extend_from_slice(&id.0);
-        }
-        b
+        ids_signing_bytes(
+            DELETE_DOMAIN,
+            &self.node,
+            &self.tag,
+            &self.freshness,
+            &self.ids,
+        )
     }
+}
+
+impl TagShards {
+    /// The bytes the owner signs: domain, node, tag, timestamp, nonce, count, ids.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        ids_signing_bytes(
+            TAG_DOMAIN,
+            &self.node,
+            &self.tag,
+            &self.freshness,
+            &self.ids,
+        )
+    }
+}
+
+fn ids_signing_bytes(
+    domain: &[u8],
+    node: &NodeId,
+    tag: &RefTag,
+    freshness: &Freshness,
+    ids: &[ShardId],
+) -> Vec<u8> {
+    let mut b = Vec::with_capacity(domain.len() + 32 + 32 + 8 + NONCE_LEN + 8 + 32 * ids.len());
+    b.extend_from_slice(domain);
+    b.extend_from_slice(node.as_bytes());
+    b.extend_from_slice(tag);
+    b.extend_from_slice(&freshness.timestamp_ms.to_le_bytes());
+    b.extend_from_slice(&freshness.nonce);
+    b.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+    for id in ids {
+        b.extend_from_slice(&id.0);
+    }
+    b
 }
 
 /// Packs booleans LSB-first into bytes.
@@ -370,6 +447,8 @@ pub enum Message {
     SealProofOk(SealProofOk),
     SealInfo(SealInfo),
     SealInfoOk(SealInfoOk),
+    TagShards(TagShards),
+    TagShardsOk(TagShardsOk),
 }
 
 /// A message could not be encoded.
@@ -414,6 +493,8 @@ macro_rules! dispatch {
             Message::SealProofOk($m) => $e,
             Message::SealInfo($m) => $e,
             Message::SealInfoOk($m) => $e,
+            Message::TagShards($m) => $e,
+            Message::TagShardsOk($m) => $e,
         }
     };
 }
@@ -439,6 +520,8 @@ impl Message {
             Self::SealProofOk(_) => MsgType::SealProofOk,
             Self::SealInfo(_) => MsgType::SealInfo,
             Self::SealInfoOk(_) => MsgType::SealInfoOk,
+            Self::TagShards(_) => MsgType::TagShards,
+            Self::TagShardsOk(_) => MsgType::TagShardsOk,
         }
     }
 
@@ -511,6 +594,8 @@ impl Message {
             MsgType::SealProofOk => Self::SealProofOk(de(t, body)?),
             MsgType::SealInfo => Self::SealInfo(de(t, body)?),
             MsgType::SealInfoOk => Self::SealInfoOk(de(t, body)?),
+            MsgType::TagShards => Self::TagShards(de(t, body)?),
+            MsgType::TagShardsOk => Self::TagShardsOk(de(t, body)?),
         };
         msg.check_limits()?;
         Ok(msg)
@@ -525,7 +610,9 @@ impl Message {
             })
         };
         match self {
-            Self::HasShards(HasShards { ids }) | Self::DeleteShards(DeleteShards { ids, .. })
+            Self::HasShards(HasShards { ids })
+            | Self::DeleteShards(DeleteShards { ids, .. })
+            | Self::TagShards(TagShards { ids, .. })
                 if ids.len() > MAX_IDS_PER_REQUEST =>
             {
                 limit("too many shard ids")
@@ -533,6 +620,9 @@ impl Message {
             Self::DeleteShardsOk(DeleteShardsOk { outcomes })
                 if outcomes.len() > MAX_IDS_PER_REQUEST =>
             {
+                limit("too many outcomes")
+            }
+            Self::TagShardsOk(TagShardsOk { outcomes }) if outcomes.len() > MAX_IDS_PER_REQUEST => {
                 limit("too many outcomes")
             }
             Self::Error(e) if e.detail.len() > MAX_TEXT_LEN => limit("error detail too long"),

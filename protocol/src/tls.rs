@@ -24,7 +24,7 @@ use rustls::{
 use crate::identity::{NODE_ID_LEN, NodeId, SecretKey};
 
 /// ALPN protocol identifier; bump the trailing number for incompatible wire changes.
-pub const ALPN: &[u8] = b"/granary/1";
+pub const ALPN: &[u8] = b"/granary/2";
 
 /// Domain under which dialers name the node they pin (see [`server_name`]).
 pub const SERVER_NAME: &str = "granary.invalid";

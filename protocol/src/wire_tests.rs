@@ -38,6 +38,7 @@ pub(crate) fn samples() -> Vec<Message> {
             shard_id: ShardId([0x11; 32]),
             size: 300,
             owner: key(2),
+            tag: [0x77; 32],
             node: key(1),
             freshness: fresh(),
             signature: Signature([0x55; 64]),
@@ -64,6 +65,7 @@ pub(crate) fn samples() -> Vec<Message> {
         Message::DeleteShards(DeleteShards {
             ids: vec![ShardId([3; 32])],
             owner: key(2),
+            tag: [0x78; 32],
             node: key(1),
             freshness: fresh(),
             signature: Signature([0x66; 64]),
@@ -74,6 +76,37 @@ pub(crate) fn samples() -> Vec<Message> {
                 DeleteOutcome::Released,
                 DeleteOutcome::NotOwner,
             ],
+        }),
+        Message::Challenge(ChallengeRequest {
+            seed: [0x12; 32],
+            units: vec![[0x13; 32]],
+            chunks: 1000,
+        }),
+        Message::ChallengeOk(ChallengeOk {
+            proof_len: 1_500_000,
+        }),
+        Message::SealProof(SealProofRequest {
+            comm_r: [0x14; 32],
+            seed: [0x15; 32],
+            openings: 271,
+        }),
+        Message::SealProofOk(SealProofOk {
+            proof_len: 4_000_000,
+        }),
+        Message::SealInfo(SealInfo {
+            ids: vec![ShardId([4; 32])],
+        }),
+        Message::SealInfoOk(SealInfoOk { body_len: 2048 }),
+        Message::TagShards(TagShards {
+            ids: vec![ShardId([5; 32])],
+            owner: key(2),
+            tag: [0x79; 32],
+            node: key(1),
+            freshness: fresh(),
+            signature: Signature([0x67; 64]),
+        }),
+        Message::TagShardsOk(TagShardsOk {
+            outcomes: vec![TagOutcome::Tagged, TagOutcome::NotHeld],
         }),
     ]
 }
@@ -200,6 +233,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     shard_id,
                     size,
                     owner,
+                    tag: *owner.as_bytes(),
                     node,
                     freshness,
                     signature,
@@ -235,6 +269,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 Message::DeleteShards(DeleteShards {
                     ids,
                     owner,
+                    tag: *node.as_bytes(),
                     node,
                     freshness,
                     signature,

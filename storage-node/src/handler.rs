@@ -12,8 +12,9 @@ use granary_protocol::{
     auth::{AuthError, MAX_CLOCK_SKEW_MS, now_ms},
     message::{
         ChallengeOk, ChallengeRequest, DeleteOutcome, DeleteShards, DeleteShardsOk, FetchRange,
-        FetchRangeOk, HasShards, HasShardsOk, MAX_PROOF_BODY, NodeInfo, SealInfo, SealInfoOk,
-        SealProofOk, SealProofRequest, StoreOutcome, StoreShard, StoreShardOk, pack_bits,
+        FetchRangeOk, HasShards, HasShardsOk, MAX_PROOF_BODY, NodeInfo, RefTag, SealInfo,
+        SealInfoOk, SealProofOk, SealProofRequest, StoreOutcome, StoreShard, StoreShardOk,
+        TagOutcome, TagShards, TagShardsOk, pack_bits,
     },
     verified::{self, EncodeError},
 };
@@ -112,7 +113,7 @@ pub(crate) async fn store_shard(
         ));
     }
     check_nonce(st, &req.owner, &req.freshness)?;
-    let (id, size, owner) = (req.shard_id, req.size, req.owner);
+    let (id, size, owner, tag) = (req.shard_id, req.size, req.owner, req.tag);
     let ok = |outcome| Ok(Message::StoreShardOk(StoreShardOk { outcome }).into());
 
     if st.store.shard(&id)?.is_some() {
@@ -129,7 +130,7 @@ pub(crate) async fn store_shard(
             }
             state
                 .store
-                .add_reference(&id, size, &owner, &state.quota())?;
+                .add_reference(&id, size, &owner, &tag, &state.quota())?;
             Ok(true)
         })
         .await?;
@@ -159,7 +160,7 @@ pub(crate) async fn store_shard(
     let outcome = blocking(move || {
         let _permit = permit;
         let _reservation = reservation;
-        commit_shard(&state, id, size, owner, received)
+        commit_shard(&state, id, size, owner, &tag, received)
     })
     .await?;
     ok(outcome)
@@ -171,6 +172,7 @@ fn commit_shard(
     id: ShardId,
     size: u64,
     owner: NodeId,
+    tag: &RefTag,
     received: upload::Received,
 ) -> Result<StoreOutcome, Reject> {
     let upload::Received {
@@ -187,7 +189,7 @@ fn commit_shard(
     if !was_indexed {
         st.blobs.commit(staged)?;
     }
-    match st.store.add_reference(&id, size, &owner, &st.quota()) {
+    match st.store.add_reference(&id, size, &owner, tag, &st.quota()) {
         Ok(AddOutcome::NewShard) => Ok(StoreOutcome::Stored),
         Ok(_) => Ok(StoreOutcome::AlreadyHeld),
         Err(e) => {
@@ -414,19 +416,52 @@ pub(crate) async fn delete_shards(st: &Arc<State>, req: DeleteShards) -> Result<
                 .commit_lock
                 .lock()
                 .map_err(|_| Reject::internal("commit lock", "poisoned"))?;
-            out.push(match state.store.remove_reference(id, &req.owner)? {
-                RemoveOutcome::LastReference => {
-                    state.blobs.remove(id)?;
-                    DeleteOutcome::Deleted
-                }
-                RemoveOutcome::Released => DeleteOutcome::Released,
-                _ => DeleteOutcome::NotOwner,
-            });
+            out.push(
+                match state.store.remove_reference(id, &req.owner, &req.tag)? {
+                    RemoveOutcome::LastReference => {
+                        state.blobs.remove(id)?;
+                        DeleteOutcome::Deleted
+                    }
+                    RemoveOutcome::Released | RemoveOutcome::StillTagged => DeleteOutcome::Released,
+                    _ => DeleteOutcome::NotOwner,
+                },
+            );
         }
         Ok(out)
     })
     .await?;
     Ok(Message::DeleteShardsOk(DeleteShardsOk { outcomes }).into())
+}
+
+pub(crate) async fn tag_shards(st: &Arc<State>, req: TagShards) -> Result<Response, Reject> {
+    req.verify(st.id, now_ms())?;
+    check_nonce(st, &req.owner, &req.freshness)?;
+    let state = Arc::clone(st);
+    let outcomes = blocking(move || {
+        let mut out = Vec::with_capacity(req.ids.len());
+        for id in &req.ids {
+            let _g = state
+                .commit_lock
+                .lock()
+                .map_err(|_| Reject::internal("commit lock", "poisoned"))?;
+            out.push(match state.store.shard(id)? {
+                None => TagOutcome::NotHeld,
+                Some(rec) => {
+                    state.store.add_reference(
+                        id,
+                        rec.size,
+                        &req.owner,
+                        &req.tag,
+                        &state.quota(),
+                    )?;
+                    TagOutcome::Tagged
+                }
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Message::TagShardsOk(TagShardsOk { outcomes }).into())
 }
 
 /// Forgets nonces older than twice the skew window (they would be refused as stale anyway).

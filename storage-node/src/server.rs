@@ -146,6 +146,7 @@ async fn stream(st: Arc<State>, peer: NodeId, mut send: SendStream, mut recv: Re
         Message::StoreShard(r) => handler::store_shard(&st, r, &mut recv).await,
         Message::FetchRange(r) => handler::fetch_range(&st, r).await,
         Message::DeleteShards(r) => handler::delete_shards(&st, r).await,
+        Message::TagShards(r) => handler::tag_shards(&st, r).await,
         Message::SealInfo(r) => handler::seal_info(&st, &peer, r).await,
         Message::SealProof(r) => handler::seal_proof(&st, &peer, r).await,
         Message::Challenge(r) => handler::challenge(&st, &peer, r).await,

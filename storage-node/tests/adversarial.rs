@@ -4,6 +4,9 @@
 
 mod common;
 
+/// The reference tag the hand-made requests use.
+const TAG: [u8; 32] = [0x42; 32];
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,15 +39,16 @@ async fn malformed_frames_get_typed_errors() {
     let r = raw_request(&conn, &[0, 0, 0, 2, 9, MsgType::NodeInfo as u8], true).await;
     assert_eq!(r.error_code(), code(ErrorCode::UnsupportedVersion), "{r:?}");
     // Unknown (reserved) message type.
-    let r = raw_request(&conn, &[0, 0, 0, 2, 1, 20], true).await;
+    const V: u8 = granary_protocol::PROTOCOL_VERSION;
+    let r = raw_request(&conn, &[0, 0, 0, 2, V, 20], true).await;
     assert_eq!(r.error_code(), code(ErrorCode::UnknownMessage), "{r:?}");
     // Length below the minimum.
-    let r = raw_request(&conn, &[0, 0, 0, 1, 1], true).await;
+    let r = raw_request(&conn, &[0, 0, 0, 1, V], true).await;
     assert_eq!(r.error_code(), code(ErrorCode::Malformed), "{r:?}");
     // Body that is not a valid postcard FetchRange.
     let r = raw_request(
         &conn,
-        &[0, 0, 0, 5, 1, MsgType::FetchRange as u8, 1, 2, 3],
+        &[0, 0, 0, 5, V, MsgType::FetchRange as u8, 1, 2, 3],
         true,
     )
     .await;
@@ -58,7 +62,7 @@ async fn malformed_frames_get_typed_errors() {
     // Truncated: header promises 100 bytes, stream ends after 3.
     let r = raw_request(
         &conn,
-        &[0, 0, 0, 102, 1, MsgType::HasShards as u8, 1, 2, 3],
+        &[0, 0, 0, 102, V, MsgType::HasShards as u8, 1, 2, 3],
         true,
     )
     .await;
@@ -106,6 +110,7 @@ async fn slow_loris_is_dropped_while_others_are_served() {
         node.id,
         blake3::hash(&data).into(),
         data.len() as u64,
+        TAG,
         now_ms(),
     );
     let (mut send2, mut recv2) = conn.open_bi().await.unwrap();
@@ -142,7 +147,7 @@ async fn wrong_body_is_rejected_and_nothing_is_stored() {
     let data = Bytes::from(random_bytes(200_000, 4));
     let claimed = blake3::hash(b"something else");
     let err = c
-        .store_shard(&owner, claimed, data.clone())
+        .store_shard(&owner, TAG, claimed, data.clone())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::HashMismatch), "{err}");
@@ -156,7 +161,7 @@ async fn wrong_body_is_rejected_and_nothing_is_stored() {
     let conn = raw_conn(&node).await;
     let id = blake3::hash(&data);
     for (declared, sent) in [(200_000u64, 150_000usize), (100_000, 200_000)] {
-        let req = StoreShard::signed(&owner, node.id, id.into(), declared, now_ms());
+        let req = StoreShard::signed(&owner, node.id, id.into(), declared, TAG, now_ms());
         let mut f = Message::StoreShard(req).to_frame().unwrap();
         f.extend_from_slice(&data[..sent]);
         let r = raw_request(&conn, &f, true).await;
@@ -179,31 +184,33 @@ async fn quotas_give_typed_errors_and_node_stays_healthy() {
     let a = Bytes::from(random_bytes(150_000, 5));
     let b = Bytes::from(random_bytes(100_000, 6));
     let d = Bytes::from(random_bytes(100_000, 7));
-    c.store_shard(&alice, blake3::hash(&a), a.clone())
+    c.store_shard(&alice, TAG, blake3::hash(&a), a.clone())
         .await
         .unwrap();
     let e = c
-        .store_shard(&alice, blake3::hash(&b), b.clone())
+        .store_shard(&alice, TAG, blake3::hash(&b), b.clone())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::OwnerQuotaExceeded), "{e}");
-    c.store_shard(&bob, blake3::hash(&b), b.clone())
+    c.store_shard(&bob, TAG, blake3::hash(&b), b.clone())
         .await
         .unwrap();
     let e = c
-        .store_shard(&bob, blake3::hash(&d), d.clone())
+        .store_shard(&bob, TAG, blake3::hash(&d), d.clone())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::NodeQuotaExceeded), "{e}");
     let too_big = Bytes::from(vec![0u8; 65 << 20]);
     let e = c
-        .store_shard(&bob, blake3::hash(&too_big), too_big)
+        .store_shard(&bob, TAG, blake3::hash(&too_big), too_big)
         .await
         .unwrap_err();
     assert!(matches!(e, common::net::RequestError::Invalid(_)), "{e}");
     // Deleting frees room.
-    c.delete_shards(&alice, &[blake3::hash(&a)]).await.unwrap();
-    c.store_shard(&bob, blake3::hash(&d), d).await.unwrap();
+    c.delete_shards(&alice, TAG, &[blake3::hash(&a)])
+        .await
+        .unwrap();
+    c.store_shard(&bob, TAG, blake3::hash(&d), d).await.unwrap();
     assert_eq!(c.info().await.unwrap().used, 200_000);
 }
 
@@ -221,14 +228,14 @@ async fn forged_stale_misaddressed_and_replayed_requests_are_refused() {
     };
 
     // Forged: claims `owner` but signed by `thief`.
-    let mut forged = StoreShard::signed(&thief, node.id, id, data.len() as u64, now_ms());
+    let mut forged = StoreShard::signed(&thief, node.id, id, data.len() as u64, TAG, now_ms());
     forged.owner = owner.public();
     assert_eq!(
         raw_request(&conn, &store(forged), true).await.error_code(),
         code(ErrorCode::BadSignature)
     );
     // Tampered size after signing.
-    let mut tampered = StoreShard::signed(&owner, node.id, id, data.len() as u64, now_ms());
+    let mut tampered = StoreShard::signed(&owner, node.id, id, data.len() as u64, TAG, now_ms());
     tampered.size += 1;
     assert_eq!(
         raw_request(&conn, &store(tampered), true)
@@ -241,7 +248,7 @@ async fn forged_stale_misaddressed_and_replayed_requests_are_refused() {
         now_ms() - MAX_CLOCK_SKEW_MS - 60_000,
         now_ms() + MAX_CLOCK_SKEW_MS + 60_000,
     ] {
-        let stale = StoreShard::signed(&owner, node.id, id, data.len() as u64, ts);
+        let stale = StoreShard::signed(&owner, node.id, id, data.len() as u64, TAG, ts);
         assert_eq!(
             raw_request(&conn, &store(stale), true).await.error_code(),
             code(ErrorCode::StaleTimestamp)
@@ -249,7 +256,7 @@ async fn forged_stale_misaddressed_and_replayed_requests_are_refused() {
     }
     // Addressed to another node.
     let other = SecretKey::generate().public();
-    let misaddressed = StoreShard::signed(&owner, other, id, data.len() as u64, now_ms());
+    let misaddressed = StoreShard::signed(&owner, other, id, data.len() as u64, TAG, now_ms());
     assert_eq!(
         raw_request(&conn, &store(misaddressed), true)
             .await
@@ -258,7 +265,7 @@ async fn forged_stale_misaddressed_and_replayed_requests_are_refused() {
     );
 
     // A valid store, then its exact replay.
-    let ok = StoreShard::signed(&owner, node.id, id, data.len() as u64, now_ms());
+    let ok = StoreShard::signed(&owner, node.id, id, data.len() as u64, TAG, now_ms());
     assert!(matches!(
         raw_request(&conn, &store(ok.clone()), true).await,
         Reply::Msg(Message::StoreShardOk(_))
@@ -269,16 +276,22 @@ async fn forged_stale_misaddressed_and_replayed_requests_are_refused() {
     );
 
     // Delete: forged by the thief, then a valid one replayed.
-    let mut forged = DeleteShards::signed(&thief, node.id, vec![id], now_ms());
+    let mut forged = DeleteShards::signed(&thief, node.id, TAG, vec![id], now_ms());
     forged.owner = owner.public();
     let f = Message::DeleteShards(forged).to_frame().unwrap();
     assert_eq!(
         raw_request(&conn, &f, true).await.error_code(),
         code(ErrorCode::BadSignature)
     );
-    let del = Message::DeleteShards(DeleteShards::signed(&owner, node.id, vec![id], now_ms()))
-        .to_frame()
-        .unwrap();
+    let del = Message::DeleteShards(DeleteShards::signed(
+        &owner,
+        node.id,
+        TAG,
+        vec![id],
+        now_ms(),
+    ))
+    .to_frame()
+    .unwrap();
     assert!(matches!(
         raw_request(&conn, &del, true).await,
         Reply::Msg(Message::DeleteShardsOk(_))
@@ -309,10 +322,10 @@ async fn crash_leaves_nothing_half_written_served() {
     let c = client(&node, &owner).await;
     let kept = Bytes::from(random_bytes(40_000, 10));
     let broken = Bytes::from(random_bytes(40_000, 11));
-    c.store_shard(&owner, blake3::hash(&kept), kept.clone())
+    c.store_shard(&owner, TAG, blake3::hash(&kept), kept.clone())
         .await
         .unwrap();
-    c.store_shard(&owner, blake3::hash(&broken), broken.clone())
+    c.store_shard(&owner, TAG, blake3::hash(&broken), broken.clone())
         .await
         .unwrap();
 
@@ -324,7 +337,7 @@ async fn crash_leaves_nothing_half_written_served() {
         let c = c.clone().with_timeout(Duration::from_secs(3));
         let owner = owner.clone();
         let big = big.clone();
-        tokio::spawn(async move { c.store_shard(&owner, big_id, big).await })
+        tokio::spawn(async move { c.store_shard(&owner, TAG, big_id, big).await })
     };
     // Crash once the body is streaming into tmp/.
     let tmp = node.path().join("tmp");
@@ -389,7 +402,7 @@ async fn crash_leaves_nothing_half_written_served() {
     assert!(std::fs::read_dir(dir.join("quarantine")).unwrap().count() >= 2);
     // Storing the broken shard again works (it was cleanly un-indexed).
     assert_eq!(
-        c.store_shard(&owner, blake3::hash(&broken), broken)
+        c.store_shard(&owner, TAG, blake3::hash(&broken), broken)
             .await
             .unwrap(),
         common::net::StoreOutcome::Stored
@@ -403,7 +416,7 @@ async fn corrupt_bytes_on_disk_are_never_served() {
     let c = client(&node, &owner).await;
     let data = Bytes::from(random_bytes(100_000, 13));
     let id = blake3::hash(&data);
-    c.store_shard(&owner, id, data.clone()).await.unwrap();
+    c.store_shard(&owner, TAG, id, data.clone()).await.unwrap();
     let hex = id.to_hex().to_string();
     let path = node
         .path()
@@ -436,7 +449,7 @@ async fn graceful_shutdown_finishes_in_flight_store() {
     let id = blake3::hash(&big);
     let upload = {
         let (c, owner, big) = (c.clone(), owner.clone(), big.clone());
-        tokio::spawn(async move { c.store_shard(&owner, id, big).await })
+        tokio::spawn(async move { c.store_shard(&owner, TAG, id, big).await })
     };
     // SIGTERM once the body is streaming into tmp/ (or the upload already finished).
     let tmp = node.path().join("tmp");
@@ -468,7 +481,7 @@ async fn disk_full_is_a_typed_error_and_node_stays_healthy() {
     let c = client(&node, &owner).await;
     let data = Bytes::from(random_bytes(10_000, 15));
     let e = c
-        .store_shard(&owner, blake3::hash(&data), data.clone())
+        .store_shard(&owner, TAG, blake3::hash(&data), data.clone())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::DiskFull), "{e}");
@@ -514,10 +527,10 @@ async fn scrub_finds_rot_nobody_read() {
     let c = client(&node, &owner).await;
     let good = Bytes::from(random_bytes(70_000, 16));
     let bad = Bytes::from(random_bytes(70_000, 17));
-    c.store_shard(&owner, blake3::hash(&good), good.clone())
+    c.store_shard(&owner, TAG, blake3::hash(&good), good.clone())
         .await
         .unwrap();
-    c.store_shard(&owner, blake3::hash(&bad), bad.clone())
+    c.store_shard(&owner, TAG, blake3::hash(&bad), bad.clone())
         .await
         .unwrap();
     let dir = node.path().to_path_buf();
@@ -574,10 +587,10 @@ async fn background_scrub_quarantines_rot() {
     let c = client(&node, &owner).await;
     let good = Bytes::from(random_bytes(50_000, 18));
     let bad = Bytes::from(random_bytes(50_000, 19));
-    c.store_shard(&owner, blake3::hash(&good), good.clone())
+    c.store_shard(&owner, TAG, blake3::hash(&good), good.clone())
         .await
         .unwrap();
-    c.store_shard(&owner, blake3::hash(&bad), bad.clone())
+    c.store_shard(&owner, TAG, blake3::hash(&bad), bad.clone())
         .await
         .unwrap();
     assert!(node.stop());
@@ -670,7 +683,7 @@ async fn real_enospc_on_a_small_tmpfs() {
     for i in 0..20 {
         let data = Bytes::from(random_bytes(1_000_000, 500 + i));
         let id = blake3::hash(&data);
-        match c.store_shard(&owner, id, data.clone()).await {
+        match c.store_shard(&owner, TAG, id, data.clone()).await {
             Ok(_) => stored.push((id, data)),
             Err(e) => {
                 refused = Some((id, e));
@@ -694,9 +707,9 @@ async fn real_enospc_on_a_small_tmpfs() {
     assert_eq!(c.info().await.unwrap().shard_count, stored.len() as u64);
     // Freeing space makes room again.
     let (first, _) = stored[0];
-    c.delete_shards(&owner, &[first]).await.unwrap();
+    c.delete_shards(&owner, TAG, &[first]).await.unwrap();
     let small = Bytes::from(random_bytes(100_000, 999));
-    c.store_shard(&owner, blake3::hash(&small), small.clone())
+    c.store_shard(&owner, TAG, blake3::hash(&small), small.clone())
         .await
         .unwrap();
     assert_eq!(c.fetch_shard(blake3::hash(&small)).await.unwrap(), small);

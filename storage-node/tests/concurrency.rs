@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::TAG;
+
 use bytes::Bytes;
 use common::{client, random_bytes, started};
 use granary_protocol::SecretKey;
@@ -44,9 +46,11 @@ async fn concurrent_stores_and_deletes_keep_index_files_and_accounting_consisten
                 let o = &owners[(rng.next() % 3) as usize];
                 let s = &shards[(rng.next() % 8) as usize];
                 if rng.next().is_multiple_of(3) {
-                    c.delete_shards(o, &[blake3::hash(s)]).await.unwrap();
+                    c.delete_shards(o, TAG, &[blake3::hash(s)]).await.unwrap();
                 } else {
-                    c.store_shard(o, blake3::hash(s), s.clone()).await.unwrap();
+                    c.store_shard(o, TAG, blake3::hash(s), s.clone())
+                        .await
+                        .unwrap();
                 }
             }
         }));
@@ -85,7 +89,7 @@ async fn concurrent_stores_and_deletes_keep_index_files_and_accounting_consisten
     // Releasing every owner's references empties the node completely.
     let ids: Vec<_> = shards.iter().map(|s| blake3::hash(s)).collect();
     for o in &owners {
-        c.delete_shards(o, &ids).await.unwrap();
+        c.delete_shards(o, TAG, &ids).await.unwrap();
     }
     assert_eq!(c.info().await.unwrap().used, 0);
     let status = node.status();

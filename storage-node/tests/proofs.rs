@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::TAG;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,7 +31,7 @@ async fn store_all(
     let mut ids = Vec::new();
     for s in shards {
         let id = blake3::hash(s);
-        c.store_shard(owner, id, Bytes::from(s.clone()))
+        c.store_shard(owner, TAG, id, Bytes::from(s.clone()))
             .await
             .unwrap();
         ids.push(id);

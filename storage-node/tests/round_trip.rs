@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::TAG;
+
 use bytes::Bytes;
 use common::{client, net, random_bytes, started};
 use granary_protocol::{ErrorCode, SecretKey};
@@ -22,13 +24,13 @@ async fn store_fetch_has_delete_round_trip() {
         vec![false, false]
     );
     assert_eq!(
-        c.store_shard(&owner, id, Bytes::from(data.clone()))
+        c.store_shard(&owner, TAG, id, Bytes::from(data.clone()))
             .await
             .unwrap(),
         StoreOutcome::Stored
     );
     assert_eq!(
-        c.store_shard(&owner, id, Bytes::from(data.clone()))
+        c.store_shard(&owner, TAG, id, Bytes::from(data.clone()))
             .await
             .unwrap(),
         StoreOutcome::AlreadyHeld
@@ -79,7 +81,7 @@ async fn store_fetch_has_delete_round_trip() {
     assert_eq!((na.id, na.addr), (node.id, node.addr));
 
     assert_eq!(
-        c.delete_shards(&owner, &[id, other]).await.unwrap(),
+        c.delete_shards(&owner, TAG, &[id, other]).await.unwrap(),
         vec![DeleteOutcome::Deleted, DeleteOutcome::NotOwner]
     );
     assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![false]);
@@ -102,30 +104,30 @@ async fn only_owners_delete_and_bytes_go_with_the_last_owner() {
     let data = Bytes::from(random_bytes(50_000, 2));
     let id = blake3::hash(&data);
     assert_eq!(
-        c.store_shard(&alice, id, data.clone()).await.unwrap(),
+        c.store_shard(&alice, TAG, id, data.clone()).await.unwrap(),
         StoreOutcome::Stored
     );
     assert_eq!(
-        c.store_shard(&bob, id, data.clone()).await.unwrap(),
+        c.store_shard(&bob, TAG, id, data.clone()).await.unwrap(),
         StoreOutcome::AlreadyHeld
     );
 
     assert_eq!(
-        c.delete_shards(&mallory, &[id]).await.unwrap(),
+        c.delete_shards(&mallory, TAG, &[id]).await.unwrap(),
         vec![DeleteOutcome::NotOwner]
     );
     assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![true]);
     assert_eq!(
-        c.delete_shards(&alice, &[id]).await.unwrap(),
+        c.delete_shards(&alice, TAG, &[id]).await.unwrap(),
         vec![DeleteOutcome::Released]
     );
     assert_eq!(c.fetch_shard(id).await.unwrap(), data);
     assert_eq!(
-        c.delete_shards(&alice, &[id]).await.unwrap(),
+        c.delete_shards(&alice, TAG, &[id]).await.unwrap(),
         vec![DeleteOutcome::NotOwner]
     );
     assert_eq!(
-        c.delete_shards(&bob, &[id]).await.unwrap(),
+        c.delete_shards(&bob, TAG, &[id]).await.unwrap(),
         vec![DeleteOutcome::Deleted]
     );
     assert_eq!(c.has_shards(&[id]).await.unwrap(), vec![false]);
@@ -155,7 +157,7 @@ async fn restart_keeps_data() {
     let id = blake3::hash(&data);
     {
         let c = client(&node, &owner).await;
-        c.store_shard(&owner, id, data.clone()).await.unwrap();
+        c.store_shard(&owner, TAG, id, data.clone()).await.unwrap();
     }
     assert!(
         node.stop(),

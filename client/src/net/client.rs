@@ -9,8 +9,9 @@ use granary_protocol::{
     auth::now_ms,
     message::{
         ChallengeRequest, DeleteOutcome, DeleteShards, FetchRange, HasShards, MAX_IDS_PER_REQUEST,
-        MAX_PROOF_BODY, MAX_SHARD_SIZE, NodeInfo, NodeInfoRequest, SealInfo, SealProofRequest,
-        StoreOutcome, StoreShard, encoded_range_bound, unpack_bits,
+        MAX_PROOF_BODY, MAX_SHARD_SIZE, NodeInfo, NodeInfoRequest, RefTag, SealInfo,
+        SealProofRequest, StoreOutcome, StoreShard, TagOutcome, TagShards, encoded_range_bound,
+        unpack_bits,
     },
     sealing::{SealInfoBody, ShardSealState},
     tls::{self, PeerCertError},
@@ -121,6 +122,7 @@ impl NodeClient {
     pub async fn store_shard(
         &self,
         owner: &SecretKey,
+        tag: RefTag,
         id: blake3::Hash,
         bytes: Bytes,
     ) -> Result<StoreOutcome, RequestError> {
@@ -135,6 +137,7 @@ impl NodeClient {
             self.node,
             ShardId::from(id),
             size,
+            tag,
             now_ms(),
         ));
         self.call("store_shard", async {
@@ -226,18 +229,25 @@ impl NodeClient {
         Ok(out)
     }
 
-    /// Releases `owner`'s references to `ids`; the node removes a shard's bytes when no owner
-    /// references it any more. One outcome per id, in order.
+    /// Releases `owner`'s `tag` references to `ids`; the owner's hold ends with its last tag,
+    /// and the node removes a shard's bytes when no owner holds it any more. One outcome per id,
+    /// in order.
     pub async fn delete_shards(
         &self,
         owner: &SecretKey,
+        tag: RefTag,
         ids: &[blake3::Hash],
     ) -> Result<Vec<DeleteOutcome>, RequestError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
             let shard_ids = chunk.iter().map(|h| ShardId::from(*h)).collect();
-            let req =
-                Message::DeleteShards(DeleteShards::signed(owner, self.node, shard_ids, now_ms()));
+            let req = Message::DeleteShards(DeleteShards::signed(
+                owner,
+                self.node,
+                tag,
+                shard_ids,
+                now_ms(),
+            ));
             let outcomes = self
                 .call("delete_shards", async {
                     match self.simple(req).await? {
@@ -245,6 +255,41 @@ impl NodeClient {
                             Ok(ok.outcomes)
                         }
                         Message::DeleteShardsOk(_) => {
+                            Err(RequestError::Protocol("wrong number of outcomes".into()))
+                        }
+                        m => Err(unexpected(&m)),
+                    }
+                })
+                .await?;
+            out.extend(outcomes);
+        }
+        Ok(out)
+    }
+
+    /// Adds `owner`'s `tag` reference to `ids` the node already holds. One outcome per id.
+    pub async fn tag_shards(
+        &self,
+        owner: &SecretKey,
+        tag: RefTag,
+        ids: &[blake3::Hash],
+    ) -> Result<Vec<TagOutcome>, RequestError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
+            let shard_ids = chunk.iter().map(|h| ShardId::from(*h)).collect();
+            let req = Message::TagShards(TagShards::signed(
+                owner,
+                self.node,
+                tag,
+                shard_ids,
+                now_ms(),
+            ));
+            let outcomes = self
+                .call("tag_shards", async {
+                    match self.simple(req).await? {
+                        Message::TagShardsOk(ok) if ok.outcomes.len() == chunk.len() => {
+                            Ok(ok.outcomes)
+                        }
+                        Message::TagShardsOk(_) => {
                             Err(RequestError::Protocol("wrong number of outcomes".into()))
                         }
                         m => Err(unexpected(&m)),

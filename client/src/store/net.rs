@@ -7,6 +7,12 @@
 //! shard went as a hint; a reader asks the hinted node first, then the next candidates in
 //! score order. A node that fails to connect is skipped for [`DEAD_FOR`] so that a dead node
 //! costs one timeout, not one per shard; the reassembly code then rebuilds around it.
+//!
+//! References: a node keeps a shard while some owner holds it, and an owner holds it once per
+//! *tag*. New shards are stored under an upload tag (stable for one owner and source, so a
+//! resumed put finds its earlier references); [`NetStore::commit`] then adds a reference under the
+//! dataset's id to every shard the dataset names (reused ones of an earlier version too) and
+//! releases the upload tag. `rm` releases the dataset's tag only.
 
 use std::{
     collections::HashMap,
@@ -16,12 +22,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use granary_protocol::{NodeAddr, NodeId, SecretKey, message::NodeInfo};
+use granary_protocol::{
+    NodeAddr, NodeId, SecretKey,
+    message::{DeleteOutcome, NodeInfo, RefTag, TagOutcome},
+};
 
 use super::{FetchError, PutShard, ShardLoc, ShardStore, StoreError};
 use crate::{
     ids::{DatasetId, ShardId},
     net::{NodeClient, NodePool, RequestError, client_endpoint},
+    read::Dataset,
 };
 
 /// How long a node that failed is skipped.
@@ -42,6 +52,8 @@ pub struct NetStore {
     pool: NodePool,
     nodes: Vec<NodeAddr>,
     owner: SecretKey,
+    /// The reference tag new shards are stored under until the dataset is committed.
+    upload_tag: RefTag,
     dead: Mutex<HashMap<NodeId, Instant>>,
 }
 
@@ -86,8 +98,16 @@ impl NetStore {
             pool,
             nodes,
             owner,
+            upload_tag: [0; 32],
             dead: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Stores new shards under `tag` (see [`NetStore::commit`]); resuming an upload needs the
+    /// same tag, so derive it from what identifies the upload (owner and source).
+    pub fn with_upload_tag(mut self, tag: RefTag) -> Self {
+        self.upload_tag = tag;
+        self
     }
 
     /// The key this store writes as.
@@ -166,7 +186,7 @@ impl NetStore {
             // holds the bytes (a resumed upload costs a round trip per shard, not its bytes), and
             // it records this owner's reference, so another owner's `rm` cannot delete our data.
             match client
-                .store_shard(&self.owner, id.as_hash(), bytes.clone())
+                .store_shard(&self.owner, self.upload_tag, id.as_hash(), bytes.clone())
                 .await
             {
                 Ok(_) => return Ok(node.id),
@@ -271,56 +291,130 @@ impl NetStore {
         })
     }
 
-    /// Removes this owner's reference to `ids` on every node that has them; returns how many
-    /// references were removed.
-    pub fn delete(&self, ids: &[ShardId]) -> Result<u64, StoreError> {
+    /// Runs `f` on every reachable node with the ids of `ids` it holds (asked in batches);
+    /// returns the sum of what `f` returns and the nodes that could not be reached.
+    async fn on_holders<F, Fut>(
+        &self,
+        ids: &[ShardId],
+        f: F,
+    ) -> Result<(u64, Vec<String>), StoreError>
+    where
+        F: Fn(NodeClient, Vec<blake3::Hash>) -> Fut,
+        Fut: Future<Output = Result<u64, RequestError>>,
+    {
         let hashes: Vec<blake3::Hash> = ids.iter().map(|i| i.as_hash()).collect();
-        self.rt.block_on(async {
-            let mut removed = 0;
-            let mut unreachable = Vec::new();
-            for node in &self.nodes {
-                let client = match self.client(node).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        unreachable.push(e);
-                        continue;
-                    }
-                };
-                let held = client
-                    .has_shards(&hashes)
-                    .await
-                    .map_err(|e| StoreError::Rejected {
-                        node: node.id.to_string(),
-                        reason: e.to_string(),
-                    })?;
-                let mine: Vec<blake3::Hash> = hashes
-                    .iter()
-                    .zip(held)
-                    .filter(|(_, h)| *h)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for batch in mine.chunks(4096) {
-                    let outcomes = client
-                        .delete_shards(&self.owner, batch)
-                        .await
-                        .map_err(|e| StoreError::Rejected {
-                            node: node.id.to_string(),
-                            reason: e.to_string(),
-                        })?;
-                    removed += outcomes
-                        .iter()
-                        .filter(|o| {
-                            !matches!(o, granary_protocol::message::DeleteOutcome::NotOwner)
-                        })
-                        .count() as u64;
+        let mut total = 0;
+        let mut unreachable = Vec::new();
+        for node in &self.nodes {
+            let client = match self.client(node).await {
+                Ok(c) => c,
+                Err(e) => {
+                    unreachable.push(e);
+                    continue;
                 }
+            };
+            let rejected = |e: RequestError| StoreError::Rejected {
+                node: node.id.to_string(),
+                reason: e.to_string(),
+            };
+            let held = client.has_shards(&hashes).await.map_err(rejected)?;
+            let mine: Vec<blake3::Hash> = hashes
+                .iter()
+                .zip(held)
+                .filter(|(_, h)| *h)
+                .map(|(id, _)| *id)
+                .collect();
+            if !mine.is_empty() {
+                total += f(client, mine).await.map_err(rejected)?;
             }
+        }
+        Ok((total, unreachable))
+    }
+
+    /// Releases this owner's `tag` references to `ids` on every node that has them (the bytes
+    /// go with a shard's last reference); returns how many references were released.
+    pub fn delete(&self, tag: RefTag, ids: &[ShardId]) -> Result<u64, StoreError> {
+        self.rt.block_on(async {
+            let (removed, unreachable) = self
+                .on_holders(ids, |client, mine| async move {
+                    let outcomes = client.delete_shards(&self.owner, tag, &mine).await?;
+                    Ok(outcomes
+                        .iter()
+                        .filter(|o| !matches!(o, DeleteOutcome::NotOwner))
+                        .count() as u64)
+                })
+                .await?;
             if removed == 0 && !unreachable.is_empty() {
                 return Err(StoreError::Unavailable(unreachable.join("; ")));
             }
             Ok(removed)
         })
     }
+
+    /// Commits a stored dataset: every shard it names (data, manifest, root record) gets this
+    /// owner's reference under the dataset's own id on every node holding it, and only then the
+    /// upload's tag is released. So `rm` of one dataset (or version) releases exactly its own
+    /// references and never drops shards another dataset of the same owner still names.
+    pub fn commit(&self, ds: &Dataset) -> Result<CommitReport, StoreError> {
+        let ids = dataset_shards(ds);
+        let tag = ds.capability.id.0;
+        let upload = self.upload_tag;
+        self.rt.block_on(async {
+            let (tagged, unreachable) = self
+                .on_holders(&ids, |client, mine| async move {
+                    let outcomes = client.tag_shards(&self.owner, tag, &mine).await?;
+                    Ok(outcomes
+                        .iter()
+                        .filter(|o| matches!(o, TagOutcome::Tagged))
+                        .count() as u64)
+                })
+                .await?;
+            let mut report = CommitReport {
+                shards: ids.len() as u64,
+                tagged,
+                unreachable,
+            };
+            if upload != tag && report.unreachable.is_empty() {
+                // Every holder carries the dataset's tag now: the upload's may go.
+                self.on_holders(&ids, |client, mine| async move {
+                    client.delete_shards(&self.owner, upload, &mine).await?;
+                    Ok(0)
+                })
+                .await?;
+            } else if !report.unreachable.is_empty() {
+                report.unreachable.push(
+                    "upload references kept (nothing is lost; they are released by the next put of the same source)".into(),
+                );
+            }
+            Ok(report)
+        })
+    }
+}
+
+/// What [`NetStore::commit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Distinct shards the dataset names.
+    pub shards: u64,
+    /// References recorded under the dataset's id (one per holding node and shard).
+    pub tagged: u64,
+    /// Nodes that could not be reached (their copies keep only the upload's references).
+    pub unreachable: Vec<String>,
+}
+
+/// Every distinct shard a dataset names: data and manifest segments and the root record.
+pub fn dataset_shards(ds: &Dataset) -> Vec<ShardId> {
+    let mut ids: Vec<ShardId> = ds
+        .manifest()
+        .segments
+        .iter()
+        .chain(&ds.root.manifest_segments)
+        .flat_map(|s| s.shards.iter().copied())
+        .collect();
+    ids.push(ShardId(ds.capability.id.0));
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 impl ShardStore for NetStore {

@@ -232,6 +232,10 @@ fn run(dir: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM right after the "listening" line must shut down gracefully.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let node = node::start(&dir)
             .await
             .with_context(|| format!("starting node in {}", dir.display()))?;
@@ -240,10 +244,8 @@ fn run(dir: PathBuf) -> anyhow::Result<()> {
             node.node_id(),
             node.local_addr()
         );
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         tracing::info!("signal received; shutting down");

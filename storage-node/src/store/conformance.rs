@@ -4,6 +4,9 @@ use granary_protocol::{NodeId, SecretKey, ShardId};
 
 use super::{AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, Usage};
 
+/// The tag of the untagged part of the suite.
+const T: [u8; 32] = [0xee; 32];
+
 fn owner(n: u8) -> NodeId {
     SecretKey::from_bytes(&[n; 32]).public()
 }
@@ -20,19 +23,19 @@ pub(crate) fn run(s: &dyn Store) {
 
     assert_eq!(s.usage().unwrap(), Usage::default());
     assert_eq!(
-        s.add_reference(&x, 300, &a, &q).unwrap(),
+        s.add_reference(&x, 300, &a, &T, &q).unwrap(),
         AddOutcome::NewShard
     );
     assert_eq!(
-        s.add_reference(&x, 300, &a, &q).unwrap(),
+        s.add_reference(&x, 300, &a, &T, &q).unwrap(),
         AddOutcome::AlreadyReferenced
     );
     assert_eq!(
-        s.add_reference(&x, 300, &b, &q).unwrap(),
+        s.add_reference(&x, 300, &b, &T, &q).unwrap(),
         AddOutcome::NewReference
     );
     assert!(matches!(
-        s.add_reference(&x, 301, &b, &q),
+        s.add_reference(&x, 301, &b, &T, &q),
         Err(StoreError::SizeConflict { .. })
     ));
     assert_eq!(
@@ -57,16 +60,16 @@ pub(crate) fn run(s: &dyn Store) {
 
     // Owner quota: a has 300 of 600.
     assert!(matches!(
-        s.add_reference(&y, 301, &a, &q),
+        s.add_reference(&y, 301, &a, &T, &q),
         Err(StoreError::OwnerQuota { .. })
     ));
     assert_eq!(
-        s.add_reference(&y, 300, &a, &q).unwrap(),
+        s.add_reference(&y, 300, &a, &T, &q).unwrap(),
         AddOutcome::NewShard
     );
     // Node capacity: 600 of 1000 used.
     assert!(matches!(
-        s.add_reference(&z, 401, &c, &q),
+        s.add_reference(&z, 401, &c, &T, &q),
         Err(StoreError::NodeQuota { .. })
     ));
     assert_eq!(
@@ -77,11 +80,20 @@ pub(crate) fn run(s: &dyn Store) {
     assert_eq!(s.has(&[x, y, z]).unwrap(), vec![true, true, false]);
 
     // Deletes: only owners' references count.
-    assert_eq!(s.remove_reference(&y, &b).unwrap(), RemoveOutcome::NotOwner);
-    assert_eq!(s.remove_reference(&x, &a).unwrap(), RemoveOutcome::Released);
-    assert_eq!(s.remove_reference(&x, &a).unwrap(), RemoveOutcome::NotOwner);
     assert_eq!(
-        s.remove_reference(&x, &b).unwrap(),
+        s.remove_reference(&y, &b, &T).unwrap(),
+        RemoveOutcome::NotOwner
+    );
+    assert_eq!(
+        s.remove_reference(&x, &a, &T).unwrap(),
+        RemoveOutcome::Released
+    );
+    assert_eq!(
+        s.remove_reference(&x, &a, &T).unwrap(),
+        RemoveOutcome::NotOwner
+    );
+    assert_eq!(
+        s.remove_reference(&x, &b, &T).unwrap(),
         RemoveOutcome::LastReference
     );
     assert_eq!(s.shard(&x).unwrap(), None);
@@ -105,7 +117,7 @@ pub(crate) fn run(s: &dyn Store) {
     );
 
     // Quarantine drops every reference.
-    s.add_reference(&y, 300, &b, &q).unwrap();
+    s.add_reference(&y, 300, &b, &T, &q).unwrap();
     assert_eq!(
         s.drop_shard(&y).unwrap(),
         Some(ShardRecord { size: 300, refs: 2 })
@@ -137,4 +149,50 @@ pub(crate) fn run(s: &dyn Store) {
     assert_eq!(s.placement(&m1).unwrap(), None);
     assert_eq!(s.placement(&m2).unwrap(), Some(u2));
     assert_eq!(s.placements().unwrap(), vec![(m2, u2), (m3, u2)]);
+
+    // Tags: an owner holds a shard once per tag; its hold (and quota charge) ends with the last.
+    let (t1, t2) = ([1u8; 32], [2u8; 32]);
+    let w = ShardId([21; 32]);
+    let q = Quota {
+        capacity: 1 << 20,
+        per_owner: 1 << 20,
+    };
+    let before = s.owner_usage(&a).unwrap();
+    assert_eq!(
+        s.add_reference(&w, 500, &a, &t1, &q).unwrap(),
+        AddOutcome::NewShard
+    );
+    assert_eq!(
+        s.add_reference(&w, 500, &a, &t2, &q).unwrap(),
+        AddOutcome::AlreadyReferenced
+    );
+    assert_eq!(
+        s.owner_usage(&a).unwrap().bytes,
+        before.bytes + 500,
+        "charged once"
+    );
+    assert_eq!(
+        s.remove_reference(&w, &a, &t1).unwrap(),
+        RemoveOutcome::StillTagged
+    );
+    assert_eq!(
+        s.remove_reference(&w, &a, &t1).unwrap(),
+        RemoveOutcome::StillTagged,
+        "an absent tag releases nothing while another remains"
+    );
+    assert!(s.shard(&w).unwrap().is_some());
+    assert_eq!(
+        s.remove_reference(&w, &a, &t2).unwrap(),
+        RemoveOutcome::LastReference
+    );
+    assert_eq!(s.shard(&w).unwrap(), None);
+    assert_eq!(s.owner_usage(&a).unwrap(), before);
+    // Quarantine drops every tag: a re-stored shard starts clean.
+    s.add_reference(&w, 500, &a, &t1, &q).unwrap();
+    s.drop_shard(&w).unwrap();
+    s.add_reference(&w, 500, &a, &t2, &q).unwrap();
+    assert_eq!(
+        s.remove_reference(&w, &a, &t2).unwrap(),
+        RemoveOutcome::LastReference
+    );
 }

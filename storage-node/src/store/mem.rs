@@ -5,7 +5,7 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use granary_protocol::{NodeId, ShardId};
+use granary_protocol::{NodeId, ShardId, message::RefTag};
 
 use super::{
     AddOutcome, OwnerUsage, Quota, RemoveOutcome, ShardRecord, Store, StoreError, UnitKey, Usage,
@@ -15,6 +15,7 @@ use super::{
 struct Inner {
     shards: BTreeMap<ShardId, ShardRecord>,
     refs: BTreeSet<(ShardId, NodeId)>,
+    tags: BTreeSet<(ShardId, NodeId, RefTag)>,
     owners: BTreeMap<NodeId, OwnerUsage>,
     nonces: HashMap<(NodeId, [u8; 16]), u64>,
     usage: Usage,
@@ -39,23 +40,14 @@ impl MemStore {
     }
 }
 
-impl Store for MemStore {
-    fn shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
-        Ok(self.lock()?.shards.get(id).copied())
-    }
-
-    fn is_referenced_by(&self, id: &ShardId, owner: &NodeId) -> Result<bool, StoreError> {
-        Ok(self.lock()?.refs.contains(&(*id, *owner)))
-    }
-
-    fn add_reference(
-        &self,
+impl MemStore {
+    fn add_locked(
+        g: &mut Inner,
         id: &ShardId,
         size: u64,
         owner: &NodeId,
         quota: &Quota,
     ) -> Result<AddOutcome, StoreError> {
-        let mut g = self.lock()?;
         let existing = g.shards.get(id).copied();
         if let Some(r) = existing {
             if r.size != size {
@@ -104,8 +96,11 @@ impl Store for MemStore {
         })
     }
 
-    fn remove_reference(&self, id: &ShardId, owner: &NodeId) -> Result<RemoveOutcome, StoreError> {
-        let mut g = self.lock()?;
+    fn unref_locked(
+        g: &mut Inner,
+        id: &ShardId,
+        owner: &NodeId,
+    ) -> Result<RemoveOutcome, StoreError> {
         if !g.refs.remove(&(*id, *owner)) {
             return Ok(RemoveOutcome::NotOwner);
         }
@@ -133,23 +128,63 @@ impl Store for MemStore {
             Ok(RemoveOutcome::Released)
         }
     }
+}
+
+impl Store for MemStore {
+    fn shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
+        Ok(self.lock()?.shards.get(id).copied())
+    }
+
+    fn is_referenced_by(&self, id: &ShardId, owner: &NodeId) -> Result<bool, StoreError> {
+        Ok(self.lock()?.refs.contains(&(*id, *owner)))
+    }
+
+    fn add_reference(
+        &self,
+        id: &ShardId,
+        size: u64,
+        owner: &NodeId,
+        tag: &RefTag,
+        quota: &Quota,
+    ) -> Result<AddOutcome, StoreError> {
+        let mut g = self.lock()?;
+        let out = Self::add_locked(&mut g, id, size, owner, quota)?;
+        g.tags.insert((*id, *owner, *tag));
+        Ok(out)
+    }
+
+    fn remove_reference(
+        &self,
+        id: &ShardId,
+        owner: &NodeId,
+        tag: &RefTag,
+    ) -> Result<RemoveOutcome, StoreError> {
+        let mut g = self.lock()?;
+        if !g.refs.contains(&(*id, *owner)) {
+            return Ok(RemoveOutcome::NotOwner);
+        }
+        g.tags.remove(&(*id, *owner, *tag));
+        if g.tags.iter().any(|(s, o, _)| s == id && o == owner) {
+            return Ok(RemoveOutcome::StillTagged);
+        }
+        Self::unref_locked(&mut g, id, owner)
+    }
 
     fn drop_shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError> {
-        let owners: Vec<NodeId> = {
-            let g = self.lock()?;
-            g.refs
-                .iter()
-                .filter(|(s, _)| s == id)
-                .map(|(_, o)| *o)
-                .collect()
-        };
-        let rec = self.shard(id)?;
+        let mut g = self.lock()?;
+        let rec = g.shards.get(id).copied();
+        let owners: Vec<NodeId> = g
+            .refs
+            .iter()
+            .filter(|(s, _)| s == id)
+            .map(|(_, o)| *o)
+            .collect();
+        g.tags.retain(|(s, _, _)| s != id);
         for o in owners {
-            self.remove_reference(id, &o)?;
+            Self::unref_locked(&mut g, id, &o)?;
         }
         Ok(rec)
     }
-
     fn remember_nonce(
         &self,
         owner: &NodeId,

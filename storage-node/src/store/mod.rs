@@ -16,7 +16,7 @@ mod conformance;
 pub mod mem;
 pub mod rocks;
 
-use granary_protocol::{NodeId, ShardId};
+use granary_protocol::{NodeId, ShardId, message::RefTag};
 
 /// An indexed shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +63,10 @@ pub enum AddOutcome {
 pub enum RemoveOutcome {
     /// That was the last reference; the shard is no longer indexed (delete its files).
     LastReference,
-    /// The reference was removed; other owners remain.
+    /// The owner's hold was removed; other owners remain.
     Released,
+    /// The tag was removed; the owner still holds the shard under other tags.
+    StillTagged,
     /// The owner held no reference.
     NotOwner,
 }
@@ -145,18 +147,27 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Whether `owner` references `id`.
     fn is_referenced_by(&self, id: &ShardId, owner: &NodeId) -> Result<bool, StoreError>;
 
-    /// Adds `owner`'s reference to shard `id` of `size` bytes, indexing the shard if needed.
-    /// Checks `quota` (node capacity for a new shard, owner quota for a new reference).
+    /// Adds `owner`'s `tag` reference to shard `id` of `size` bytes, indexing the shard if
+    /// needed. Checks `quota` (node capacity for a new shard, owner quota for an owner's first
+    /// reference; further tags of the same owner cost nothing).
     fn add_reference(
         &self,
         id: &ShardId,
         size: u64,
         owner: &NodeId,
+        tag: &RefTag,
         quota: &Quota,
     ) -> Result<AddOutcome, StoreError>;
 
-    /// Removes `owner`'s reference; un-indexes the shard when no owner remains.
-    fn remove_reference(&self, id: &ShardId, owner: &NodeId) -> Result<RemoveOutcome, StoreError>;
+    /// Removes `owner`'s `tag` reference. The owner's hold on the shard ends with its last tag
+    /// (or at once for a hold recorded before tags existed); the shard is un-indexed when no
+    /// owner remains.
+    fn remove_reference(
+        &self,
+        id: &ShardId,
+        owner: &NodeId,
+        tag: &RefTag,
+    ) -> Result<RemoveOutcome, StoreError>;
 
     /// Un-indexes a shard and all references to it (quarantine after corruption).
     fn drop_shard(&self, id: &ShardId) -> Result<Option<ShardRecord>, StoreError>;

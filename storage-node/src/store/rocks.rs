@@ -7,6 +7,7 @@
 //! |----------|----------------------------|-----------------------------------------|
 //! | `shards` | shard id (32)              | `01` size u64 LE, refs u32 LE           |
 //! | `refs`   | shard id (32) + owner (32) | `01` added-at ms u64 LE                 |
+//! | `tags`   | shard (32) + owner (32) + tag (32) | `01`                            |
 //! | `owners` | owner (32)                 | `01` bytes u64 LE, shards u64 LE        |
 //! | `meta`   | `b"usage"`                 | `01` used u64 LE, shards u64 LE         |
 //! | `nonces` | owner (32) + nonce (16)    | `01` timestamp ms u64 LE                |
@@ -18,7 +19,7 @@
 
 use std::{path::Path, sync::Mutex};
 
-use granary_protocol::{NodeId, ShardId, auth::now_ms};
+use granary_protocol::{NodeId, ShardId, auth::now_ms, message::RefTag};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions,
@@ -35,8 +36,9 @@ const CF_META: &str = "meta";
 const CF_NONCES: &str = "nonces";
 const CF_UNITS: &str = "units";
 const CF_PLACED: &str = "placed";
-const CFS: [&str; 7] = [
-    CF_SHARDS, CF_REFS, CF_OWNERS, CF_META, CF_NONCES, CF_UNITS, CF_PLACED,
+const CF_TAGS: &str = "tags";
+const CFS: [&str; 8] = [
+    CF_SHARDS, CF_REFS, CF_OWNERS, CF_META, CF_NONCES, CF_UNITS, CF_PLACED, CF_TAGS,
 ];
 const USAGE_KEY: &[u8] = b"usage";
 const V1: u8 = 1;
@@ -105,6 +107,13 @@ fn ref_key(id: &ShardId, owner: &NodeId) -> [u8; 64] {
     let mut k = [0u8; 64];
     k[..32].copy_from_slice(&id.0);
     k[32..].copy_from_slice(owner.as_bytes());
+    k
+}
+
+fn tag_key(id: &ShardId, owner: &NodeId, tag: &RefTag) -> [u8; 96] {
+    let mut k = [0u8; 96];
+    k[..64].copy_from_slice(&ref_key(id, owner));
+    k[64..].copy_from_slice(tag);
     k
 }
 
@@ -195,6 +204,9 @@ impl RocksStore {
         usage: &mut Usage,
     ) -> Result<(), StoreError> {
         batch.delete_cf(self.cf(CF_REFS)?, ref_key(id, owner));
+        for k in self.prefix_keys(CF_TAGS, &ref_key(id, owner))? {
+            batch.delete_cf(self.cf(CF_TAGS)?, k);
+        }
         let mut ou = self.owner_usage(owner)?;
         ou.bytes = ou.bytes.saturating_sub(rec.size);
         ou.shards = ou.shards.saturating_sub(1);
@@ -245,10 +257,13 @@ impl Store for RocksStore {
         id: &ShardId,
         size: u64,
         owner: &NodeId,
+        tag: &RefTag,
         quota: &Quota,
     ) -> Result<AddOutcome, StoreError> {
         let _g = self.lock()?;
         let existing = self.shard(id)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_TAGS)?, tag_key(id, owner, tag), [V1]);
         if let Some(r) = existing {
             if r.size != size {
                 return Err(StoreError::SizeConflict {
@@ -258,6 +273,7 @@ impl Store for RocksStore {
                 });
             }
             if self.is_referenced_by(id, owner)? {
+                self.commit(batch)?;
                 return Ok(AddOutcome::AlreadyReferenced);
             }
         }
@@ -278,7 +294,6 @@ impl Store for RocksStore {
                 capacity: quota.capacity,
             });
         }
-        let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_REFS)?, ref_key(id, owner), {
             let mut v = vec![V1];
             v.extend_from_slice(&now_ms().to_le_bytes());
@@ -314,10 +329,26 @@ impl Store for RocksStore {
         })
     }
 
-    fn remove_reference(&self, id: &ShardId, owner: &NodeId) -> Result<RemoveOutcome, StoreError> {
+    fn remove_reference(
+        &self,
+        id: &ShardId,
+        owner: &NodeId,
+        tag: &RefTag,
+    ) -> Result<RemoveOutcome, StoreError> {
         let _g = self.lock()?;
         if !self.is_referenced_by(id, owner)? {
             return Ok(RemoveOutcome::NotOwner);
+        }
+        let this = tag_key(id, owner, tag);
+        let others = self
+            .prefix_keys(CF_TAGS, &ref_key(id, owner))?
+            .into_iter()
+            .any(|k| k[..] != this[..]);
+        if others {
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(self.cf(CF_TAGS)?, this);
+            self.commit(batch)?;
+            return Ok(RemoveOutcome::StillTagged);
         }
         let mut rec = self
             .shard(id)?
@@ -554,7 +585,8 @@ mod tests {
                 per_owner: 10_000,
             };
             let o = granary_protocol::SecretKey::from_bytes(&[4; 32]).public();
-            s.add_reference(&ShardId([9; 32]), 77, &o, &q).unwrap();
+            s.add_reference(&ShardId([9; 32]), 77, &o, &[0; 32], &q)
+                .unwrap();
         }
         let s = RocksStore::open(dir.path()).unwrap();
         assert_eq!(

@@ -20,6 +20,9 @@ use granary_protocol::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_granary-node");
 
+/// The reference tag tests store and delete under.
+pub const TAG: [u8; 32] = [0x42; 32];
+
 /// A node directory plus (while running) its process.
 pub struct NodeProc {
     pub dir: PathBuf,
@@ -184,6 +187,7 @@ pub async fn raw_conn(node: &NodeProc) -> quinn::Connection {
 
 /// What came back on a raw stream.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a test helper; boxing would only obscure the matches
 pub enum Reply {
     Msg(Message),
     /// The stream ended or was reset without a frame.

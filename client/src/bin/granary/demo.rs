@@ -106,7 +106,8 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
             .context("starting the devnet (is granary-node built next to granary?)")?;
         devnet_nodes = d.nodes.clone();
         let cfg = config::load(&ddir.join("client.toml"))?;
-        net_store = NetStore::new(cfg.nodes, cfg.key)?;
+        let tag = config::upload_tag(&cfg.key, &src);
+        net_store = NetStore::new(cfg.nodes, cfg.key)?.with_upload_tag(tag);
         println!(
             "2. started {} granary-node processes on loopback in {:.1}s (GRANARY_CONFIG={})",
             d.nodes.len(),
@@ -139,6 +140,13 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         super::peak_rss_kib() / 1024
     );
     println!("   capability: {}", report.capability);
+    if let Some(net) = net {
+        let c = net.commit(&Dataset::open(&report.capability, net)?)?;
+        println!(
+            "   committed: {} shards referenced under the dataset's id ({} references)",
+            c.shards, c.tagged
+        );
+    }
 
     if let Some(net) = net {
         println!("   shards per node:");

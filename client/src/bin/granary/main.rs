@@ -320,12 +320,27 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let local = store.store.is_some();
             let config_flag = store.config.clone();
-            let net = if local { None } else { Some(store.net()?) };
-            let store: Box<dyn ShardStore> = match net {
-                Some(n) => Box::new(n),
-                None => store.open()?,
+            let net = if local {
+                None
+            } else {
+                let owner = config::load(&config::locate(config_flag.as_deref())?)?.key;
+                let tag = if path.as_os_str() == "-" {
+                    let mut t = [0u8; 32];
+                    getrandom::fill(&mut t).map_err(|e| anyhow!("OS randomness: {e}"))?;
+                    t
+                } else {
+                    config::upload_tag(&owner, &path)
+                };
+                Some(store.net()?.with_upload_tag(tag))
             };
-            let store = &*store;
+            let boxed;
+            let store: &dyn ShardStore = match &net {
+                Some(n) => n,
+                None => {
+                    boxed = store.open()?;
+                    &*boxed
+                }
+            };
             let mut opts = PackOptions {
                 erasure: ErasureParams { data: k, parity: m },
                 encrypt: !public,
@@ -384,7 +399,16 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             pb.finish_and_clear();
             let secs = t.elapsed().as_secs_f64();
-            for w in &report.warnings {
+            let mut warnings = report.warnings.clone();
+            if let Some(n) = &net {
+                // Reference every shard under the dataset's own id, then drop the upload's.
+                let ds = Dataset::open(&report.capability, n).map_err(read_error)?;
+                let c = n.commit(&ds)?;
+                for u in &c.unreachable {
+                    warnings.push(format!("commit: {u}"));
+                }
+            }
+            for w in &warnings {
                 eprintln!("warning: {w}");
             }
             if out.json {
@@ -395,7 +419,7 @@ fn run(cli: Cli) -> Result<()> {
                     "reused_files": report.reused_files, "dedup_files": report.dedup_files,
                     "segments": report.new_segments, "shard_bytes": report.shard_bytes,
                     "seconds": secs, "peak_rss_kib": peak_rss_kib(),
-                    "warnings": report.warnings,
+                    "warnings": warnings,
                 });
                 println!("{v}");
             } else {
@@ -515,17 +539,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Rm { cap, store } => {
             let net = store.net()?;
             let ds = open(&cap, &net)?;
-            let mut ids: Vec<_> = ds
-                .manifest()
-                .segments
-                .iter()
-                .chain(&ds.root.manifest_segments)
-                .flat_map(|s| s.shards.iter().copied())
-                .collect();
-            ids.push(granary_client::ids::ShardId(ds.capability.id.0));
-            ids.sort();
-            ids.dedup();
-            let removed = net.delete(&ids)?;
+            let ids = granary_client::store::net::dataset_shards(&ds);
+            let removed = net.delete(ds.capability.id.0, &ids)?;
             if removed == 0 {
                 return Err(anyhow!(
                     "no shard of this dataset is stored under your key: only its owner can remove it"
