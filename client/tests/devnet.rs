@@ -796,12 +796,17 @@ fn storage_challenges_over_sealed_replicas() {
         assert!(a["units"].as_u64().unwrap_or(0) >= 1, "{a}");
     }
     // Sealed without keeping plain copies: reads now unseal, and still verify byte for byte.
+    // The plain copies go right after each unit is committed (which verify may see first).
+    let deadline = Instant::now() + Duration::from_secs(30);
     for n in &net.nodes {
-        assert!(
-            shard_files(&n.dir).is_empty(),
-            "plain copies dropped in {}",
-            n.dir.display()
-        );
+        while !shard_files(&n.dir).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "plain copies dropped in {}",
+                n.dir.display()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
     get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
 

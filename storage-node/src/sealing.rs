@@ -28,8 +28,9 @@ use std::{
 use granary_proofs::{
     DataId, MerkleTree, ReplicaId, SealParams,
     challenge::{PostProof, PostProver, ReplicaIdx, ReplicaReader, SealedReplica},
+    merkle::{CHUNK_LEN, ChunkIdx, ChunkOpening},
     seal::{self, BLOCK_LEN},
-    seal_proof::{SealProof, SealStatement},
+    seal_proof::{self, SealProof, SealStatement},
     unit::{self, Member, UnitLayout},
 };
 use granary_protocol::{
@@ -521,27 +522,44 @@ pub(crate) fn prove_seal(
     if map.len() as u64 != s.len || tree_r.root() != s.comm_r {
         return Err(Reject::internal("unit files", "do not match the record"));
     }
+    // One member at a time (memory: the largest member, not the unit): unseal it, build its
+    // tree, open the plaintext chunks of the challenged blocks that fall in it.
     let blocks = s.len / BLOCK_LEN as u64;
-    let mut plain = vec![0u8; s.len as usize];
-    seal::unseal_range_par(&s.params, &s.replica_id, &map, 0..blocks, &mut plain)
-        .map_err(|e| Reject::internal("unsealing", e))?;
-    let trees = (0..layout.members().len())
-        .map(|i| {
-            let at = layout.offset(i) as usize;
-            MerkleTree::build(&plain[at..at + layout.members()[i].len as usize])
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Reject::internal("member tree", e))?;
-    unit::prove(
-        &s.replica_id,
-        layout,
-        &plain,
-        &trees,
-        &map,
-        &tree_r,
-        seed,
-        k,
-    )
+    let challenged = seal_proof::challenged_blocks(&s.comm_r, seed, blocks, k);
+    let mut openings: std::collections::HashMap<u64, ChunkOpening> = Default::default();
+    let largest = layout.members().iter().map(|m| m.len).max().unwrap_or(0);
+    let mut buf = vec![0u8; largest.next_multiple_of(BLOCK_LEN as u64) as usize];
+    for (i, m) in layout.members().iter().enumerate() {
+        let start = layout.offset(i);
+        let mine: Vec<u64> = challenged
+            .iter()
+            .map(|j| j.0)
+            .filter(|&j| {
+                let at = j * BLOCK_LEN as u64;
+                at >= start && at < start + m.len
+            })
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let range = unit::member_blocks(layout, i, 0..m.len);
+        let n = ((range.end - range.start) as usize) * BLOCK_LEN;
+        seal::unseal_range(&s.params, &s.replica_id, &map, range, &mut buf[..n])
+            .map_err(|e| Reject::internal("unsealing", e))?;
+        let bytes = &buf[..m.len as usize];
+        let tree = MerkleTree::build(bytes).map_err(|e| Reject::internal("member tree", e))?;
+        for j in mine {
+            let chunk = ChunkIdx((j * BLOCK_LEN as u64 - start) / CHUNK_LEN as u64);
+            let g = tree.group_range(chunk);
+            let o = tree
+                .open(chunk, &bytes[g.start as usize..g.end as usize])
+                .map_err(|e| Reject::internal("opening", e))?;
+            openings.insert(j, o);
+        }
+    }
+    seal_proof::prove_with(&s.replica_id, &map, &tree_r, seed, k, |j| {
+        Ok(openings.get(&j.0).cloned())
+    })
     .map_err(|e| Reject::internal("seal proof", e))
 }
 
