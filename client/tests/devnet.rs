@@ -880,3 +880,44 @@ fn rm_of_one_version_keeps_the_other() {
         net.status()
     );
 }
+
+/// A node that freezes (SIGSTOP: connections stay up, nothing answers) while a `get` runs: the
+/// read does not wait on it forever — its requests time out, it is skipped, and the dataset is
+/// rebuilt from parity, byte-exact. Whether the freeze lands before or during the transfer, the
+/// outcome checked is the same.
+#[test]
+fn get_routes_around_a_node_that_freezes_mid_read() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    big_dataset(&data.join("big"), 12, 1_000_000);
+    let net = Devnet::up_with(&tmp.path().join("net"), 6, &["--seal-idle-secs=3600"]);
+    let cfg = net.config();
+    let cap = put(&cfg, &data, &["--k", "4", "--m", "2"]);
+
+    let got = tmp.path().join("got");
+    let mut cmd = granary();
+    cmd.env("GRANARY_CONFIG", &cfg)
+        .args(["get", &cap, got.to_str().expect("utf-8"), "--json", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn get");
+    let (stdout, stderr) = drain(&mut child);
+    thread::sleep(Duration::from_millis(150));
+    let frozen = net.nodes[3].pid;
+    // SAFETY: plain kill(2) on a node process this test started.
+    unsafe { libc::kill(frozen as i32, libc::SIGSTOP) };
+    let status = wait_with_timeout(&mut child, TIMEOUT, "get over a frozen node");
+    // SAFETY: as above; let the node go on so the devnet stops cleanly.
+    unsafe { libc::kill(frozen as i32, libc::SIGCONT) };
+    let out = stdout.join().expect("stdout");
+    let err = stderr.join().expect("stderr");
+    assert!(
+        status.success(),
+        "get failed: {}",
+        String::from_utf8_lossy(&err)
+    );
+    assert_same_tree(&data, &got);
+    let stats = parse_json_lines(&out);
+    eprintln!("get over a frozen node: {}", stats[0]);
+}

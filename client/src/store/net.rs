@@ -40,8 +40,50 @@ pub const DEAD_FOR: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on one shard request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound on one shard read before the node is treated as down and the read routed around it.
+/// Bound on one shard read before the node is treated as down and the read routed around it
+/// (until enough reads were timed to know what is slow, see [`ReadClock`]).
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// A read this many times slower than the typical read of its size class is a stalled node.
+const SLOW_FACTOR: f64 = 10.0;
+/// Never give up on a read sooner than this.
+const MIN_READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// Reads timed before the typical time is trusted.
+const WARMUP_READS: u32 = 8;
+
+/// Typical read times (exponentially weighted), for small and for large (≥ 1 MiB) reads: a
+/// stalled node is given up on after [`SLOW_FACTOR`] times the typical time of its read (at least
+/// [`MIN_READ_TIMEOUT`], at most [`READ_TIMEOUT`]), then skipped for [`DEAD_FOR`] while the
+/// reader rebuilds from parity. So a node that freezes costs one short wait, not a stalled job.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReadClock {
+    typical: [f64; 2],
+    samples: [u32; 2],
+}
+
+impl ReadClock {
+    fn class(len: u64) -> usize {
+        usize::from(len >= 1 << 20)
+    }
+
+    fn timeout(&self, len: u64) -> Duration {
+        let c = Self::class(len);
+        if self.samples[c] < WARMUP_READS {
+            return READ_TIMEOUT;
+        }
+        Duration::from_secs_f64(self.typical[c] * SLOW_FACTOR).clamp(MIN_READ_TIMEOUT, READ_TIMEOUT)
+    }
+
+    fn record(&mut self, len: u64, took: Duration) {
+        let c = Self::class(len);
+        let t = took.as_secs_f64();
+        self.typical[c] = if self.samples[c] == 0 {
+            t
+        } else {
+            0.9 * self.typical[c] + 0.1 * t
+        };
+        self.samples[c] = self.samples[c].saturating_add(1);
+    }
+}
 /// Copies of a root record.
 const ROOT_COPIES: usize = 3;
 
@@ -54,6 +96,7 @@ pub struct NetStore {
     owner: SecretKey,
     /// The reference tag new shards are stored under until the dataset is committed.
     upload_tag: RefTag,
+    read_clock: Mutex<ReadClock>,
     dead: Mutex<HashMap<NodeId, Instant>>,
 }
 
@@ -99,6 +142,7 @@ impl NetStore {
             nodes,
             owner,
             upload_tag: [0; 32],
+            read_clock: Mutex::new(ReadClock::default()),
             dead: Mutex::new(HashMap::new()),
         })
     }
@@ -235,8 +279,12 @@ impl NetStore {
             };
             // A node that does not answer in time is treated as down, so a killed or stalled
             // node costs one timeout, not a stalled read: the reader rebuilds from parity.
+            let len = range.end.min(shard.len).saturating_sub(range.start);
+            let clock = || self.read_clock.lock().unwrap_or_else(|e| e.into_inner());
+            let limit = clock().timeout(len);
+            let started = Instant::now();
             let fetched = match tokio::time::timeout(
-                READ_TIMEOUT,
+                limit,
                 client.fetch_range(shard.id.as_hash(), range.clone()),
             )
             .await
@@ -244,6 +292,9 @@ impl NetStore {
                 Ok(r) => r,
                 Err(_) => Err(RequestError::Timeout),
             };
+            if fetched.is_ok() {
+                clock().record(len, started.elapsed());
+            }
             match fetched {
                 Ok(b) if b.len() as u64 == range.end - range.start => return Ok(b),
                 Ok(b) => reasons.push(format!(
@@ -632,4 +683,35 @@ pub fn parse_nodes(list: &[String]) -> Result<Vec<NodeAddr>, String> {
                 .map_err(|e| format!("node {s:?}: {e}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_clock_learns_what_is_slow() {
+        let mut c = ReadClock::default();
+        assert_eq!(c.timeout(4 << 20), READ_TIMEOUT, "no guess before warm-up");
+        for _ in 0..WARMUP_READS {
+            c.record(4 << 20, Duration::from_millis(20));
+            c.record(4096, Duration::from_millis(1));
+        }
+        assert_eq!(c.timeout(4 << 20), MIN_READ_TIMEOUT, "10 x 20 ms, floored");
+        for _ in 0..50 {
+            c.record(4 << 20, Duration::from_millis(120));
+        }
+        let t = c.timeout(4 << 20);
+        assert!(
+            t > Duration::from_millis(1000) && t <= READ_TIMEOUT,
+            "{t:?}"
+        );
+        // Small reads keep their own clock.
+        assert_eq!(c.timeout(4096), MIN_READ_TIMEOUT);
+        // A load spike raises the bound up to the cap, never past it.
+        for _ in 0..50 {
+            c.record(4 << 20, Duration::from_secs(5));
+        }
+        assert_eq!(c.timeout(4 << 20), READ_TIMEOUT);
+    }
 }
