@@ -1165,6 +1165,9 @@ impl Dataset {
                             stats,
                         )?;
                         finish_outs(g, &files, hash)?;
+                        // Close its files now (every segment holding it is done).
+                        drop(files);
+                        *outs[gi].lock().unwrap_or_else(|p| p.into_inner()) = None;
                     }
                     written += g.size * g.entries.len() as u64;
                     report.files += g.entries.len() as u64;

@@ -728,3 +728,38 @@ fn flipped_bytes_in_large_segments_are_caught_and_rebuilt() {
         );
     }
 }
+
+/// Extracting many files that each span several segments keeps only a few of them open at a
+/// time: a file is closed once its last segment is written.
+#[test]
+fn extraction_does_not_hold_finished_files_open() {
+    let t = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("f{i:03}"), bytes(20_000 + i, i as u64)))
+        .collect();
+    write_tree(&t.path().join("src"), &files);
+    let store = DirStore::open(t.path().join("store"), false).unwrap();
+    let r = pack(Source::Path(t.path().join("src")), &store, &opts(2, 1)).unwrap();
+    let ds = Dataset::open(&r.capability, &store).unwrap();
+    let open_fds = || fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let before = open_fds();
+    let most = std::cell::Cell::new(0usize);
+    let progress = |_: u64| most.set(most.get().max(open_fds()));
+    ds.extract(
+        &store,
+        &t.path().join("out"),
+        Some(&progress),
+        &mut ReadStats::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        snapshot(&t.path().join("src")),
+        snapshot(&t.path().join("out"))
+    );
+    // Other tests in the same process may hold a few descriptors too; 300 would be a leak.
+    assert!(
+        most.get() < before + 100,
+        "{} descriptors open during extraction, {before} before",
+        most.get()
+    );
+}
