@@ -4,6 +4,7 @@
 #   pipeline alone (`put --store` into a local shard directory);
 #   10,000 files of 4 KiB put and got back (files/s).
 # Usage: scripts/devnet-bench.sh [MB] (default 1024). Prints one line per figure.
+# NODE_ARGS="..." passes flags to each `granary-node init`.
 # SEALED=1 also waits for the nodes to seal (slow by design) and measures the get again.
 set -euo pipefail
 mb=${1:-1024}
@@ -30,7 +31,11 @@ t0=$(now); cp -r "$work/src" "$work/copy"; sync; t1=$(now)
 cp_s=$(python3 -c "print($t1-$t0)")
 rm -rf "$work/copy"
 local_put=$("$bin/granary" put --json -q --store "$work/local" "$work/src")
-"$bin/granary" devnet up --nodes 6 --dir "$work/devnet" >/dev/null 2>&1
+# NODE_ARGS: extra `granary-node init` flags, e.g. "--seal-idle-secs=3600 --seal-unit=16G" to
+# measure without background sealing competing for the cores.
+init_args=()
+for a in ${NODE_ARGS:-}; do init_args+=("--init-arg=$a"); done
+"$bin/granary" devnet up --nodes 6 --dir "$work/devnet" "${init_args[@]}" >/dev/null 2>&1
 export GRANARY_CONFIG="$work/devnet/client.toml"
 put=$("$bin/granary" put --json -q "$work/src")
 cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["capability"])' "$put")
