@@ -23,6 +23,7 @@ pub mod identity;
 pub mod message;
 pub mod sealing;
 pub mod tls;
+pub mod udp;
 pub mod verified;
 #[cfg(test)]
 mod wire_tests;

@@ -198,7 +198,14 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
     let st = Arc::new(State::new(key.clone(), config, store, blobs, units));
     let identity = tls::TlsIdentity::new(&key)?;
     let server_cfg = server::server_config(&st, &identity)?;
-    let endpoint = quinn::Endpoint::server(server_cfg, st.config.listen).map_err(io_at(dir))?;
+    let socket = granary_protocol::udp::bind(st.config.listen).map_err(io_at(dir))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_cfg),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(io_at(dir))?;
     let addr = endpoint.local_addr().map_err(io_at(dir))?;
     std::fs::write(addr_path(dir), format!("{addr}\n")).map_err(io_at(dir))?;
     info!(%id, %addr, label = %st.config.label, "listening");

@@ -38,7 +38,14 @@ pub fn client_endpoint_on(
         .map_err(|e| EndpointError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(EndpointError::Bind)?;
+    let socket = granary_protocol::udp::bind(bind).map_err(EndpointError::Bind)?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(EndpointError::Bind)?;
     endpoint.set_default_client_config(cfg);
     Ok(endpoint)
 }
