@@ -55,7 +55,15 @@ fn raw_server(
         .receive_window((64u32 << 20).into())
         .send_window(64 << 20);
     cfg.transport_config(Arc::new(t));
-    let ep = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    // The same socket set-up as the node's (enlarged UDP buffers), so the baseline is fair.
+    let socket = granary_protocol::udp::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(cfg),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
     let addr = ep.local_addr().unwrap();
     rt.spawn(async move {
         while let Some(inc) = ep.accept().await {
