@@ -172,6 +172,9 @@ fn params_of(st: &State) -> SealParams {
     }
 }
 
+/// Longest a stored shard waits for quiet before it is sealed anyway.
+const MAX_SEAL_WAIT: Duration = Duration::from_secs(600);
+
 /// Lowers the calling thread's priority (Linux: per-thread nice).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
@@ -210,6 +213,7 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>, claims: Claims, thread:
     lower_priority();
     let mut last_pending = (0usize, 0u64);
     let mut since = Instant::now();
+    let mut waiting_since: Option<Instant> = None;
     let mut last_gc = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
@@ -236,8 +240,20 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>, claims: Claims, thread:
             since = Instant::now();
         }
         let cfg = st.config.sealing;
-        let idle = since.elapsed() >= Duration::from_secs(cfg.idle_secs);
-        if pending.is_empty() || (bytes < cfg.unit_bytes && !idle) {
+        // Sealing takes the cores: start a unit once uploads and reads have been quiet for
+        // `idle_secs`, or when the backlog reaches 4 units, or when shards waited 10 minutes.
+        let quiet_for = Duration::from_millis(
+            now_ms().saturating_sub(st.last_transfer_ms.load(Ordering::Relaxed)),
+        );
+        let idle_limit = Duration::from_secs(cfg.idle_secs);
+        let idle = since.elapsed() >= idle_limit && quiet_for >= idle_limit;
+        if pending.is_empty() {
+            waiting_since = None;
+            continue;
+        }
+        let waited = waiting_since.get_or_insert_with(Instant::now).elapsed();
+        let backlog = bytes >= cfg.unit_bytes.saturating_mul(4);
+        if !(idle || backlog || waited >= MAX_SEAL_WAIT) {
             continue;
         }
         let mut members = Vec::new();

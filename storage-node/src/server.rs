@@ -140,6 +140,12 @@ async fn stream(st: Arc<State>, peer: NodeId, mut send: SendStream, mut recv: Re
         }
     };
     let kind = req.msg_type();
+    if matches!(req, Message::StoreShard(_) | Message::FetchRange(_)) {
+        st.last_transfer_ms.store(
+            granary_protocol::auth::now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     let res = match req {
         Message::NodeInfo(_) => handler::node_info(&st).await,
         Message::HasShards(r) => handler::has_shards(&st, r).await,

@@ -83,6 +83,8 @@ pub(crate) struct State {
     pub(crate) key: SecretKey,
     /// Proof requests (seal proofs, challenges) running at once.
     pub(crate) proof_permits: Arc<Semaphore>,
+    /// When the last store or fetch arrived (ms since the Unix epoch): sealing waits for quiet.
+    pub(crate) last_transfer_ms: std::sync::atomic::AtomicU64,
     /// Serialises "rename into place + index" against "un-index + unlink".
     pub(crate) commit_lock: Arc<Mutex<()>>,
     pub(crate) store_permits: Arc<Semaphore>,
@@ -132,6 +134,7 @@ impl State {
             blobs,
             units,
             proof_permits: Arc::new(Semaphore::new(2)),
+            last_transfer_ms: std::sync::atomic::AtomicU64::new(0),
             commit_lock: Arc::new(Mutex::new(())),
             store_permits: Arc::new(Semaphore::new(permits)),
             fetch_permits: Arc::new(Semaphore::new(fetch_units)),
