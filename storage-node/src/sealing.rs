@@ -215,6 +215,9 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>, claims: Claims, thread:
     let mut since = Instant::now();
     let mut waiting_since: Option<Instant> = None;
     let mut last_gc = Instant::now();
+    let mut cached: Option<(crate::store::Usage, Vec<(ShardId, u64)>)> = None;
+    let mut last_scan: Option<Instant> = None;
+    let mut rescan = false;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
         if thread == 0 && last_gc.elapsed() > Duration::from_secs(10) {
@@ -223,16 +226,42 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>, claims: Claims, thread:
             }
             last_gc = Instant::now();
         }
-        let pending = match pending_shards(st.store.as_ref()) {
-            Ok(mut p) => {
-                let c = claims.lock().unwrap_or_else(|e| e.into_inner());
-                p.retain(|(id, _)| !c.contains(id));
-                p
-            }
+        // Listing waiting shards scans the index: do it when the index changed (at most every
+        // 2 s while uploads stream in), after a unit, and once a minute — not every tick.
+        let usage = match st.store.usage() {
+            Ok(u) => u,
             Err(e) => {
-                tracing::warn!(detail = %e.detail, "sealer: listing shards failed");
+                tracing::warn!(%e, "sealer: reading usage failed");
                 continue;
             }
+        };
+        let changed = cached.as_ref().is_none_or(|(u, _)| *u != usage);
+        let due = last_scan.is_none_or(|t: Instant| {
+            (changed || rescan) && t.elapsed() >= Duration::from_secs(2)
+                || t.elapsed() >= Duration::from_secs(60)
+        });
+        if due || cached.is_none() {
+            match pending_shards(st.store.as_ref()) {
+                Ok(p) => cached = Some((usage, p)),
+                Err(e) => {
+                    tracing::warn!(detail = %e.detail, "sealer: listing shards failed");
+                    continue;
+                }
+            }
+            last_scan = Some(Instant::now());
+            rescan = false;
+        }
+        let pending: Vec<(ShardId, u64)> = {
+            let c = claims.lock().unwrap_or_else(|e| e.into_inner());
+            cached
+                .as_ref()
+                .map(|(_, p)| {
+                    p.iter()
+                        .filter(|(id, _)| !c.contains(id))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let bytes: u64 = pending.iter().map(|(_, n)| n.next_multiple_of(1024)).sum();
         if (pending.len(), bytes) != last_pending {
@@ -266,6 +295,12 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>, claims: Claims, thread:
             total += padded;
             members.push((id, size));
         }
+        // The list may be a little old: drop shards another thread sealed meanwhile.
+        members.retain(|(id, _)| matches!(st.store.placement(id), Ok(None)));
+        if members.is_empty() {
+            rescan = true;
+            continue;
+        }
         let _claimed = {
             let mut c = claims.lock().unwrap_or_else(|e| e.into_inner());
             if members.iter().any(|(id, _)| c.contains(id)) {
@@ -283,6 +318,7 @@ pub(crate) fn run(st: Arc<State>, stop: Arc<AtomicBool>, claims: Claims, thread:
             thread,
             "sealing unit"
         );
+        rescan = true;
         match seal_unit(&st, &members) {
             Ok(key) => {
                 tracing::info!(unit = %hex::encode(&key[..6]), shards = members.len(), bytes = total, "sealed unit")
@@ -375,7 +411,8 @@ fn seal_unit(st: &Arc<State>, members: &[(ShardId, u64)]) -> Result<UnitKey, Rej
         .map_err(|_| Reject::internal("commit lock", "poisoned"))?;
     let mut placed = Vec::with_capacity(members.len());
     for (id, _) in members {
-        if st.store.shard(id)?.is_some() {
+        // Still stored, and not sealed elsewhere meanwhile (never two placements per shard).
+        if st.store.shard(id)?.is_some() && st.store.placement(id)?.is_none() {
             placed.push(*id);
         }
     }
