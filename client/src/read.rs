@@ -119,6 +119,17 @@ pub struct ReadStats {
     pub shard_failures: u64,
     /// Byte ranges rebuilt with Reed–Solomon.
     pub rebuilds: u64,
+    /// Data-shard reads abandoned because parity answered first (hedged reads).
+    pub raced: u64,
+}
+
+impl std::ops::AddAssign for ReadStats {
+    fn add_assign(&mut self, o: Self) {
+        self.shard_reads += o.shard_reads;
+        self.shard_failures += o.shard_failures;
+        self.rebuilds += o.rebuilds;
+        self.raced += o.raced;
+    }
 }
 
 /// One byte range of every shard of a segment (`None`: not read or lost).
@@ -234,6 +245,49 @@ impl SegmentReader<'_> {
         let k = self.coder.params().data as usize;
         let first = (range.start / sl) as usize;
         let last = ((range.end - 1) / sl) as usize;
+        let total = self.coder.params().total();
+        if range.start == 0 && range.end == seg.len as u64 && last == k - 1 && total > k {
+            // A whole segment needs every data shard: ask for any k of the k + m, data first,
+            // so that a slow or failing node is raced by a parity read (hedged), not waited for.
+            let reqs: Vec<(ShardLoc, Range<u64>)> =
+                (0..total).map(|i| (self.loc(seg, i), 0..sl)).collect();
+            let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+            let mut lost = Vec::new();
+            for (i, r) in self.store.read_any(&reqs, k).into_iter().enumerate() {
+                match r {
+                    Some(Ok(b)) => {
+                        stats.shard_reads += 1;
+                        shards[i] = Some(b);
+                    }
+                    Some(Err(e)) => {
+                        stats.shard_failures += 1;
+                        lost.push(format!("shard {i}: {e}"));
+                    }
+                    // The first k requests (the data shards) always start: `None` means outrun.
+                    None if i < k => stats.raced += 1,
+                    None => {}
+                }
+            }
+            let have = shards.iter().filter(|s| s.is_some()).count();
+            if have < k {
+                return Err(wrap(SegmentError::TooManyLost {
+                    available: have,
+                    needed: k,
+                    lost: lost.join("; "),
+                }));
+            }
+            if shards[..k].iter().any(Option::is_none) {
+                self.coder
+                    .reconstruct_data(&mut shards)
+                    .map_err(|e| wrap(e.into()))?;
+                stats.rebuilds += 1;
+            }
+            for s in shards.iter().take(k).flatten() {
+                out.extend_from_slice(s);
+            }
+            out.truncate(seg.len as usize);
+            return Ok(out);
+        }
         let mut failed: Vec<(usize, String)> = Vec::new();
         let wanted: Vec<(usize, Range<u64>)> = (first..=last)
             .map(|i| {
@@ -770,9 +824,7 @@ impl SegmentFeed {
                 }
             };
             let (buf, st) = r?;
-            stats.shard_reads += st.shard_reads;
-            stats.shard_failures += st.shard_failures;
-            stats.rebuilds += st.rebuilds;
+            *stats += st;
             self.current = Some((pos, buf));
         }
         Ok(self.current.as_ref().map_or(&[][..], |(_, b)| b.as_slice()))

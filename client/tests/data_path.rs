@@ -654,7 +654,8 @@ fn healthy_range_reads_touch_only_covering_data_shards() {
         ReadStats {
             shard_reads: 1,
             shard_failures: 0,
-            rebuilds: 0
+            rebuilds: 0,
+            raced: 0
         }
     );
     // Delete every parity shard: healthy reads of the whole file do not notice.

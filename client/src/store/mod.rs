@@ -110,6 +110,30 @@ pub trait ShardStore: Send + Sync {
             .collect()
     }
 
+    /// Reads until `need` of `reqs` succeeded, for a caller that can use any `need` of them
+    /// (a whole segment from any k of its k + m shards; the wanted ones first). Stores with slow
+    /// or unreliable members *hedge*: they start the first `need`, start the next one whenever
+    /// one fails, and also when `need` answers have not arrived in a while. `None`: not asked or
+    /// abandoned. The default reads in order, one at a time.
+    fn read_any(
+        &self,
+        reqs: &[(ShardLoc, Range<u64>)],
+        need: usize,
+    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
+        let mut out: Vec<Option<Result<Vec<u8>, FetchError>>> =
+            (0..reqs.len()).map(|_| None).collect();
+        let mut ok = 0;
+        for (slot, (l, r)) in out.iter_mut().zip(reqs) {
+            if ok >= need {
+                break;
+            }
+            let res = self.read_range(l, r.clone());
+            ok += usize::from(res.is_ok());
+            *slot = Some(res);
+        }
+        out
+    }
+
     /// Reads bytes `offset..offset + out.len()` of a shard into `out` **without** verifying them
     /// against the shard id, for a caller that checks every one of those bytes itself (an
     /// authenticated cipher over them, or known zero padding) and falls back to the verified

@@ -47,6 +47,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const SLOW_FACTOR: f64 = 10.0;
 /// Never give up on a read sooner than this.
 const MIN_READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// A node whose hedged reads were abandoned (outrun by parity) this many times in a row is
+/// skipped for [`DEAD_FOR`], so a frozen node stops costing even the hedge delay.
+const STRIKES_TO_SKIP: u32 = 3;
 /// Reads timed before the typical time is trusted.
 const WARMUP_READS: u32 = 8;
 
@@ -73,6 +76,17 @@ impl ReadClock {
         Duration::from_secs_f64(self.typical[c] * SLOW_FACTOR).clamp(MIN_READ_TIMEOUT, READ_TIMEOUT)
     }
 
+    /// How long to wait for a read before racing it with a spare: 3x the typical time of its
+    /// size class (0.1-1 s; 0.5 s until warmed up).
+    fn hedge_after(&self, len: u64) -> Duration {
+        let c = Self::class(len);
+        if self.samples[c] < WARMUP_READS {
+            return READ_TIMEOUT / 4;
+        }
+        Duration::from_secs_f64(self.typical[c] * 3.0)
+            .clamp(Duration::from_millis(100), READ_TIMEOUT / 2)
+    }
+
     fn record(&mut self, len: u64, took: Duration) {
         let c = Self::class(len);
         let t = took.as_secs_f64();
@@ -97,6 +111,8 @@ pub struct NetStore {
     /// The reference tag new shards are stored under until the dataset is committed.
     upload_tag: RefTag,
     read_clock: Mutex<ReadClock>,
+    /// Hedged reads abandoned in a row per node; at [`STRIKES_TO_SKIP`] the node is skipped.
+    strikes: Mutex<HashMap<NodeId, u32>>,
     dead: Mutex<HashMap<NodeId, Instant>>,
 }
 
@@ -143,6 +159,7 @@ impl NetStore {
             owner,
             upload_tag: [0; 32],
             read_clock: Mutex::new(ReadClock::default()),
+            strikes: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
         })
     }
@@ -294,6 +311,10 @@ impl NetStore {
             };
             if fetched.is_ok() {
                 clock().record(len, started.elapsed());
+                self.strikes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&node.id);
             }
             match fetched {
                 Ok(b) if b.len() as u64 == range.end - range.start => return Ok(b),
@@ -319,6 +340,94 @@ impl NetStore {
             id: shard.id,
             reason: reasons.join("; "),
         })
+    }
+
+    /// [`ShardStore::read_any`] with hedging: the first `need` requests start at once; a failure
+    /// starts the next request, and so does every [`ReadClock::hedge_after`] that passes without
+    /// `need` answers, so a slow node is raced by a parity read instead of being waited for.
+    async fn read_hedged(
+        &self,
+        reqs: &[(ShardLoc, Range<u64>)],
+        need: usize,
+    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
+        use std::{future::Future, pin::Pin, task::Poll};
+        type Running<'a> = Vec<(
+            usize,
+            Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + 'a>>,
+        )>;
+        let mut out: Vec<Option<Result<Vec<u8>, FetchError>>> =
+            (0..reqs.len()).map(|_| None).collect();
+        let start = |i: usize| -> (usize, Pin<Box<dyn Future<Output = _> + Send + '_>>) {
+            (i, Box::pin(self.read_one(&reqs[i].0, reqs[i].1.clone())))
+        };
+        let mut running: Running<'_> = Vec::new();
+        let mut next = 0;
+        while next < need.min(reqs.len()) {
+            running.push(start(next));
+            next += 1;
+        }
+        let len = reqs
+            .first()
+            .map_or(0, |(l, r)| r.end.min(l.len) - r.start.min(l.len));
+        let hedge_after = self
+            .read_clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hedge_after(len);
+        let mut hedge = Box::pin(tokio::time::sleep(hedge_after));
+        let mut ok = 0;
+        while ok < need && !running.is_empty() {
+            let event = std::future::poll_fn(|cx| {
+                for (k, (i, f)) in running.iter_mut().enumerate() {
+                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Some((k, *i, r)));
+                    }
+                }
+                if hedge.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Some((k, i, r)) => {
+                    drop(running.swap_remove(k));
+                    if r.is_ok() {
+                        ok += 1;
+                    } else if next < reqs.len() {
+                        running.push(start(next));
+                        next += 1;
+                    }
+                    out[i] = Some(r);
+                }
+                None => {
+                    if next < reqs.len() {
+                        running.push(start(next));
+                        next += 1;
+                    }
+                    hedge = Box::pin(tokio::time::sleep(hedge_after));
+                }
+            }
+        }
+        // Requests still running were outrun by parity: a strike for their (hinted) node.
+        for (i, _) in &running {
+            let Some(hint) = reqs[*i].0.hint else {
+                continue;
+            };
+            let Some(node) = self.nodes.iter().find(|n| n.id.as_bytes() == &hint) else {
+                continue;
+            };
+            let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+            let n = strikes.entry(node.id).or_default();
+            *n += 1;
+            if *n >= STRIKES_TO_SKIP {
+                strikes.remove(&node.id);
+                drop(strikes);
+                tracing::debug!(node = %node.id.fmt_short(), "outrun by parity repeatedly; skipping it");
+                self.mark_dead(node.id);
+            }
+        }
+        out
     }
 
     /// Asks every node for its info.
@@ -590,6 +699,14 @@ impl ShardStore for NetStore {
         self.rt.block_on(futures_join_all(
             reqs.iter().map(|(l, r)| self.read_one(l, r.clone())),
         ))
+    }
+
+    fn read_any(
+        &self,
+        reqs: &[(ShardLoc, Range<u64>)],
+        need: usize,
+    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
+        self.rt.block_on(self.read_hedged(reqs, need))
     }
 
     /// Three segments in flight. Measured on a 6-node loopback devnet, 1 GiB get: 1 thread

@@ -466,7 +466,7 @@ fn run(cli: Cli) -> Result<()> {
                     "dest": dest.display().to_string(), "files": report.files, "dirs": report.dirs,
                     "symlinks": report.symlinks, "bytes": report.bytes, "seconds": secs,
                     "shard_reads": stats.shard_reads, "shard_failures": stats.shard_failures,
-                    "rebuilds": stats.rebuilds, "peak_rss_kib": peak_rss_kib(),
+                    "rebuilds": stats.rebuilds, "raced": stats.raced, "peak_rss_kib": peak_rss_kib(),
                 });
                 println!("{v}");
             } else {
