@@ -128,66 +128,64 @@ impl NetStore {
         placed: &BTreeMap<[u8; 32], Vec<ShardId>>,
         opts: AuditOptions,
     ) -> Vec<NodeAudit> {
+        self.for_each_placed(placed, |id, node, shards| async move {
+            match node {
+                Some(n) => self.audit_node(n, shards, opts).await,
+                None => NodeAudit {
+                    node: hex::encode(id),
+                    verdict: Verdict::Offline,
+                    shards: shards.len(),
+                    detail: Some("node not in the client configuration".into()),
+                    ..empty()
+                },
+            }
+        })
+    }
+
+    /// Runs `job` concurrently for every node in `placed`, with its address (`None`: not in
+    /// the client configuration) and its shards; results in `placed` order.
+    fn for_each_placed<'a, T, Fut: Future<Output = T>>(
+        &'a self,
+        placed: &'a BTreeMap<[u8; 32], Vec<ShardId>>,
+        job: impl Fn(&'a [u8; 32], Option<NodeAddr>, &'a [ShardId]) -> Fut,
+    ) -> Vec<T> {
         let known: HashMap<[u8; 32], NodeAddr> = self
             .nodes()
             .iter()
             .map(|n| (*n.id.as_bytes(), *n))
             .collect();
-        self.block_on(async {
-            let jobs = placed.iter().map(|(id, shards)| {
-                let node = known.get(id).copied();
-                async move {
-                    match node {
-                        Some(n) => self.audit_node(n, shards, opts).await,
-                        None => NodeAudit {
-                            node: hex::encode(id),
-                            verdict: Verdict::Offline,
-                            shards: shards.len(),
-                            detail: Some("node not in the client configuration".into()),
-                            ..empty()
-                        },
-                    }
-                }
-            });
-            crate::store::net::futures_join_all(jobs).await
-        })
+        self.block_on(crate::store::net::futures_join_all(
+            placed
+                .iter()
+                .map(|(id, shards)| job(id, known.get(id).copied(), shards)),
+        ))
     }
 
     /// Shards of `placed` sealed so far and still waiting, over the reachable nodes; the
     /// number of nodes that could not be asked.
     pub fn sealing_progress(&self, placed: &BTreeMap<[u8; 32], Vec<ShardId>>) -> SealingProgress {
-        let known: HashMap<[u8; 32], NodeAddr> = self
-            .nodes()
-            .iter()
-            .map(|n| (*n.id.as_bytes(), *n))
-            .collect();
-        self.block_on(async {
-            let jobs = placed.iter().map(|(id, shards)| {
-                let node = known.get(id).copied();
-                async move {
-                    let node = node.ok_or(())?;
-                    let client = self.connect(&node).await.map_err(|_| ())?;
-                    let ids: Vec<blake3::Hash> = shards.iter().map(|s| s.as_hash()).collect();
-                    client.seal_info(&ids).await.map_err(|_| ())
-                }
-            });
-            let mut p = SealingProgress::default();
-            for r in crate::store::net::futures_join_all(jobs).await {
-                match r {
-                    Ok(info) => {
-                        for s in info.shards {
-                            match s {
-                                ShardSealState::Sealed { .. } => p.sealed += 1,
-                                ShardSealState::Pending => p.pending += 1,
-                                ShardSealState::NotHeld => p.missing += 1,
-                            }
+        let answers = self.for_each_placed(placed, |_, node, shards| async move {
+            let node = node.ok_or(())?;
+            let client = self.connect(&node).await.map_err(|_| ())?;
+            let ids: Vec<blake3::Hash> = shards.iter().map(|s| s.as_hash()).collect();
+            client.seal_info(&ids).await.map_err(|_| ())
+        });
+        let mut p = SealingProgress::default();
+        for r in answers {
+            match r {
+                Ok(info) => {
+                    for s in info.shards {
+                        match s {
+                            ShardSealState::Sealed { .. } => p.sealed += 1,
+                            ShardSealState::Pending => p.pending += 1,
+                            ShardSealState::NotHeld => p.missing += 1,
                         }
                     }
-                    Err(()) => p.unreachable += 1,
                 }
+                Err(()) => p.unreachable += 1,
             }
-            p
-        })
+        }
+        p
     }
 
     /// Polls [`Self::sealing_progress`] until nothing is pending or `timeout` passes, calling

@@ -151,77 +151,50 @@ impl StoreShard {
     }
 }
 
-impl DeleteShards {
-    /// Builds and signs a request for `node` releasing the owner's `tag` references to `ids`.
-    pub fn signed(
-        owner: &SecretKey,
-        node: NodeId,
-        tag: RefTag,
-        ids: Vec<ShardId>,
-        now_ms: u64,
-    ) -> Self {
-        let mut req = Self {
-            ids,
-            owner: owner.public(),
-            tag,
-            node,
-            freshness: Freshness::new(now_ms),
-            signature: Signature([0; 64]),
-        };
-        req.signature = owner.sign(&req.signing_bytes());
-        req
-    }
+/// `signed` and `verify` of the two owner-signed requests over a list of ids with a tag, which
+/// share their fields and differ only in their signing domain.
+macro_rules! ids_request {
+    ($t:ident, $what:literal) => {
+        impl $t {
+            #[doc = concat!("Builds and signs a request for `node` ", $what, " `ids`.")]
+            pub fn signed(
+                owner: &SecretKey,
+                node: NodeId,
+                tag: RefTag,
+                ids: Vec<ShardId>,
+                now_ms: u64,
+            ) -> Self {
+                let mut req = Self {
+                    ids,
+                    owner: owner.public(),
+                    tag,
+                    node,
+                    freshness: Freshness::new(now_ms),
+                    signature: Signature([0; 64]),
+                };
+                req.signature = owner.sign(&req.signing_bytes());
+                req
+            }
 
-    /// Checks addressee, timestamp and signature (not the nonce; see module docs).
-    pub fn verify(&self, local: NodeId, now_ms: u64) -> Result<(), AuthError> {
-        let msg = self.signing_bytes();
-        check_common(
-            local,
-            self.node,
-            &self.freshness,
-            now_ms,
-            self.owner,
-            &msg,
-            &self.signature,
-        )
-    }
+            /// Checks addressee, timestamp and signature (not the nonce; see module docs).
+            pub fn verify(&self, local: NodeId, now_ms: u64) -> Result<(), AuthError> {
+                let msg = self.signing_bytes();
+                check_common(
+                    local,
+                    self.node,
+                    &self.freshness,
+                    now_ms,
+                    self.owner,
+                    &msg,
+                    &self.signature,
+                )
+            }
+        }
+    };
 }
 
-impl TagShards {
-    /// Builds and signs a request for `node` adding the owner's `tag` reference to `ids`.
-    pub fn signed(
-        owner: &SecretKey,
-        node: NodeId,
-        tag: RefTag,
-        ids: Vec<ShardId>,
-        now_ms: u64,
-    ) -> Self {
-        let mut req = Self {
-            ids,
-            owner: owner.public(),
-            tag,
-            node,
-            freshness: Freshness::new(now_ms),
-            signature: Signature([0; 64]),
-        };
-        req.signature = owner.sign(&req.signing_bytes());
-        req
-    }
-
-    /// Checks addressee, timestamp and signature (not the nonce; see module docs).
-    pub fn verify(&self, local: NodeId, now_ms: u64) -> Result<(), AuthError> {
-        let msg = self.signing_bytes();
-        check_common(
-            local,
-            self.node,
-            &self.freshness,
-            now_ms,
-            self.owner,
-            &msg,
-            &self.signature,
-        )
-    }
-}
+ids_request!(DeleteShards, "releasing the owner's `tag` references to");
+ids_request!(TagShards, "adding the owner's `tag` reference to");
 
 #[cfg(test)]
 mod tests {

@@ -380,7 +380,7 @@ pub struct SealInfo {
     pub ids: Vec<ShardId>,
 }
 
-/// `SealInfoOk` (type 33): a postcard [`SealInfoBody`] of `body_len` bytes follows.
+/// `SealInfoOk` (type 33): a postcard [`SealInfoBody`](crate::sealing::SealInfoBody) of `body_len` bytes follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealInfoOk {
     /// Raw body length (at most [`MAX_PROOF_BODY`]).

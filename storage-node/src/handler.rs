@@ -327,24 +327,47 @@ fn postcard_body<T: serde::Serialize>(v: &T) -> Result<Bytes, Reject> {
     Ok(Bytes::from(b))
 }
 
+/// Serves a proof request from a data owner: the access check, one of the node's proof permits
+/// (when `limited`), `prove` on a blocking thread, then the frame `ok(body_len)` followed by the
+/// postcard-encoded result.
+async fn proof_response<T: serde::Serialize>(
+    st: &Arc<State>,
+    peer: &NodeId,
+    limited: bool,
+    prove: impl FnOnce(&State) -> Result<T, Reject> + Send + 'static,
+    ok: impl FnOnce(u64) -> Message,
+) -> Result<Response, Reject> {
+    check_prover_access(st, peer)?;
+    let permit = match limited {
+        true => Some(proof_permit(st).await?),
+        false => None,
+    };
+    let state = Arc::clone(st);
+    let body = blocking(move || {
+        let _permit = permit;
+        postcard_body(&prove(&state)?)
+    })
+    .await?;
+    Ok(Response {
+        msg: ok(body.len() as u64),
+        body: Some(body),
+        _budget: None,
+    })
+}
+
 pub(crate) async fn seal_info(
     st: &Arc<State>,
     peer: &NodeId,
     req: SealInfo,
 ) -> Result<Response, Reject> {
-    check_prover_access(st, peer)?;
-    let state = Arc::clone(st);
-    let body = blocking(move || {
-        postcard_body(&crate::sealing::seal_info(state.store.as_ref(), &req.ids)?)
-    })
-    .await?;
-    Ok(Response {
-        msg: Message::SealInfoOk(SealInfoOk {
-            body_len: body.len() as u64,
-        }),
-        body: Some(body),
-        _budget: None,
-    })
+    proof_response(
+        st,
+        peer,
+        false,
+        move |s| crate::sealing::seal_info(s.store.as_ref(), &req.ids),
+        |body_len| Message::SealInfoOk(SealInfoOk { body_len }),
+    )
+    .await
 }
 
 pub(crate) async fn seal_proof(
@@ -352,28 +375,22 @@ pub(crate) async fn seal_proof(
     peer: &NodeId,
     req: SealProofRequest,
 ) -> Result<Response, Reject> {
-    check_prover_access(st, peer)?;
-    let permit = proof_permit(st).await?;
-    let state = Arc::clone(st);
-    let body = blocking(move || {
-        let _permit = permit;
-        let proof = crate::sealing::prove_seal(
-            state.store.as_ref(),
-            &state.units,
-            &req.comm_r,
-            &req.seed,
-            req.openings as usize,
-        )?;
-        postcard_body(&proof)
-    })
-    .await?;
-    Ok(Response {
-        msg: Message::SealProofOk(SealProofOk {
-            proof_len: body.len() as u64,
-        }),
-        body: Some(body),
-        _budget: None,
-    })
+    proof_response(
+        st,
+        peer,
+        true,
+        move |s| {
+            crate::sealing::prove_seal(
+                s.store.as_ref(),
+                &s.units,
+                &req.comm_r,
+                &req.seed,
+                req.openings as usize,
+            )
+        },
+        |proof_len| Message::SealProofOk(SealProofOk { proof_len }),
+    )
+    .await
 }
 
 pub(crate) async fn challenge(
@@ -381,28 +398,22 @@ pub(crate) async fn challenge(
     peer: &NodeId,
     req: ChallengeRequest,
 ) -> Result<Response, Reject> {
-    check_prover_access(st, peer)?;
-    let permit = proof_permit(st).await?;
-    let state = Arc::clone(st);
-    let body = blocking(move || {
-        let _permit = permit;
-        let proof = crate::sealing::prove_post(
-            state.store.as_ref(),
-            &state.units,
-            &req.units,
-            &req.seed,
-            req.chunks as usize,
-        )?;
-        postcard_body(&proof)
-    })
-    .await?;
-    Ok(Response {
-        msg: Message::ChallengeOk(ChallengeOk {
-            proof_len: body.len() as u64,
-        }),
-        body: Some(body),
-        _budget: None,
-    })
+    proof_response(
+        st,
+        peer,
+        true,
+        move |s| {
+            crate::sealing::prove_post(
+                s.store.as_ref(),
+                &s.units,
+                &req.units,
+                &req.seed,
+                req.chunks as usize,
+            )
+        },
+        |proof_len| Message::ChallengeOk(ChallengeOk { proof_len }),
+    )
+    .await
 }
 
 pub(crate) async fn delete_shards(st: &Arc<State>, req: DeleteShards) -> Result<Response, Reject> {

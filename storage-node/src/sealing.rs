@@ -67,6 +67,16 @@ impl UnitRecord {
     pub fn key(&self) -> UnitKey {
         self.unit.statement.comm_r
     }
+
+    /// The shard ids of the unit's members, in unit order.
+    pub fn member_ids(&self) -> Vec<ShardId> {
+        self.unit
+            .layout
+            .members()
+            .iter()
+            .map(|m| ShardId(m.id.0))
+            .collect()
+    }
 }
 
 /// The unit files.
@@ -436,13 +446,7 @@ fn seal_unit(st: &Arc<State>, members: &[(ShardId, u64)]) -> Result<UnitKey, Rej
 fn collect_garbage(st: &State) -> Result<(), Reject> {
     for (key, rec) in st.store.units()? {
         let rec = UnitRecord::decode(&rec)?;
-        let ids: Vec<ShardId> = rec
-            .unit
-            .layout
-            .members()
-            .iter()
-            .map(|m| ShardId(m.id.0))
-            .collect();
+        let ids = rec.member_ids();
         let live = |st: &State| -> Result<bool, Reject> {
             for id in &ids {
                 if st.store.placement(id)? == Some(key) && st.store.shard(id)?.is_some() {
@@ -715,13 +719,7 @@ pub fn check_units(
             known.insert(key);
             continue;
         }
-        let ids: Vec<ShardId> = rec
-            .unit
-            .layout
-            .members()
-            .iter()
-            .map(|m| ShardId(m.id.0))
-            .collect();
+        let ids = rec.member_ids();
         let err = |e: crate::store::StoreError| io::Error::other(e.to_string());
         store.remove_unit(&key, &ids).map_err(err)?;
         units.remove(&key)?;

@@ -229,6 +229,34 @@ impl NodeClient {
         Ok(out)
     }
 
+    /// Sends `request(batch)` for each batch of at most [`MAX_IDS_PER_REQUEST`] of `ids` and
+    /// collects the one outcome per id that `outcomes` takes from each answer (`None`: an answer
+    /// of the wrong type).
+    async fn batched<O>(
+        &self,
+        what: &'static str,
+        ids: &[blake3::Hash],
+        request: impl Fn(Vec<ShardId>) -> Message,
+        outcomes: impl Fn(&mut Message) -> Option<Vec<O>>,
+    ) -> Result<Vec<O>, RequestError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
+            let req = request(chunk.iter().map(|h| ShardId::from(*h)).collect());
+            let got = self
+                .call(what, async {
+                    let mut answer = self.simple(req).await?;
+                    match outcomes(&mut answer) {
+                        Some(o) if o.len() == chunk.len() => Ok(o),
+                        Some(_) => Err(RequestError::Protocol("wrong number of outcomes".into())),
+                        None => Err(unexpected(&answer)),
+                    }
+                })
+                .await?;
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
     /// Releases `owner`'s `tag` references to `ids`; the owner's hold ends with its last tag,
     /// and the node removes a shard's bytes when no owner holds it any more. One outcome per id,
     /// in order.
@@ -238,32 +266,18 @@ impl NodeClient {
         tag: RefTag,
         ids: &[blake3::Hash],
     ) -> Result<Vec<DeleteOutcome>, RequestError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
-            let shard_ids = chunk.iter().map(|h| ShardId::from(*h)).collect();
-            let req = Message::DeleteShards(DeleteShards::signed(
-                owner,
-                self.node,
-                tag,
-                shard_ids,
-                now_ms(),
-            ));
-            let outcomes = self
-                .call("delete_shards", async {
-                    match self.simple(req).await? {
-                        Message::DeleteShardsOk(ok) if ok.outcomes.len() == chunk.len() => {
-                            Ok(ok.outcomes)
-                        }
-                        Message::DeleteShardsOk(_) => {
-                            Err(RequestError::Protocol("wrong number of outcomes".into()))
-                        }
-                        m => Err(unexpected(&m)),
-                    }
-                })
-                .await?;
-            out.extend(outcomes);
-        }
-        Ok(out)
+        self.batched(
+            "delete_shards",
+            ids,
+            |batch| {
+                Message::DeleteShards(DeleteShards::signed(owner, self.node, tag, batch, now_ms()))
+            },
+            |m| match m {
+                Message::DeleteShardsOk(ok) => Some(std::mem::take(&mut ok.outcomes)),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// Adds `owner`'s `tag` reference to `ids` the node already holds. One outcome per id.
@@ -273,32 +287,16 @@ impl NodeClient {
         tag: RefTag,
         ids: &[blake3::Hash],
     ) -> Result<Vec<TagOutcome>, RequestError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_IDS_PER_REQUEST) {
-            let shard_ids = chunk.iter().map(|h| ShardId::from(*h)).collect();
-            let req = Message::TagShards(TagShards::signed(
-                owner,
-                self.node,
-                tag,
-                shard_ids,
-                now_ms(),
-            ));
-            let outcomes = self
-                .call("tag_shards", async {
-                    match self.simple(req).await? {
-                        Message::TagShardsOk(ok) if ok.outcomes.len() == chunk.len() => {
-                            Ok(ok.outcomes)
-                        }
-                        Message::TagShardsOk(_) => {
-                            Err(RequestError::Protocol("wrong number of outcomes".into()))
-                        }
-                        m => Err(unexpected(&m)),
-                    }
-                })
-                .await?;
-            out.extend(outcomes);
-        }
-        Ok(out)
+        self.batched(
+            "tag_shards",
+            ids,
+            |batch| Message::TagShards(TagShards::signed(owner, self.node, tag, batch, now_ms())),
+            |m| match m {
+                Message::TagShardsOk(ok) => Some(std::mem::take(&mut ok.outcomes)),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// The node's description: id, version, capacity, free and used bytes, label, shard count.
