@@ -12,9 +12,11 @@ setup:
 build: setup
 	$(CARGO) build --workspace --bins
 
-## The README's test command: lint, every test, then 30 s of fuzzing the frame decoder.
+## The README's test command: lint, every test, the proof engine's tests on aarch64 under qemu
+## (NEON kernels), then 30 s of fuzzing the frame decoder.
 test: setup lint
 	$(CARGO) nextest run --workspace --no-fail-fast
+	@bash scripts/test-aarch64.sh
 	@bash scripts/fuzz-smoke.sh 30
 
 ## libFuzzer on the frame decoder (nightly + cargo-fuzz; skipped where unavailable).

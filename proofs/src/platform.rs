@@ -130,6 +130,13 @@ mod tests {
         }
         #[cfg(any(feature = "pure", feature = "no_avx2"))]
         assert!(!p.has_avx2());
+        // NEON is part of every little-endian aarch64 CPU, so the NEON kernels must be the ones
+        // chosen there (CI runs this crate's tests on aarch64 under qemu: scripts/test-aarch64.sh).
+        #[cfg(all(target_arch = "aarch64", target_endian = "little", not(feature = "pure")))]
+        {
+            assert_eq!(p, Platform::Neon);
+            assert_eq!(Platform::available(), [Platform::Scalar, Platform::Neon]);
+        }
         assert!(p.hash_lanes() >= 1);
         assert!(p.is_supported());
         assert_eq!(Platform::available().last(), Some(&p));
