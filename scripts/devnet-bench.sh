@@ -14,6 +14,29 @@ cleanup() { "$bin/granary" devnet down --dir "$work/devnet" >/dev/null 2>&1 || t
 trap cleanup EXIT
 secs() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["seconds"])' "$1"; }
 now() { date +%s.%N; }
+# timed CMD...: runs CMD, prints its stdout, appends its CPU seconds (user + sys) to $work/cpu.
+timed() {
+  python3 - "$work/cpu" "$@" <<'PY'
+import resource, subprocess, sys
+p = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "a").write(f"{r.ru_utime + r.ru_stime}\n")
+sys.stdout.write(p.stdout.decode()); sys.exit(p.returncode)
+PY
+}
+last_cpu() { tail -n 1 "$work/cpu"; }
+# CPU seconds the devnet's node processes have used so far.
+nodes_cpu() {
+  python3 - "$work/devnet/devnet.toml" <<'PY'
+import os, re, sys
+tick = os.sysconf("SC_CLK_TCK"); total = 0
+for pid in re.findall(r"pid = (\d+)", open(sys.argv[1]).read()):
+    try: f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError: continue
+    total += int(f[11]) + int(f[12])
+print(total / tick)
+PY
+}
 "$bin/granary" demo --help >/dev/null
 python3 - "$work/src" "$mb" <<'PY'
 import os, sys, random
@@ -30,23 +53,38 @@ sync
 t0=$(now); cp -r "$work/src" "$work/copy"; sync; t1=$(now)
 cp_s=$(python3 -c "print($t1-$t0)")
 rm -rf "$work/copy"
-local_put=$("$bin/granary" put --json -q --store "$work/local" "$work/src")
+local_put=$(timed "$bin/granary" put --json -q --store "$work/local" "$work/src")
+pack_cpu=$(last_cpu)
 # NODE_ARGS: extra `granary-node init` flags, e.g. "--seal-idle-secs=3600 --seal-unit=16G" to
 # measure without background sealing competing for the cores.
 init_args=()
 for a in ${NODE_ARGS:-}; do init_args+=("--init-arg=$a"); done
 "$bin/granary" devnet up --nodes 6 --dir "$work/devnet" "${init_args[@]}" >/dev/null 2>&1
 export GRANARY_CONFIG="$work/devnet/client.toml"
-put=$("$bin/granary" put --json -q "$work/src")
+n0=$(nodes_cpu)
+put=$(timed "$bin/granary" put --json -q "$work/src")
+put_cpu=$(last_cpu); n1=$(nodes_cpu)
 cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["capability"])' "$put")
-get=$("$bin/granary" get --json -q "$cap" "$work/out")
-python3 - "$bytes" "$cp_s" "$(secs "$local_put")" "$(secs "$put")" "$(secs "$get")" <<'PY'
-import sys
-b, cp, pack, put, get = int(sys.argv[1]), *map(float, sys.argv[2:])
+get=$(timed "$bin/granary" get --json -q "$cap" "$work/out")
+get_cpu=$(last_cpu); n2=$(nodes_cpu)
+python3 - "$bytes" "$cp_s" "$(secs "$local_put")" "$(secs "$put")" "$(secs "$get")" \
+  "$pack_cpu" "$put_cpu" "$get_cpu" "$n0" "$n1" "$n2" <<'PY'
+import os, sys
+b, cp, pack, put, get, pack_c, put_c, get_c, n0, n1, n2 = int(sys.argv[1]), *map(float, sys.argv[2:])
 mbs = lambda s: b / s / 1e6
+gb = b / 1e9
 print(f"dataset {b/1e6:.0f} MB: cp -r + sync {mbs(cp):.0f} MB/s, pack pipeline alone {mbs(pack):.0f} MB/s")
 print(f"put {mbs(put):.0f} MB/s = {cp/put:.2f}x cp, {pack/put:.2f}x pack pipeline")
 print(f"get {mbs(get):.0f} MB/s = {cp/get:.2f}x cp, {pack/get:.2f}x pack pipeline")
+# CPU budget: core-seconds per GB of dataset, and the rate that many core-seconds allow on
+# this machine's cores if nothing else ran.
+cores = os.cpu_count()
+for name, wall, client, nodes in [("pack alone", pack, pack_c, 0.0),
+                                  ("put", put, put_c, n1 - n0), ("get", get, get_c, n2 - n1)]:
+    per_gb = (client + nodes) / gb
+    print(f"cpu {name}: client {client/gb:.2f} + nodes {nodes/gb:.2f} = {per_gb:.2f} core-s/GB; "
+          f"{(client + nodes) / wall:.2f} of {cores} cores busy; "
+          f"all {cores} cores at this cost: {cores / per_gb * 1e3:.0f} MB/s")
 PY
 if [ "${SEALED:-0}" = 1 ]; then
   # Reads once the nodes have sealed and dropped their plain copies: every range is unsealed.
