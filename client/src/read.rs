@@ -225,6 +225,80 @@ impl SegmentReader<'_> {
         Ok(shards)
     }
 
+    /// Bytes `r` of data shard `i` of `seg`: read from that shard, raced (hedged) against the
+    /// same column of k other shards, rebuilt from those if they answer first. A range inside one
+    /// shard is what small-file and sample reads are, so a slow or frozen node holding it costs
+    /// one hedge delay, not a read timeout.
+    fn read_piece(
+        &self,
+        seg: &SegmentDesc,
+        i: usize,
+        r: Range<u64>,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<u8>, SegmentError> {
+        let k = self.coder.params().data as usize;
+        let total = self.coder.params().total();
+        let sl = seg.shard_len as u64;
+        // The codec works on 64-byte blocks; shard lengths are multiples of 64.
+        let col = r.start / 64 * 64..(r.end.div_ceil(64) * 64).min(sl);
+        let order: Vec<usize> = std::iter::once(i)
+            .chain((0..total).filter(|&j| j != i))
+            .collect();
+        let reqs: Vec<(ShardLoc, Range<u64>)> = order
+            .iter()
+            .map(|&j| {
+                (
+                    self.loc(seg, j),
+                    if j == i { r.clone() } else { col.clone() },
+                )
+            })
+            .collect();
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut lost = Vec::new();
+        for (n, got) in self
+            .store
+            .read_first_or_any(&reqs, k)
+            .into_iter()
+            .enumerate()
+        {
+            match got {
+                Some(Ok(b)) if n == 0 => {
+                    stats.shard_reads += 1;
+                    return Ok(b);
+                }
+                Some(Ok(b)) => {
+                    stats.shard_reads += 1;
+                    shards[order[n]] = Some(b);
+                }
+                Some(Err(e)) => {
+                    stats.shard_failures += 1;
+                    lost.push(format!("shard {}: {e}", order[n]));
+                }
+                None if n == 0 => stats.raced += 1,
+                None => {}
+            }
+        }
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < k {
+            return Err(SegmentError::TooManyLost {
+                available: have,
+                needed: k,
+                lost: lost.join("; "),
+            });
+        }
+        self.coder.reconstruct_data(&mut shards)?;
+        stats.rebuilds += 1;
+        let full = shards[i]
+            .as_ref()
+            .ok_or_else(|| SegmentError::TooManyLost {
+                available: have,
+                needed: k,
+                lost: format!("shard {i} could not be rebuilt"),
+            })?;
+        let from = (r.start - col.start) as usize;
+        Ok(full[from..from + (r.end - r.start) as usize].to_vec())
+    }
+
     /// Reads `range` (within the segment's length) of segment `idx`.
     fn read(
         &self,
@@ -287,6 +361,16 @@ impl SegmentReader<'_> {
             }
             out.truncate(seg.len as usize);
             return Ok(out);
+        }
+        if first == last && total > k {
+            return self
+                .read_piece(
+                    seg,
+                    first,
+                    range.start - first as u64 * sl..range.end - first as u64 * sl,
+                    stats,
+                )
+                .map_err(wrap);
         }
         let mut failed: Vec<(usize, String)> = Vec::new();
         let wanted: Vec<(usize, Range<u64>)> = (first..=last)

@@ -922,3 +922,68 @@ fn read_is_hedged_around_a_node_that_freezes() {
     );
     assert!(stats.raced > 0, "hedged, not waited out: {stats:?}");
 }
+
+/// Sample-sized range reads (inside one shard, as a training loader makes them) race a node
+/// that froze mid-job: a read whose shard sits on it is outrun by the same column of k other
+/// shards, rebuilt, and correct. Without hedging each such read waits out its timeout instead
+/// (`raced` stays 0).
+#[test]
+fn range_reads_are_hedged_around_a_node_that_freezes() {
+    use granary_client::{Dataset, ReadStats, config, store::net::NetStore};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    big_dataset(&data, 6, 2_000_000);
+    let net = Devnet::up_with(&tmp.path().join("net"), 6, &["--seal-idle-secs=3600"]);
+    let cfg = net.config();
+    let cap = put(&cfg, &data, &["--k", "4", "--m", "2"]);
+
+    let client = config::load(&cfg).expect("client config");
+    let store = NetStore::new(client.nodes, client.key).expect("store");
+    let ds = Dataset::open(&cap.parse().expect("capability"), &store).expect("open");
+    let samples: Vec<(String, u64, std::ops::Range<u64>)> = (0..6)
+        .flat_map(|i| {
+            (0..2_000_000u64 - 5000)
+                .step_by(97_000)
+                .map(move |a| (format!("part-{i:03}.bin"), 100 + i, a..a + 5000))
+        })
+        .collect();
+    let read_all = |stats: &mut ReadStats| -> Result<(), String> {
+        for (path, seed, r) in &samples {
+            let entry = ds.file(path).map_err(|e| e.to_string())?;
+            let got = ds
+                .read_range(&store, entry, r.clone(), stats)
+                .map_err(|e| format!("{path} {r:?}: {e}"))?;
+            let want = bytes(2_000_000, *seed);
+            if got != want[r.start as usize..r.end as usize] {
+                return Err(format!("{path} {r:?}: wrong bytes"));
+            }
+        }
+        Ok(())
+    };
+    // Warm up: connections made, typical read times learnt.
+    let mut warm = ReadStats::default();
+    read_all(&mut warm).expect("healthy reads");
+    assert_eq!(
+        warm.raced + warm.rebuilds + warm.shard_failures,
+        0,
+        "{warm:?}"
+    );
+
+    let frozen = net.nodes[2].pid;
+    // SAFETY: plain kill(2) on a node process this test started.
+    unsafe { libc::kill(frozen as i32, libc::SIGSTOP) };
+    let mut stats = ReadStats::default();
+    let result = read_all(&mut stats);
+    // SAFETY: as above; let the node go on so the devnet stops cleanly.
+    unsafe { libc::kill(frozen as i32, libc::SIGCONT) };
+    result.expect("range reads around a frozen node");
+    eprintln!(
+        "{} range reads with a frozen node: {stats:?}",
+        samples.len()
+    );
+    assert!(
+        stats.rebuilds > 0,
+        "ranges were rebuilt from other shards: {stats:?}"
+    );
+    assert!(stats.raced > 0, "hedged, not waited out: {stats:?}");
+}

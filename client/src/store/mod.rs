@@ -134,6 +134,30 @@ pub trait ShardStore: Send + Sync {
         out
     }
 
+    /// Reads `reqs[0]` (a byte range of one shard), or else the same range of any `k` of the
+    /// shards in `reqs[1..]`, the column it can be rebuilt from. Stores whose members can be slow
+    /// hedge: they start `reqs[0]` alone and, when it fails or takes long, `k` of the others as
+    /// well, and return when either side is complete. `None`: not asked or abandoned. The default
+    /// reads `reqs[0]`, then (if it failed) the others in order until `k` succeed.
+    fn read_first_or_any(
+        &self,
+        reqs: &[(ShardLoc, Range<u64>)],
+        k: usize,
+    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
+        let Some((first, rest)) = reqs.split_first() else {
+            return Vec::new();
+        };
+        let got = self.read_range(&first.0, first.1.clone());
+        let failed = got.is_err();
+        let mut out = vec![Some(got)];
+        if failed {
+            out.extend(self.read_any(rest, k));
+        } else {
+            out.resize_with(reqs.len(), || None);
+        }
+        out
+    }
+
     /// Reads bytes `offset..offset + out.len()` of a shard into `out` **without** verifying them
     /// against the shard id, for a caller that checks every one of those bytes itself (an
     /// authenticated cipher over them, or known zero padding) and falls back to the verified

@@ -98,6 +98,93 @@ impl ReadClock {
         self.samples[c] = self.samples[c].saturating_add(1);
     }
 }
+/// What a hedged read must gather.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// Any `n` of the requests (a whole segment: any k of its k + m shards, data first).
+    Any(usize),
+    /// The first request, or else any `k` of the others (a byte range of one shard, or the same
+    /// column of k other shards to rebuild it from).
+    FirstOrAny(usize),
+}
+
+/// The state of a hedged read: which requests it wants started, and when it is done.
+#[derive(Debug)]
+struct Plan {
+    goal: Goal,
+    /// Spares started by hedge timeouts (beyond what the goal needs).
+    spares: usize,
+    /// [`Goal::FirstOrAny`]: the first request failed or was slow, so the column is read too.
+    column: bool,
+}
+
+/// Indices of the requests still running.
+fn running_set<T>(running: &[(usize, T)]) -> Vec<usize> {
+    running.iter().map(|(i, _)| *i).collect()
+}
+
+impl Plan {
+    fn new(goal: Goal) -> Self {
+        Self {
+            goal,
+            spares: 0,
+            column: false,
+        }
+    }
+
+    fn ok(out: &[Option<Result<Vec<u8>, FetchError>>], from: usize) -> usize {
+        out.iter()
+            .skip(from)
+            .filter(|r| matches!(r, Some(Ok(_))))
+            .count()
+    }
+
+    /// Whether request `next` should start now, given the running ones and the answers so far.
+    fn wants_more(
+        &mut self,
+        next: usize,
+        running: &[usize],
+        out: &[Option<Result<Vec<u8>, FetchError>>],
+    ) -> bool {
+        match self.goal {
+            Goal::Any(n) => running.len() + Self::ok(out, 0) < n + self.spares,
+            Goal::FirstOrAny(k) => {
+                if next == 0 {
+                    return true;
+                }
+                self.column |= matches!(out[0], Some(Err(_)));
+                let others = running.iter().filter(|&&i| i > 0).count();
+                self.column && others + Self::ok(out, 1) < k + self.spares
+            }
+        }
+    }
+
+    /// How many requests start before any hedge: the ones the read is meant to be served by.
+    fn first_wave(&self) -> usize {
+        match self.goal {
+            Goal::Any(n) => n,
+            Goal::FirstOrAny(_) => 1,
+        }
+    }
+
+    /// A hedge timeout passed without the goal met.
+    fn hedge(&mut self) {
+        match self.goal {
+            Goal::FirstOrAny(_) if !self.column => self.column = true,
+            _ => self.spares += 1,
+        }
+    }
+
+    fn met(&self, out: &[Option<Result<Vec<u8>, FetchError>>]) -> bool {
+        match self.goal {
+            Goal::Any(n) => Self::ok(out, 0) >= n,
+            Goal::FirstOrAny(k) => {
+                matches!(out.first(), Some(Some(Ok(_)))) || Self::ok(out, 1) >= k
+            }
+        }
+    }
+}
+
 /// Copies of a root record.
 const ROOT_COPIES: usize = 3;
 
@@ -342,13 +429,14 @@ impl NetStore {
         })
     }
 
-    /// [`ShardStore::read_any`] with hedging: the first `need` requests start at once; a failure
-    /// starts the next request, and so does every [`ReadClock::hedge_after`] that passes without
-    /// `need` answers, so a slow node is raced by a parity read instead of being waited for.
+    /// Hedged reads ([`ShardStore::read_any`], [`ShardStore::read_first_or_any`]): requests
+    /// start as `goal` needs them, a failure starts a replacement, and every
+    /// [`ReadClock::hedge_after`] that passes without the goal met starts a spare, so a slow node
+    /// is raced by parity instead of being waited for.
     async fn read_hedged(
         &self,
         reqs: &[(ShardLoc, Range<u64>)],
-        need: usize,
+        goal: Goal,
     ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
         use std::{future::Future, pin::Pin, task::Poll};
         type Running<'a> = Vec<(
@@ -362,10 +450,6 @@ impl NetStore {
         };
         let mut running: Running<'_> = Vec::new();
         let mut next = 0;
-        while next < need.min(reqs.len()) {
-            running.push(start(next));
-            next += 1;
-        }
         let len = reqs
             .first()
             .map_or(0, |(l, r)| r.end.min(l.len) - r.start.min(l.len));
@@ -375,8 +459,15 @@ impl NetStore {
             .unwrap_or_else(|e| e.into_inner())
             .hedge_after(len);
         let mut hedge = Box::pin(tokio::time::sleep(hedge_after));
-        let mut ok = 0;
-        while ok < need && !running.is_empty() {
+        let mut plan = Plan::new(goal);
+        loop {
+            while next < reqs.len() && plan.wants_more(next, &running_set(&running), &out) {
+                running.push(start(next));
+                next += 1;
+            }
+            if plan.met(&out) || running.is_empty() {
+                break;
+            }
             let event = std::future::poll_fn(|cx| {
                 for (k, (i, f)) in running.iter_mut().enumerate() {
                     if let Poll::Ready(r) = f.as_mut().poll(cx) {
@@ -392,25 +483,17 @@ impl NetStore {
             match event {
                 Some((k, i, r)) => {
                     drop(running.swap_remove(k));
-                    if r.is_ok() {
-                        ok += 1;
-                    } else if next < reqs.len() {
-                        running.push(start(next));
-                        next += 1;
-                    }
                     out[i] = Some(r);
                 }
                 None => {
-                    if next < reqs.len() {
-                        running.push(start(next));
-                        next += 1;
-                    }
+                    plan.hedge();
                     hedge = Box::pin(tokio::time::sleep(hedge_after));
                 }
             }
         }
-        // Requests still running were outrun by parity: a strike for their (hinted) node.
-        for (i, _) in &running {
+        // First-wave requests still running were outrun by parity: a strike for their (hinted)
+        // node. Spares still running only lost a race they were started to win.
+        for (i, _) in running.iter().filter(|(i, _)| *i < plan.first_wave()) {
             let Some(hint) = reqs[*i].0.hint else {
                 continue;
             };
@@ -706,7 +789,16 @@ impl ShardStore for NetStore {
         reqs: &[(ShardLoc, Range<u64>)],
         need: usize,
     ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
-        self.rt.block_on(self.read_hedged(reqs, need))
+        self.rt.block_on(self.read_hedged(reqs, Goal::Any(need)))
+    }
+
+    fn read_first_or_any(
+        &self,
+        reqs: &[(ShardLoc, Range<u64>)],
+        k: usize,
+    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
+        self.rt
+            .block_on(self.read_hedged(reqs, Goal::FirstOrAny(k)))
     }
 
     /// Three segments in flight. Measured on a 6-node loopback devnet, 1 GiB get: 1 thread
@@ -805,6 +897,104 @@ pub fn parse_nodes(list: &[String]) -> Result<Vec<NodeAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Out = Vec<Option<Result<Vec<u8>, FetchError>>>;
+
+    /// Starts requests as `plan` wants them, with `running` and answers `out`; returns how many.
+    fn top_up(plan: &mut Plan, next: &mut usize, running: &mut Vec<usize>, out: &Out) -> usize {
+        let before = *next;
+        while *next < out.len() && plan.wants_more(*next, running, out) {
+            running.push(*next);
+            *next += 1;
+        }
+        *next - before
+    }
+
+    fn answer(running: &mut Vec<usize>, out: &mut Out, i: usize, ok: bool) {
+        running.retain(|&r| r != i);
+        out[i] = Some(if ok {
+            Ok(Vec::new())
+        } else {
+            Err(FetchError::NotFound(ShardId([0; 32])))
+        });
+    }
+
+    #[test]
+    fn any_of_plan_starts_k_then_one_per_failure_or_hedge() {
+        let (mut out, mut running, mut next): (Out, _, _) =
+            ((0..6).map(|_| None).collect(), vec![], 0);
+        let mut plan = Plan::new(Goal::Any(4));
+        assert_eq!(
+            top_up(&mut plan, &mut next, &mut running, &out),
+            4,
+            "the data shards"
+        );
+        answer(&mut running, &mut out, 0, true);
+        answer(&mut running, &mut out, 1, false);
+        assert_eq!(
+            top_up(&mut plan, &mut next, &mut running, &out),
+            1,
+            "a failure is replaced"
+        );
+        plan.hedge();
+        assert_eq!(
+            top_up(&mut plan, &mut next, &mut running, &out),
+            1,
+            "a hedge adds a spare"
+        );
+        assert!(!plan.met(&out));
+        for i in [2, 3, 4] {
+            answer(&mut running, &mut out, i, true);
+        }
+        assert!(plan.met(&out), "any 4 answers");
+    }
+
+    #[test]
+    fn first_or_column_plan_races_the_piece_with_k_others() {
+        let fresh = || -> (Out, Vec<usize>, usize) { ((0..6).map(|_| None).collect(), vec![], 0) };
+        // The piece answers: nothing else was ever asked.
+        let (mut out, mut running, mut next) = fresh();
+        let mut plan = Plan::new(Goal::FirstOrAny(4));
+        assert_eq!(
+            top_up(&mut plan, &mut next, &mut running, &out),
+            1,
+            "the piece alone"
+        );
+        answer(&mut running, &mut out, 0, true);
+        assert!(plan.met(&out));
+        // The piece is slow: a hedge starts the column from 4 others; they win.
+        let (mut out, mut running, mut next) = fresh();
+        let mut plan = Plan::new(Goal::FirstOrAny(4));
+        top_up(&mut plan, &mut next, &mut running, &out);
+        plan.hedge();
+        assert_eq!(
+            top_up(&mut plan, &mut next, &mut running, &out),
+            4,
+            "the column"
+        );
+        answer(&mut running, &mut out, 1, false);
+        assert_eq!(
+            top_up(&mut plan, &mut next, &mut running, &out),
+            1,
+            "a failure is replaced"
+        );
+        for i in [2, 3, 4] {
+            answer(&mut running, &mut out, i, true);
+        }
+        assert!(
+            !plan.met(&out),
+            "3 of the column and a running piece are not enough"
+        );
+        answer(&mut running, &mut out, 5, true);
+        assert!(plan.met(&out), "4 of the column");
+        assert_eq!(running, vec![0], "the slow piece is left behind (outrun)");
+        // The piece fails at once: the column starts without waiting for a hedge.
+        let (mut out, mut running, mut next) = fresh();
+        let mut plan = Plan::new(Goal::FirstOrAny(4));
+        top_up(&mut plan, &mut next, &mut running, &out);
+        answer(&mut running, &mut out, 0, false);
+        assert_eq!(top_up(&mut plan, &mut next, &mut running, &out), 4);
+    }
 
     #[test]
     fn read_clock_learns_what_is_slow() {
