@@ -8,7 +8,6 @@
 //! their plaintext kept in the manifest.
 
 use std::{
-    collections::HashSet,
     fs,
     io::Write,
     ops::Range,
@@ -24,7 +23,7 @@ use crate::{
     manifest::{
         Entry, EntryKind, FormatError, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc,
     },
-    store::{FetchError, ShardLoc, ShardStore},
+    store::{Answers, FetchError, ShardLoc, ShardStore},
 };
 
 /// Why a read failed.
@@ -132,9 +131,6 @@ impl std::ops::AddAssign for ReadStats {
     }
 }
 
-/// One byte range of every shard of a segment (`None`: not read or lost).
-type Column = Vec<Option<Vec<u8>>>;
-
 /// Reads segments of one segment table through a store, rebuilding lost shards.
 struct SegmentReader<'a> {
     coder: &'a Coder,
@@ -154,113 +150,47 @@ impl SegmentReader<'_> {
         }
     }
 
-    /// Reads column `col` of k healthy shards of `seg` and rebuilds its data shards.
-    #[allow(clippy::too_many_arguments)]
-    fn gather_column(
-        &self,
-        seg: &SegmentDesc,
-        col: &Range<u64>,
-        wanted: &[(usize, Range<u64>)],
-        pieces: &mut [Option<Vec<u8>>],
-        bad: &mut HashSet<usize>,
-        failed: &mut Vec<(usize, String)>,
-        stats: &mut ReadStats,
-    ) -> Result<Vec<Option<Vec<u8>>>, SegmentError> {
-        let total = self.coder.params().total();
-        let k = self.coder.params().data as usize;
-        let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
-        let mut have = 0;
-        // Pieces already read for exactly this column are reused.
-        for j in 0..total {
-            if !bad.contains(&j)
-                && wanted.iter().any(|(w, r)| *w == j && r == col)
-                && let Some(p) = &pieces[j]
-            {
-                shards[j] = Some(p.clone());
-                have += 1;
-            }
-        }
-        // The rest is read in concurrent batches of just as many shards as are still needed.
-        let mut next = 0;
-        while have < k {
-            let batch: Vec<usize> = (next..total)
-                .filter(|j| !bad.contains(j) && shards[*j].is_none())
-                .take(k - have)
-                .collect();
-            let Some(&last) = batch.last() else { break };
-            next = last + 1;
-            let reqs: Vec<(ShardLoc, Range<u64>)> = batch
-                .iter()
-                .map(|&j| (self.loc(seg, j), col.clone()))
-                .collect();
-            for (&j, result) in batch.iter().zip(self.store.read_ranges(&reqs)) {
-                match result {
-                    Ok(b) => {
-                        stats.shard_reads += 1;
-                        shards[j] = Some(b);
-                        have += 1;
-                    }
-                    Err(e) => {
-                        stats.shard_failures += 1;
-                        bad.insert(j);
-                        failed.push((j, e.to_string()));
-                    }
-                }
-            }
-        }
-        if have < k {
-            let lost = failed
-                .iter()
-                .map(|(i, e)| format!("shard {i}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(SegmentError::TooManyLost {
-                available: have,
-                needed: k,
-                lost,
-            });
-        }
-        self.coder.reconstruct_data(&mut shards)?;
-        stats.rebuilds += 1;
-        Ok(shards)
-    }
-
-    /// Bytes `r` of data shard `i` of `seg`: read from that shard, raced (hedged) against the
-    /// same column of k other shards, rebuilt from those if they answer first. A range inside one
-    /// shard is what small-file and sample reads are, so a slow or frozen node holding it costs
-    /// one hedge delay, not a read timeout.
-    fn read_piece(
+    /// The requests for bytes `r` of data shard `i` of `seg`: that range of shard `i` first, then
+    /// the same 64-byte-aligned column of every other shard (data first) to rebuild it from.
+    fn piece_reqs(
         &self,
         seg: &SegmentDesc,
         i: usize,
-        r: Range<u64>,
-        stats: &mut ReadStats,
-    ) -> Result<Vec<u8>, SegmentError> {
-        let k = self.coder.params().data as usize;
+        r: &Range<u64>,
+    ) -> Vec<(ShardLoc, Range<u64>)> {
         let total = self.coder.params().total();
         let sl = seg.shard_len as u64;
         // The codec works on 64-byte blocks; shard lengths are multiples of 64.
         let col = r.start / 64 * 64..(r.end.div_ceil(64) * 64).min(sl);
-        let order: Vec<usize> = std::iter::once(i)
-            .chain((0..total).filter(|&j| j != i))
-            .collect();
-        let reqs: Vec<(ShardLoc, Range<u64>)> = order
-            .iter()
-            .map(|&j| {
-                (
-                    self.loc(seg, j),
-                    if j == i { r.clone() } else { col.clone() },
-                )
-            })
-            .collect();
+        std::iter::once((self.loc(seg, i), r.clone()))
+            .chain(
+                (0..total)
+                    .filter(|&j| j != i)
+                    .map(|j| (self.loc(seg, j), col.clone())),
+            )
+            .collect()
+    }
+
+    /// Bytes `r` of data shard `i` from the answers to [`Self::piece_reqs`]: the shard's own
+    /// answer, or the range rebuilt from the column of k others.
+    fn piece_from(
+        &self,
+        i: usize,
+        r: &Range<u64>,
+        answers: Answers,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<u8>, SegmentError> {
+        let k = self.coder.params().data as usize;
+        let total = self.coder.params().total();
+        // Position n of the answers is shard `order(n)`: i, then the others in order.
+        let order = |n: usize| match n {
+            0 => i,
+            n if n <= i => n - 1,
+            n => n,
+        };
         let mut shards: Vec<Option<Vec<u8>>> = vec![None; total];
         let mut lost = Vec::new();
-        for (n, got) in self
-            .store
-            .read_first_or_any(&reqs, k)
-            .into_iter()
-            .enumerate()
-        {
+        for (n, got) in answers.into_iter().enumerate() {
             match got {
                 Some(Ok(b)) if n == 0 => {
                     stats.shard_reads += 1;
@@ -268,11 +198,11 @@ impl SegmentReader<'_> {
                 }
                 Some(Ok(b)) => {
                     stats.shard_reads += 1;
-                    shards[order[n]] = Some(b);
+                    shards[order(n)] = Some(b);
                 }
                 Some(Err(e)) => {
                     stats.shard_failures += 1;
-                    lost.push(format!("shard {}: {e}", order[n]));
+                    lost.push(format!("shard {}: {e}", order(n)));
                 }
                 None if n == 0 => stats.raced += 1,
                 None => {}
@@ -295,7 +225,7 @@ impl SegmentReader<'_> {
                 needed: k,
                 lost: format!("shard {i} could not be rebuilt"),
             })?;
-        let from = (r.start - col.start) as usize;
+        let from = (r.start - r.start / 64 * 64) as usize;
         Ok(full[from..from + (r.end - r.start) as usize].to_vec())
     }
 
@@ -362,86 +292,20 @@ impl SegmentReader<'_> {
             out.truncate(seg.len as usize);
             return Ok(out);
         }
-        if first == last && total > k {
-            return self
-                .read_piece(
-                    seg,
-                    first,
-                    range.start - first as u64 * sl..range.end - first as u64 * sl,
-                    stats,
-                )
-                .map_err(wrap);
-        }
-        let mut failed: Vec<(usize, String)> = Vec::new();
+        // Each data shard's piece of the range is raced (hedged) against the same column of k
+        // other shards, all pieces at once: a slow or lost node costs one hedge delay.
         let wanted: Vec<(usize, Range<u64>)> = (first..=last)
             .map(|i| {
                 let s = i as u64 * sl;
                 (i, range.start.max(s) - s..range.end.min(s + sl) - s)
             })
             .collect();
-        let mut pieces: Vec<Option<Vec<u8>>> = vec![None; self.coder.params().total()];
-        let reqs: Vec<(ShardLoc, Range<u64>)> = wanted
+        let groups: Vec<Vec<(ShardLoc, Range<u64>)>> = wanted
             .iter()
-            .map(|(i, r)| (self.loc(seg, *i), r.clone()))
+            .map(|(i, r)| self.piece_reqs(seg, *i, r))
             .collect();
-        for ((i, _), result) in wanted.iter().zip(self.store.read_ranges(&reqs)) {
-            match result {
-                Ok(b) => {
-                    stats.shard_reads += 1;
-                    pieces[*i] = Some(b);
-                }
-                Err(e) => {
-                    stats.shard_failures += 1;
-                    failed.push((*i, e.to_string()));
-                }
-            }
-        }
-        if !failed.is_empty() {
-            // Rebuild each lost range from the same columns of k other shards. The codec works
-            // on 64-byte blocks (16-bit symbols split across each block), so columns are widened
-            // to 64-byte boundaries; shard lengths are multiples of 64, so they stay in bounds.
-            let mut bad: HashSet<usize> = failed.iter().map(|(i, _)| *i).collect();
-            let lost_wanted: Vec<(usize, Range<u64>)> = wanted
-                .iter()
-                .filter(|(i, _)| pieces[*i].is_none())
-                .cloned()
-                .collect();
-            let mut rebuilt: Vec<(Range<u64>, Column)> = Vec::new();
-            for (i, r) in lost_wanted {
-                let col = r.start / 64 * 64..(r.end.div_ceil(64) * 64).min(sl);
-                if !rebuilt.iter().any(|(c, _)| *c == col) {
-                    let shards = self
-                        .gather_column(
-                            seg,
-                            &col,
-                            &wanted,
-                            &mut pieces,
-                            &mut bad,
-                            &mut failed,
-                            stats,
-                        )
-                        .map_err(wrap)?;
-                    rebuilt.push((col.clone(), shards));
-                }
-                if let Some((_, shards)) = rebuilt.iter().find(|(c, _)| *c == col)
-                    && let Some(full) = &shards[i]
-                {
-                    let from = (r.start - col.start) as usize;
-                    pieces[i] = Some(full[from..from + (r.end - r.start) as usize].to_vec());
-                }
-            }
-        }
-        for (i, _) in &wanted {
-            match pieces[*i].take() {
-                Some(p) => out.extend_from_slice(&p),
-                None => {
-                    return Err(wrap(SegmentError::TooManyLost {
-                        available: 0,
-                        needed: k,
-                        lost: format!("shard {i} could not be rebuilt"),
-                    }));
-                }
-            }
+        for ((i, r), answers) in wanted.iter().zip(self.store.read_first_or_any(&groups, k)) {
+            out.extend_from_slice(&self.piece_from(*i, r, answers, stats).map_err(wrap)?);
         }
         Ok(out)
     }

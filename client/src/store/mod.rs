@@ -63,6 +63,9 @@ pub enum StoreError {
     },
 }
 
+/// The answers to a batch of shard reads, by request (`None`: not asked, or abandoned).
+pub type Answers = Vec<Option<Result<Vec<u8>, FetchError>>>;
+
 /// A read that did not return verified bytes.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -115,13 +118,8 @@ pub trait ShardStore: Send + Sync {
     /// or unreliable members *hedge*: they start the first `need`, start the next one whenever
     /// one fails, and also when `need` answers have not arrived in a while. `None`: not asked or
     /// abandoned. The default reads in order, one at a time.
-    fn read_any(
-        &self,
-        reqs: &[(ShardLoc, Range<u64>)],
-        need: usize,
-    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
-        let mut out: Vec<Option<Result<Vec<u8>, FetchError>>> =
-            (0..reqs.len()).map(|_| None).collect();
+    fn read_any(&self, reqs: &[(ShardLoc, Range<u64>)], need: usize) -> Answers {
+        let mut out: Answers = (0..reqs.len()).map(|_| None).collect();
         let mut ok = 0;
         for (slot, (l, r)) in out.iter_mut().zip(reqs) {
             if ok >= need {
@@ -134,28 +132,30 @@ pub trait ShardStore: Send + Sync {
         out
     }
 
-    /// Reads `reqs[0]` (a byte range of one shard), or else the same range of any `k` of the
-    /// shards in `reqs[1..]`, the column it can be rebuilt from. Stores whose members can be slow
-    /// hedge: they start `reqs[0]` alone and, when it fails or takes long, `k` of the others as
-    /// well, and return when either side is complete. `None`: not asked or abandoned. The default
-    /// reads `reqs[0]`, then (if it failed) the others in order until `k` succeed.
-    fn read_first_or_any(
-        &self,
-        reqs: &[(ShardLoc, Range<u64>)],
-        k: usize,
-    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
-        let Some((first, rest)) = reqs.split_first() else {
-            return Vec::new();
-        };
-        let got = self.read_range(&first.0, first.1.clone());
-        let failed = got.is_err();
-        let mut out = vec![Some(got)];
-        if failed {
-            out.extend(self.read_any(rest, k));
-        } else {
-            out.resize_with(reqs.len(), || None);
-        }
-        out
+    /// For each group of requests: reads `group[0]` (a byte range of one shard), or else the same
+    /// range of any `k` of the shards in `group[1..]`, the column it can be rebuilt from. Stores
+    /// whose members can be slow hedge, all groups at once: each starts `group[0]` alone and,
+    /// when it fails or takes long, `k` of the others as well, and is done when either side is
+    /// complete. `None`: not asked or abandoned. The default reads each group in turn: `group[0]`,
+    /// then (if it failed) the others in order until `k` succeed.
+    fn read_first_or_any(&self, groups: &[Vec<(ShardLoc, Range<u64>)>], k: usize) -> Vec<Answers> {
+        groups
+            .iter()
+            .map(|reqs| {
+                let Some((first, rest)) = reqs.split_first() else {
+                    return Vec::new();
+                };
+                let got = self.read_range(&first.0, first.1.clone());
+                let failed = got.is_err();
+                let mut out = vec![Some(got)];
+                if failed {
+                    out.extend(self.read_any(rest, k));
+                } else {
+                    out.resize_with(reqs.len(), || None);
+                }
+                out
+            })
+            .collect()
     }
 
     /// Reads bytes `offset..offset + out.len()` of a shard into `out` **without** verifying them

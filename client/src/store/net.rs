@@ -27,7 +27,7 @@ use granary_protocol::{
     message::{DeleteOutcome, NodeInfo, RefTag, TagOutcome},
 };
 
-use super::{FetchError, PutShard, ShardLoc, ShardStore, StoreError};
+use super::{Answers, FetchError, PutShard, ShardLoc, ShardStore, StoreError};
 use crate::{
     ids::{DatasetId, ShardId},
     net::{NodeClient, NodePool, RequestError, client_endpoint},
@@ -433,18 +433,13 @@ impl NetStore {
     /// start as `goal` needs them, a failure starts a replacement, and every
     /// [`ReadClock::hedge_after`] that passes without the goal met starts a spare, so a slow node
     /// is raced by parity instead of being waited for.
-    async fn read_hedged(
-        &self,
-        reqs: &[(ShardLoc, Range<u64>)],
-        goal: Goal,
-    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
+    async fn read_hedged(&self, reqs: &[(ShardLoc, Range<u64>)], goal: Goal) -> Answers {
         use std::{future::Future, pin::Pin, task::Poll};
         type Running<'a> = Vec<(
             usize,
             Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + 'a>>,
         )>;
-        let mut out: Vec<Option<Result<Vec<u8>, FetchError>>> =
-            (0..reqs.len()).map(|_| None).collect();
+        let mut out: Answers = (0..reqs.len()).map(|_| None).collect();
         let start = |i: usize| -> (usize, Pin<Box<dyn Future<Output = _> + Send + '_>>) {
             (i, Box::pin(self.read_one(&reqs[i].0, reqs[i].1.clone())))
         };
@@ -784,21 +779,16 @@ impl ShardStore for NetStore {
         ))
     }
 
-    fn read_any(
-        &self,
-        reqs: &[(ShardLoc, Range<u64>)],
-        need: usize,
-    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
+    fn read_any(&self, reqs: &[(ShardLoc, Range<u64>)], need: usize) -> Answers {
         self.rt.block_on(self.read_hedged(reqs, Goal::Any(need)))
     }
 
-    fn read_first_or_any(
-        &self,
-        reqs: &[(ShardLoc, Range<u64>)],
-        k: usize,
-    ) -> Vec<Option<Result<Vec<u8>, FetchError>>> {
-        self.rt
-            .block_on(self.read_hedged(reqs, Goal::FirstOrAny(k)))
+    fn read_first_or_any(&self, groups: &[Vec<(ShardLoc, Range<u64>)>], k: usize) -> Vec<Answers> {
+        self.rt.block_on(futures_join_all(
+            groups
+                .iter()
+                .map(|g| self.read_hedged(g, Goal::FirstOrAny(k))),
+        ))
     }
 
     /// Three segments in flight. Measured on a 6-node loopback devnet, 1 GiB get: 1 thread
@@ -898,7 +888,7 @@ pub fn parse_nodes(list: &[String]) -> Result<Vec<NodeAddr>, String> {
 mod tests {
     use super::*;
 
-    type Out = Vec<Option<Result<Vec<u8>, FetchError>>>;
+    type Out = Answers;
 
     /// Starts requests as `plan` wants them, with `running` and answers `out`; returns how many.
     fn top_up(plan: &mut Plan, next: &mut usize, running: &mut Vec<usize>, out: &Out) -> usize {
