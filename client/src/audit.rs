@@ -11,7 +11,7 @@
 //!    commitment we compute ourselves from the checked statements.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -88,6 +88,34 @@ pub struct NodeAudit {
     pub verify_ms: Option<f64>,
     /// What went wrong, if anything.
     pub detail: Option<String>,
+    /// Bytes of the asked shards that are sealed in the challenged units (what was proven).
+    pub sealed_bytes: u64,
+    /// Shards not held that the node never acknowledged holding ([`AuditMemory`]); not counted
+    /// as missing.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unacknowledged: usize,
+    /// Shards the node reported holding (waiting or sealed).
+    #[serde(skip)]
+    pub held: Vec<ShardId>,
+    /// Units whose seal proof verified (now or, per [`AuditMemory`], before).
+    #[serde(skip)]
+    pub proven_units: Vec<[u8; 32]>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What an auditor that checks the same nodes every epoch remembers between audits.
+#[derive(Debug, Default, Clone)]
+pub struct AuditMemory {
+    /// Units (by `comm_r`) whose seal proof already verified: not asked again.
+    pub proven_units: HashSet<[u8; 32]>,
+    /// Per node, the shards it once reported holding. When set, a shard the node does not hold
+    /// counts as missing only if the node acknowledged it before; one it never acknowledged may
+    /// never have been sent to it (the placement list comes from the data's owner), so it is
+    /// reported as `unacknowledged` instead of failing the node.
+    pub acknowledged: Option<HashMap<[u8; 32], HashSet<ShardId>>>,
 }
 
 /// Shard ids of the dataset (data and manifest segments), grouped by the node the manifest's
@@ -128,9 +156,19 @@ impl NetStore {
         placed: &BTreeMap<[u8; 32], Vec<ShardId>>,
         opts: AuditOptions,
     ) -> Vec<NodeAudit> {
+        self.audit_with(placed, opts, &AuditMemory::default())
+    }
+
+    /// [`Self::audit`] for an auditor that remembers earlier audits (`memory`).
+    pub fn audit_with(
+        &self,
+        placed: &BTreeMap<[u8; 32], Vec<ShardId>>,
+        opts: AuditOptions,
+        memory: &AuditMemory,
+    ) -> Vec<NodeAudit> {
         self.for_each_placed(placed, |id, node, shards| async move {
             match node {
-                Some(n) => self.audit_node(n, shards, opts).await,
+                Some(n) => self.audit_node(n, shards, opts, memory).await,
                 None => NodeAudit {
                     node: hex::encode(id),
                     verdict: Verdict::Offline,
@@ -212,6 +250,7 @@ impl NetStore {
         node: NodeAddr,
         shards: &[ShardId],
         opts: AuditOptions,
+        memory: &AuditMemory,
     ) -> NodeAudit {
         let mut a = NodeAudit {
             node: node.to_string(),
@@ -237,14 +276,39 @@ impl NetStore {
             Ok(i) => i,
             Err(e) => return fail(a, format!("seal info: {e}")),
         };
+        if info.shards.len() != ids.len() {
+            return fail(
+                a,
+                "seal info answered for the wrong number of shards".into(),
+            );
+        }
+        let acked = memory
+            .acknowledged
+            .as_ref()
+            .map(|m| m.get(node.id.as_bytes()));
         let mut used = vec![false; info.units.len()];
-        for s in &info.shards {
+        for (id, s) in shards.iter().zip(&info.shards) {
             match s {
-                ShardSealState::NotHeld => a.missing += 1,
-                ShardSealState::Pending => a.pending += 1,
+                ShardSealState::NotHeld => match acked {
+                    Some(known) if !known.is_some_and(|k| k.contains(id)) => {
+                        a.unacknowledged += 1;
+                    }
+                    _ => a.missing += 1,
+                },
+                ShardSealState::Pending => {
+                    a.pending += 1;
+                    a.held.push(*id);
+                }
                 ShardSealState::Sealed { unit } => {
+                    let Some(u) = used.get_mut(*unit as usize) else {
+                        return fail(
+                            a,
+                            format!("shard {id} names unit {unit}, which is not listed"),
+                        );
+                    };
+                    *u = true;
                     a.sealed += 1;
-                    used[*unit as usize] = true;
+                    a.held.push(*id);
                 }
             }
         }
@@ -257,16 +321,14 @@ impl NetStore {
             .collect();
         for (id, s) in ids.iter().zip(&info.shards) {
             if let ShardSealState::Sealed { unit } = s {
-                let listed = info.units[*unit as usize]
-                    .layout
-                    .position(&granary_proofs::DataId(*id.as_bytes()))
-                    .is_some();
-                if !listed {
+                let layout = &info.units[*unit as usize].layout;
+                let Some(pos) = layout.position(&granary_proofs::DataId(*id.as_bytes())) else {
                     return fail(
                         a,
                         format!("shard {id} reported sealed in a unit that does not list it"),
                     );
-                }
+                };
+                a.sealed_bytes += layout.members()[pos].len;
             }
         }
         for u in &units {
@@ -282,6 +344,10 @@ impl NetStore {
         }
         if opts.openings > 0 {
             for u in &units {
+                if memory.proven_units.contains(&u.statement.comm_r) {
+                    a.proven_units.push(u.statement.comm_r);
+                    continue;
+                }
                 let seed = match fresh_seed() {
                     Ok(s) => s,
                     Err(e) => return fail(a, e),
@@ -302,6 +368,7 @@ impl NetStore {
                         format!("unit {}: {e}", hex::encode(&u.statement.comm_r[..8])),
                     );
                 }
+                a.proven_units.push(u.statement.comm_r);
             }
         }
         if !units.is_empty() {
@@ -382,5 +449,9 @@ fn empty() -> NodeAudit {
         challenge_ms: None,
         verify_ms: None,
         detail: None,
+        sealed_bytes: 0,
+        unacknowledged: 0,
+        held: Vec::new(),
+        proven_units: Vec::new(),
     }
 }

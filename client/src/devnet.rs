@@ -3,7 +3,8 @@
 //! `up` initialises N node directories under `dir`, starts each node as its own process (in
 //! its own process group, so it outlives the command that started it), waits until each has
 //! bound its port, and writes `dir/client.toml` listing them and `dir/devnet.toml` with their
-//! pids. `down` stops them with SIGTERM (then SIGKILL after a grace period).
+//! pids. [`up_full`] also starts an auditor (`dir/auditor`) that the nodes trust. `down` stops
+//! them with SIGTERM (then SIGKILL after a grace period).
 
 use std::{
     os::unix::process::CommandExt,
@@ -28,11 +29,34 @@ pub struct DevnetNode {
     pub addr: String,
 }
 
+/// The auditor process of a devnet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevnetAuditor {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its process id.
+    pub pid: u32,
+    /// Its id (the nodes list it as an auditor).
+    pub id: String,
+}
+
 /// What `devnet.toml` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Devnet {
     /// The nodes.
     pub nodes: Vec<DevnetNode>,
+    /// The auditor, if one was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auditor: Option<DevnetAuditor>,
+}
+
+/// An auditor to start with a devnet ([`up_full`]).
+#[derive(Debug, Clone)]
+pub struct AuditorSpec {
+    /// The `granary-auditor` binary.
+    pub bin: PathBuf,
+    /// Seconds between its epochs.
+    pub epoch_secs: u64,
 }
 
 /// Devnet failures.
@@ -48,20 +72,46 @@ fn fail(s: impl Into<String>) -> DevnetError {
     DevnetError::Failed(s.into())
 }
 
+/// `$env` if set, else `name` next to this executable (or one directory up, for test
+/// binaries under `deps/`).
+fn find_binary(env: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|cand| cand.is_file())
+}
+
 /// Finds the `granary-node` binary: `$GRANARY_NODE_BIN`, next to this executable, or `PATH`.
 pub fn node_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("GRANARY_NODE_BIN") {
-        return PathBuf::from(p);
+    find_binary("GRANARY_NODE_BIN", "granary-node").unwrap_or_else(|| PathBuf::from("granary-node"))
+}
+
+/// Finds the `granary-auditor` binary: `$GRANARY_AUDITOR_BIN` or next to this executable.
+pub fn auditor_binary() -> Option<PathBuf> {
+    find_binary("GRANARY_AUDITOR_BIN", "granary-auditor")
+}
+
+/// Runs `bin args…` to completion; its trimmed stdout, or its stderr as the error.
+fn output(bin: &Path, args: &[&std::ffi::OsStr]) -> Result<String, DevnetError> {
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .map_err(|e| fail(format!("running {}: {e}", bin.display())))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{} {}: {}",
+            bin.display(),
+            args.first()
+                .map_or(String::new(), |a| a.to_string_lossy().into_owned()),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            let cand = dir.join("granary-node");
-            if cand.is_file() {
-                return cand;
-            }
-        }
-    }
-    PathBuf::from("granary-node")
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Starts `n` nodes under `dir` and writes `dir/client.toml`.
@@ -76,6 +126,18 @@ pub fn up_with(
     node_bin: &Path,
     init_args: &[String],
 ) -> Result<Devnet, DevnetError> {
+    up_full(dir, n, node_bin, init_args, None)
+}
+
+/// [`up_with`], and with `auditor` an auditor process that the nodes trust, challenging them
+/// every `epoch_secs` once a dataset is registered with it (`dir/auditor`).
+pub fn up_full(
+    dir: &Path,
+    n: usize,
+    node_bin: &Path,
+    init_args: &[String],
+    auditor: Option<&AuditorSpec>,
+) -> Result<Devnet, DevnetError> {
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     if dir.join("devnet.toml").exists() {
         return Err(fail(format!(
@@ -84,6 +146,24 @@ pub fn up_with(
             dir.display()
         )));
     }
+    let adir = dir.join("auditor");
+    let mut init_args = init_args.to_vec();
+    let auditor_id = match auditor {
+        Some(a) => {
+            let id = if adir.join("auditor.toml").exists() {
+                output(&a.bin, &["id".as_ref(), "--dir".as_ref(), adir.as_os_str()])?
+            } else {
+                output(
+                    &a.bin,
+                    &["init".as_ref(), "--dir".as_ref(), adir.as_os_str()],
+                )?
+            };
+            init_args.push(format!("--auditor={id}"));
+            Some(id)
+        }
+        None => None,
+    };
+    let init_args = &init_args[..];
     let mut nodes = Vec::new();
     for i in 0..n {
         let nd = dir.join(format!("node-{i}"));
@@ -144,7 +224,44 @@ pub fn up_with(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let net = Devnet { nodes };
+    let auditor = match (auditor, auditor_id) {
+        (Some(a), Some(id)) => {
+            let epoch = a.epoch_secs.to_string();
+            let mut args: Vec<&std::ffi::OsStr> = vec![
+                "init".as_ref(),
+                "--force".as_ref(),
+                "--dir".as_ref(),
+                adir.as_os_str(),
+                "--epoch-secs".as_ref(),
+                epoch.as_ref(),
+            ];
+            for node in &nodes {
+                args.push("--node".as_ref());
+                args.push(node.addr.as_ref());
+            }
+            output(&a.bin, &args)?;
+            let log =
+                std::fs::File::create(adir.join("auditor.log")).map_err(|e| fail(e.to_string()))?;
+            let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
+            let child = Command::new(&a.bin)
+                .arg("run")
+                .arg("--dir")
+                .arg(&adir)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .process_group(0)
+                .spawn()
+                .map_err(|e| fail(format!("starting the auditor: {e}")))?;
+            Some(DevnetAuditor {
+                dir: adir,
+                pid: child.id(),
+                id,
+            })
+        }
+        _ => None,
+    };
+    let net = Devnet { nodes, auditor };
     let text = toml::to_string_pretty(&net).map_err(|e| fail(e.to_string()))?;
     std::fs::write(dir.join("devnet.toml"), text).map_err(|e| fail(e.to_string()))?;
     save(
@@ -176,26 +293,32 @@ pub fn signal(pid: u32, signal: i32) -> bool {
     unsafe { libc::kill(pid as i32, signal) == 0 }
 }
 
-/// Stops every node (SIGTERM, then SIGKILL after 15 s, beyond the node's 10 s shutdown grace)
-/// and removes `devnet.toml`.
+/// Stops every node and the auditor (SIGTERM, then SIGKILL after 15 s, beyond the node's 10 s
+/// shutdown grace) and removes `devnet.toml`; returns how many nodes were stopped.
 pub fn down(dir: &Path) -> Result<usize, DevnetError> {
     let net = load(dir)?;
     let mut stopped = 0;
-    for n in &net.nodes {
-        if alive(n.pid) && signal(n.pid, libc::SIGTERM) {
+    let pids: Vec<u32> = net
+        .nodes
+        .iter()
+        .map(|n| n.pid)
+        .chain(net.auditor.as_ref().map(|a| a.pid))
+        .collect();
+    for (i, &pid) in pids.iter().enumerate() {
+        if alive(pid) && signal(pid, libc::SIGTERM) && i < net.nodes.len() {
             stopped += 1;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(15);
-    for n in &net.nodes {
-        while alive(n.pid) && Instant::now() < deadline {
-            reap(n.pid);
+    for &pid in &pids {
+        while alive(pid) && Instant::now() < deadline {
+            reap(pid);
             std::thread::sleep(Duration::from_millis(50));
         }
-        if alive(n.pid) {
-            signal(n.pid, libc::SIGKILL);
+        if alive(pid) {
+            signal(pid, libc::SIGKILL);
         }
-        reap(n.pid);
+        reap(pid);
     }
     let _ = std::fs::remove_file(dir.join("devnet.toml"));
     Ok(stopped)

@@ -3,7 +3,8 @@
 //!
 //! Modules, in data-path order: [`walk`] → [`pack`] (with [`crypto`], [`erasure`]) →
 //! [`store`] → [`read`]; [`manifest`] and [`capability`] are the formats a user keeps;
-//! [`audit`] challenges the nodes holding a dataset to prove they store it.
+//! [`audit`] challenges the nodes holding a dataset to prove they store it; [`register`] hands
+//! a dataset's placement (never its key) to an auditor that does so every epoch.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -18,6 +19,7 @@ pub mod manifest;
 pub mod net;
 pub mod pack;
 pub mod read;
+pub mod register;
 pub mod sample;
 pub mod store;
 pub mod walk;

@@ -204,8 +204,16 @@ impl Devnet {
     /// `up`, passing `init_args` to every `granary-node init`.
     fn up_with(dir: &Path, n: usize, init_args: &[&str]) -> Self {
         let mut cmd = granary();
-        cmd.args(["devnet", "up", "--nodes", &n.to_string(), "--dir"])
-            .arg(dir);
+        // The auditor has its own tests (auditor/tests); these need only the nodes.
+        cmd.args([
+            "devnet",
+            "up",
+            "--no-auditor",
+            "--nodes",
+            &n.to_string(),
+            "--dir",
+        ])
+        .arg(dir);
         for a in init_args {
             cmd.arg(format!("--init-arg={a}"));
         }
@@ -969,7 +977,23 @@ fn range_reads_are_hedged_around_a_node_that_freezes() {
         "{warm:?}"
     );
 
-    let frozen = net.nodes[2].pid;
+    // Freeze the node holding the most data shards, so that many of the sampled ranges sit on it.
+    let m = ds.manifest();
+    let mut held = vec![0usize; m.nodes.len()];
+    for seg in &m.segments {
+        for &p in seg.placement.iter().take(4) {
+            if let Some(h) = held.get_mut(p as usize) {
+                *h += 1;
+            }
+        }
+    }
+    let busiest = (0..held.len()).max_by_key(|&i| held[i]).expect("placed");
+    let frozen = net
+        .nodes
+        .iter()
+        .find(|n| n.addr.starts_with(&hex::encode(m.nodes[busiest])))
+        .expect("a devnet node")
+        .pid;
     // SAFETY: plain kill(2) on a node process this test started.
     unsafe { libc::kill(frozen as i32, libc::SIGSTOP) };
     let mut stats = ReadStats::default();

@@ -45,6 +45,10 @@ pub struct Config {
     /// Background sealing (proof of replication).
     #[serde(default)]
     pub sealing: Sealing,
+    /// Auditors (node ids, hex) allowed to request seal proofs and storage challenges besides
+    /// the owners of data here: the auditors whose ledgers pay this node's rewards.
+    #[serde(default)]
+    pub auditors: Vec<String>,
 }
 
 /// `[sealing]`: how stored shards are sealed into replica units in the background.
@@ -141,6 +145,7 @@ impl Default for Config {
             scrub_pause_secs: default_scrub_pause(),
             limits: Limits::default(),
             sealing: Sealing::default(),
+            auditors: Vec::new(),
         }
     }
 }
@@ -232,7 +237,24 @@ impl Config {
         if self.label.len() > granary_protocol::message::MAX_TEXT_LEN {
             return Err(ConfigError::Invalid("label too long"));
         }
+        if self
+            .auditors
+            .iter()
+            .any(|a| a.parse::<granary_protocol::NodeId>().is_err())
+        {
+            return Err(ConfigError::Invalid(
+                "auditors must be node ids (64 hex digits)",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether `peer` is one of the configured auditors.
+    pub fn is_auditor(&self, peer: &granary_protocol::NodeId) -> bool {
+        self.auditors.iter().any(|a| {
+            a.parse::<granary_protocol::NodeId>()
+                .is_ok_and(|id| id == *peer)
+        })
     }
 
     /// Writes `<dir>/config.toml` (refusing to overwrite).

@@ -297,10 +297,10 @@ impl verified::ReadAt for OffsetBytes {
 /// Proof requests are for peers that store data here (owners now, auditors later): nobody else
 /// can make the node unseal or read replicas.
 fn check_prover_access(st: &State, peer: &NodeId) -> Result<(), Reject> {
-    if st.store.owner_usage(peer)?.shards == 0 {
+    if !st.config.is_auditor(peer) && st.store.owner_usage(peer)?.shards == 0 {
         return Err(Reject::new(
             ErrorCode::Forbidden,
-            "proof requests are served to owners of data on this node only",
+            "proof requests are served to owners of data on this node and its auditors only",
         ));
     }
     Ok(())

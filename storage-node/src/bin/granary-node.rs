@@ -45,6 +45,9 @@ enum Cmd {
         /// Sealer threads (each seals its own unit).
         #[arg(long)]
         seal_threads: Option<u32>,
+        /// An auditor (node id) allowed to challenge this node; repeat for several.
+        #[arg(long = "auditor")]
+        auditors: Vec<granary_protocol::NodeId>,
     },
     /// Run the node until SIGINT/SIGTERM.
     Run {
@@ -113,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             seal_unit,
             keep_plain,
             seal_threads,
+            auditors,
         } => {
             let d = Config::default();
             let sealing = granary_node::config::Sealing {
@@ -129,6 +133,7 @@ fn main() -> anyhow::Result<()> {
                 owner_quota: owner_quota.unwrap_or(capacity),
                 label,
                 sealing,
+                auditors: auditors.iter().map(ToString::to_string).collect(),
                 ..d
             };
             let id = node::init(&dir, &cfg)

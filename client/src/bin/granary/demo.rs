@@ -94,6 +94,8 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
 
     let ddir = dir.join("devnet");
     let mut devnet_nodes = Vec::new();
+    let mut auditor = None;
+    let mut owner = None;
     let dir_store;
     let net_store;
     let (store, net): (&dyn ShardStore, Option<&NetStore>) = if args.local {
@@ -102,17 +104,35 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
         (&dir_store, None)
     } else {
         let t = Instant::now();
-        let d = devnet::up(&ddir, args.nodes, &devnet::node_binary())
-            .context("starting the devnet (is granary-node built next to granary?)")?;
+        // The devnet's auditor: its first epoch runs when the dataset is registered (step 8).
+        let spec = devnet::auditor_binary().map(|bin| devnet::AuditorSpec {
+            bin,
+            epoch_secs: 3600,
+        });
+        let d = devnet::up_full(
+            &ddir,
+            args.nodes,
+            &devnet::node_binary(),
+            &[],
+            spec.as_ref(),
+        )
+        .context("starting the devnet (is granary-node built next to granary?)")?;
         devnet_nodes = d.nodes.clone();
+        auditor = d.auditor.clone().zip(spec.map(|s| s.bin));
         let cfg = config::load(&ddir.join("client.toml"))?;
         let tag = config::upload_tag(&cfg.key, &src);
+        owner = Some(cfg.key.clone());
         net_store = NetStore::new(cfg.nodes, cfg.key)?.with_upload_tag(tag);
         println!(
-            "2. started {} granary-node processes on loopback in {:.1}s (GRANARY_CONFIG={})",
+            "2. started {} granary-node processes on loopback in {:.1}s (GRANARY_CONFIG={}){}",
             d.nodes.len(),
             t.elapsed().as_secs_f64(),
-            ddir.join("client.toml").display()
+            ddir.join("client.toml").display(),
+            if d.auditor.is_some() {
+                ", and an auditor"
+            } else {
+                ""
+            }
         );
         (&net_store, Some(&net_store))
     };
@@ -229,6 +249,10 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
     }
     if let Some(net) = net {
         challenge_round(net, &ds, args)?;
+        match (&auditor, &owner) {
+            (Some((a, bin)), Some(key)) => rewards_round(&ds, key, a, bin, dir)?,
+            _ => println!("8. (no granary-auditor next to granary: no rewards ledger)"),
+        }
     }
     println!(
         "report: put {:.0} MB/s, get {:.0} MB/s (with {} of {} shards of every segment gone), {} files, {:.1} MB",
@@ -297,5 +321,93 @@ fn challenge_round(net: &NetStore, ds: &Dataset, args: &DemoArgs) -> Result<()> 
     if live_bad > 0 && p.pending == 0 {
         bail!("{live_bad} live nodes failed their storage challenge");
     }
+    Ok(())
+}
+
+/// Runs `granary-auditor args…`; its stdout, or an error with its stderr.
+fn auditor_cmd(bin: &std::path::Path, args: &[&std::ffi::OsStr]) -> Result<String> {
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "granary-auditor {}: {}",
+            args.first()
+                .map_or(String::new(), |a| a.to_string_lossy().into_owned()),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Step 8: registers the dataset with the devnet's auditor (its placement, signed by the owner,
+/// never the key), waits for the epoch it triggers, and prints the verified rewards ledger.
+fn rewards_round(
+    ds: &Dataset,
+    owner: &granary_protocol::SecretKey,
+    a: &devnet::DevnetAuditor,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let reg = granary_client::register::AuditRegistration {
+        version: granary_client::register::REGISTRATION_VERSION,
+        dataset: ds.capability.id,
+        owner: owner.public(),
+        created_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+        active: true,
+        placed: audit::placed_shards(ds),
+    };
+    let file = dir.join("registration.bin");
+    std::fs::write(&file, reg.sign(owner).to_bytes())?;
+    let adir = a.dir.as_os_str();
+    auditor_cmd(
+        bin,
+        &[
+            "register".as_ref(),
+            "--dir".as_ref(),
+            adir,
+            file.as_os_str(),
+        ],
+    )?;
+    let t = Instant::now();
+    loop {
+        let text = auditor_cmd(
+            bin,
+            &[
+                "rewards".as_ref(),
+                "--dir".as_ref(),
+                adir,
+                "--json".as_ref(),
+            ],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        if v["epochs"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "the auditor ran no epoch within 120 s; see {}/auditor.log",
+                a.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!(
+        "8. registered the dataset with the auditor {} (owner-signed placement, no key); its first epoch after {:.1}s:",
+        &a.id[..16],
+        t.elapsed().as_secs_f64()
+    );
+    let table = auditor_cmd(bin, &["rewards".as_ref(), "--dir".as_ref(), adir])?;
+    for line in table.lines() {
+        println!("   {line}");
+    }
+    println!(
+        "   (check the ledger with `granary-auditor ledger verify --dir {}`; `granary demo --keep` keeps it)",
+        a.dir.display()
+    );
     Ok(())
 }

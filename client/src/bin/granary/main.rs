@@ -190,6 +190,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a registration that asks an auditor to challenge this dataset's nodes every epoch
+    /// (signed with your key; it names the dataset and where its shards are, never its key).
+    /// Hand the file to the auditor: `granary-auditor register --dir D FILE`.
+    Register {
+        /// The capability.
+        cap: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Where to write the registration.
+        #[arg(long)]
+        out: PathBuf,
+        /// Ask the auditor to stop auditing the dataset instead (before `granary rm`).
+        #[arg(long)]
+        withdraw: bool,
+    },
     /// The nodes this client knows and their health.
     Status {
         #[command(flatten)]
@@ -219,6 +234,12 @@ enum DevnetCmd {
         /// `--init-arg=--seal-idle-secs=1`.
         #[arg(long = "init-arg", allow_hyphen_values = true)]
         init_args: Vec<String>,
+        /// Seconds between the auditor's epochs.
+        #[arg(long, default_value_t = 30)]
+        epoch_secs: u64,
+        /// Start no auditor.
+        #[arg(long)]
+        no_auditor: bool,
     },
     /// Stop the nodes of the devnet in DIR.
     Down {
@@ -606,6 +627,52 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Register {
+            cap,
+            store,
+            out,
+            withdraw,
+        } => {
+            let net = store.net()?;
+            let ds = open(&cap, &net)?;
+            let placed = audit::placed_shards(&ds);
+            if placed.is_empty() {
+                return Err(
+                    anyhow!("the manifest records no placement for this dataset")
+                        .context(exit_tag(exit::NOT_FOUND)),
+                );
+            }
+            let created_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default();
+            let shards: usize = placed.values().map(Vec::len).sum();
+            let nodes = placed.len();
+            let reg = granary_client::register::AuditRegistration {
+                version: granary_client::register::REGISTRATION_VERSION,
+                dataset: ds.capability.id,
+                owner: net.owner().public(),
+                created_ms,
+                active: !withdraw,
+                placed,
+            };
+            let bytes = reg.sign(net.owner()).to_bytes();
+            let tmp = out.with_extension("tmp");
+            std::fs::write(&tmp, &bytes)
+                .and_then(|()| std::fs::rename(&tmp, &out))
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "{} {} ({shards} shards on {nodes} nodes) in {}",
+                if withdraw {
+                    "withdrawal of"
+                } else {
+                    "registration of"
+                },
+                ds.capability.id,
+                out.display()
+            );
+            Ok(())
+        }
         Cmd::Status { store, json } => {
             let net = store.net()?;
             let mut healthy = 0;
@@ -650,10 +717,36 @@ fn run(cli: Cli) -> Result<()> {
             nodes,
             dir,
             init_args,
+            epoch_secs,
+            no_auditor,
         }) => {
-            let net = devnet::up_with(&dir, nodes, &devnet::node_binary(), &init_args)?;
+            let auditor = match no_auditor {
+                true => None,
+                false => Some(devnet::AuditorSpec {
+                    bin: devnet::auditor_binary().ok_or_else(|| {
+                        anyhow!("granary-auditor not found next to granary (or use --no-auditor)")
+                    })?,
+                    epoch_secs,
+                }),
+            };
+            let net = devnet::up_full(
+                &dir,
+                nodes,
+                &devnet::node_binary(),
+                &init_args,
+                auditor.as_ref(),
+            )?;
             for n in &net.nodes {
                 eprintln!("node {} (pid {}) in {}", n.addr, n.pid, n.dir.display());
+            }
+            if let Some(a) = &net.auditor {
+                eprintln!(
+                    "auditor {} (pid {}) in {}: register datasets with `granary register CAP --out F` then `granary-auditor register --dir {} F`",
+                    &a.id[..16],
+                    a.pid,
+                    a.dir.display(),
+                    a.dir.display()
+                );
             }
             let cfg = std::fs::canonicalize(dir.join("client.toml"))?;
             println!("GRANARY_CONFIG={}", cfg.display());
