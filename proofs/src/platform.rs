@@ -132,7 +132,11 @@ mod tests {
         assert!(!p.has_avx2());
         // NEON is part of every little-endian aarch64 CPU, so the NEON kernels must be the ones
         // chosen there (CI runs this crate's tests on aarch64 under qemu: scripts/test-aarch64.sh).
-        #[cfg(all(target_arch = "aarch64", target_endian = "little", not(feature = "pure")))]
+        #[cfg(all(
+            target_arch = "aarch64",
+            target_endian = "little",
+            not(feature = "pure")
+        ))]
         {
             assert_eq!(p, Platform::Neon);
             assert_eq!(Platform::available(), [Platform::Scalar, Platform::Neon]);
