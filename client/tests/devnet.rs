@@ -1011,3 +1011,76 @@ fn range_reads_are_hedged_around_a_node_that_freezes() {
     );
     assert!(stats.raced > 0, "hedged, not waited out: {stats:?}");
 }
+
+/// A node lost for good (killed, its directory gone): `granary repair` rebuilds what it held
+/// from the other shards of each segment onto live nodes, and readers find the rebuilt shards
+/// where repair put them. Then two more nodes holding shards of the same segment go down: 3 of
+/// that segment's 4 shards are gone from their first places, more than m = 2, and the get still
+/// succeeds because of the repair.
+#[test]
+fn repair_rebuilds_what_a_lost_node_held() {
+    use granary_client::{Dataset, config, store::net::NetStore};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    big_dataset(&data.join("big"), 6, 1_000_000);
+    let net = Devnet::up_with(&tmp.path().join("net"), 6, &["--seal-idle-secs=3600"]);
+    let cfg = net.config();
+    let cap = put(&cfg, &data, &["--k", "2", "--m", "2"]);
+
+    // The node holding the most shards is lost; a segment with a shard on it picks two more.
+    let client = config::load(&cfg).expect("client config");
+    let store = NetStore::new(client.nodes, client.key).expect("store");
+    let ds = Dataset::open(&cap.parse().expect("capability"), &store).expect("open");
+    let m = ds.manifest();
+    let node_of = |id: &[u8; 32]| {
+        net.nodes
+            .iter()
+            .position(|n| n.addr.starts_with(&hex::encode(id)))
+            .expect("a devnet node")
+    };
+    // Shards per node, over the data segments and the manifest's own segments.
+    let mut count = vec![0usize; net.nodes.len()];
+    let tables = [
+        (&m.segments, &m.nodes),
+        (&ds.root.manifest_segments, &ds.root.nodes),
+    ];
+    for (segments, nodes) in tables {
+        for seg in segments {
+            for &p in &seg.placement {
+                count[node_of(&nodes[p as usize])] += 1;
+            }
+        }
+    }
+    let lost = (0..count.len()).max_by_key(|&i| count[i]).expect("nodes");
+    let seg = m
+        .segments
+        .iter()
+        .find(|s| s.placement.iter().any(|&p| node_of(&m.nodes[p as usize]) == lost))
+        .expect("a segment on the lost node");
+    let later: Vec<usize> = seg
+        .placement
+        .iter()
+        .map(|&p| node_of(&m.nodes[p as usize]))
+        .filter(|&i| i != lost)
+        .take(2)
+        .collect();
+    drop(store);
+    net.kill(lost);
+    fs::remove_dir_all(&net.nodes[lost].dir).expect("remove the lost node's directory");
+
+    let dry = parse_json_lines(&ok(&cfg, &["repair", &cap, "--dry-run", "--json"]));
+    assert_eq!(dry[0]["missing"].as_u64(), Some(count[lost] as u64), "{dry:?}");
+    assert_eq!(dry[0]["rebuilt"], 0, "{dry:?}");
+    let done = parse_json_lines(&ok(&cfg, &["repair", &cap, "--json"]));
+    assert_eq!(done[0]["rebuilt"], done[0]["missing"], "{done:?}");
+    assert_eq!(done[0]["unrecoverable_segments"], 0, "{done:?}");
+    // A second repair finds nothing missing: readers and repair look in the same places.
+    let again = parse_json_lines(&ok(&cfg, &["repair", &cap, "--json"]));
+    assert_eq!(again[0]["missing"], 0, "{again:?}");
+
+    for &i in &later {
+        net.kill(i);
+    }
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
+}

@@ -187,6 +187,12 @@ impl Plan {
 
 /// Copies of a root record.
 const ROOT_COPIES: usize = 3;
+/// Nodes a read asks for a shard, in rendezvous order, once its hinted node failed (where a
+/// repair may have put it), and candidates a repair stores it on.
+const FALLBACK_CANDIDATES: usize = 6;
+
+mod repair;
+pub use repair::RepairReport;
 
 /// A [`ShardStore`] spread over storage nodes.
 #[derive(Debug)]
@@ -352,81 +358,109 @@ impl NetStore {
     }
 
     async fn read_one(&self, shard: &ShardLoc, range: Range<u64>) -> Result<Vec<u8>, FetchError> {
-        // The manifest says where the shard was put: ask that node only (nothing moves shards
-        // yet), so a dead holder costs one failed request, not a tour of the network. Without a
-        // hint, ask the best-ranked nodes in turn.
+        // The manifest says where the shard was put: ask that node first. If it fails (or there
+        // is no hint), ask the shard's next rendezvous candidates, where `granary repair` puts a
+        // rebuilt shard, whether they hold it (all at once: one round trip), then fetch from
+        // those that do. Nodes known to be down are skipped, so a dead holder costs no wait.
         let dead = self.dead_set();
         let hinted = shard
             .hint
             .and_then(|h| self.nodes.iter().find(|n| n.id.as_bytes() == &h).copied());
-        let candidates: Vec<NodeAddr> = match hinted {
-            Some(n) => vec![n],
-            None => self
-                .ranked(&shard.id.0, &dead)
-                .into_iter()
-                .take(4)
-                .collect(),
-        };
         let mut reasons = Vec::new();
-        for node in &candidates {
-            // A node that failed recently is not waited for again: the reader rebuilds around it.
-            if dead.contains_key(&node.id) {
-                reasons.push(format!("{}: down", node.id.fmt_short()));
+        if let Some(node) = hinted {
+            match self.fetch_from(&node, shard, range.clone(), &dead).await {
+                Ok(b) => return Ok(b),
+                Err(Ok(why)) => reasons.push(why),
+                Err(Err(fatal)) => return Err(fatal),
+            }
+        }
+        let others: Vec<NodeAddr> = self
+            .ranked(&shard.id.0, &dead)
+            .into_iter()
+            .filter(|n| Some(n.id) != hinted.map(|h| h.id) && !dead.contains_key(&n.id))
+            .take(FALLBACK_CANDIDATES)
+            .collect();
+        let held = futures_join_all(others.iter().map(|node| async move {
+            let client = self.client(node).await.ok()?;
+            let held = client.has_shards(&[shard.id.as_hash()]).await.ok()?;
+            held.first().copied().filter(|h| *h)
+        }))
+        .await;
+        for (node, h) in others.iter().zip(held) {
+            if h.is_none() {
                 continue;
             }
-            let client = match self.client(node).await {
-                Ok(c) => c,
-                Err(e) => {
-                    reasons.push(e);
-                    continue;
-                }
-            };
-            // A node that does not answer in time is treated as down, so a killed or stalled
-            // node costs one timeout, not a stalled read: the reader rebuilds from parity.
-            let len = range.end.min(shard.len).saturating_sub(range.start);
-            let clock = || self.read_clock.lock().unwrap_or_else(|e| e.into_inner());
-            let limit = clock().timeout(len);
-            let started = Instant::now();
-            let fetched = match tokio::time::timeout(
-                limit,
-                client.fetch_range(shard.id.as_hash(), range.clone()),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(RequestError::Timeout),
-            };
-            if fetched.is_ok() {
-                clock().record(len, started.elapsed());
-                self.strikes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&node.id);
+            match self.fetch_from(node, shard, range.clone(), &dead).await {
+                Ok(b) => return Ok(b),
+                Err(Ok(why)) => reasons.push(why),
+                Err(Err(fatal)) => return Err(fatal),
             }
-            match fetched {
-                Ok(b) if b.len() as u64 == range.end - range.start => return Ok(b),
-                Ok(b) => reasons.push(format!(
-                    "{}: short read ({} bytes)",
-                    node.id.fmt_short(),
-                    b.len()
-                )),
-                Err(RequestError::Verify(v)) => {
-                    return Err(FetchError::Corrupt {
-                        id: shard.id,
-                        source: v,
-                    });
-                }
-                Err(e @ (RequestError::Connection(_) | RequestError::Timeout)) => {
-                    self.mark_dead(node.id);
-                    reasons.push(format!("{}: {e}", node.id.fmt_short()));
-                }
-                Err(e) => reasons.push(format!("{}: {e}", node.id.fmt_short())),
-            }
+        }
+        if reasons.is_empty() {
+            reasons.push(format!(
+                "not held by any of its {} next candidates",
+                others.len()
+            ));
         }
         Err(FetchError::Unavailable {
             id: shard.id,
             reason: reasons.join("; "),
         })
+    }
+
+    /// Fetches `range` of `shard` from `node`: the bytes, `Err(Ok(why))` to try elsewhere, or
+    /// `Err(Err(_))` when the bytes came back wrong (the caller treats the shard as corrupt).
+    async fn fetch_from(
+        &self,
+        node: &NodeAddr,
+        shard: &ShardLoc,
+        range: Range<u64>,
+        dead: &HashMap<NodeId, Instant>,
+    ) -> Result<Vec<u8>, Result<String, FetchError>> {
+        // A node that failed recently is not waited for again: the reader rebuilds around it.
+        if dead.contains_key(&node.id) {
+            return Err(Ok(format!("{}: down", node.id.fmt_short())));
+        }
+        let client = self.client(node).await.map_err(Ok)?;
+        // A node that does not answer in time is treated as down, so a killed or stalled node
+        // costs one timeout, not a stalled read: the reader rebuilds from parity.
+        let len = range.end.min(shard.len).saturating_sub(range.start);
+        let clock = || self.read_clock.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = clock().timeout(len);
+        let started = Instant::now();
+        let fetched = match tokio::time::timeout(
+            limit,
+            client.fetch_range(shard.id.as_hash(), range.clone()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(RequestError::Timeout),
+        };
+        if fetched.is_ok() {
+            clock().record(len, started.elapsed());
+            self.strikes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&node.id);
+        }
+        match fetched {
+            Ok(b) if b.len() as u64 == range.end - range.start => Ok(b),
+            Ok(b) => Err(Ok(format!(
+                "{}: short read ({} bytes)",
+                node.id.fmt_short(),
+                b.len()
+            ))),
+            Err(RequestError::Verify(v)) => Err(Err(FetchError::Corrupt {
+                id: shard.id,
+                source: v,
+            })),
+            Err(e @ (RequestError::Connection(_) | RequestError::Timeout)) => {
+                self.mark_dead(node.id);
+                Err(Ok(format!("{}: {e}", node.id.fmt_short())))
+            }
+            Err(e) => Err(Ok(format!("{}: {e}", node.id.fmt_short()))),
+        }
     }
 
     /// Hedged reads ([`ShardStore::read_any`], [`ShardStore::read_first_or_any`]): requests

@@ -190,6 +190,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Find the dataset's shards that no reachable node holds any more and rebuild them from
+    /// any k of their segment onto live nodes (no key needed: it works on the stored bytes).
+    Repair {
+        /// The capability.
+        cap: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only report what is missing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a registration that asks an auditor to challenge this dataset's nodes every epoch
     /// (signed with your key; it names the dataset and where its shards are, never its key).
     /// Hand the file to the auditor: `granary-auditor register --dir D FILE`.
@@ -624,6 +638,44 @@ fn run(cli: Cli) -> Result<()> {
             if bad > 0 {
                 return Err(anyhow!("{bad} of {} nodes did not pass", results.len())
                     .context(exit_tag(exit::DATA)));
+            }
+            Ok(())
+        }
+        Cmd::Repair {
+            cap,
+            store,
+            dry_run,
+            json,
+        } => {
+            let probe = store.net()?;
+            let ds = open(&cap, &probe)?;
+            // Rebuilt shards are held under the dataset's own reference, as after a committed put.
+            let net = store.net()?.with_upload_tag(ds.capability.id.0);
+            let t = Instant::now();
+            let r = net.repair(&ds, dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprintln!(
+                    "checked {} shards of {} segments in {:.1}s: {} missing, {} rebuilt onto live nodes, {} segments unrecoverable; root record on {} nodes",
+                    r.shards,
+                    r.segments,
+                    t.elapsed().as_secs_f64(),
+                    r.missing,
+                    r.rebuilt,
+                    r.unrecoverable_segments,
+                    r.root_copies
+                );
+                for p in &r.problems {
+                    eprintln!("  {p}");
+                }
+            }
+            if r.unrecoverable_segments > 0 || (!dry_run && r.rebuilt < r.missing) {
+                return Err(anyhow!(
+                    "{} shards could not be rebuilt",
+                    r.missing - r.rebuilt
+                )
+                .context(exit_tag(exit::DATA)));
             }
             Ok(())
         }

@@ -1,0 +1,272 @@
+//! `granary repair CAP`: finds the shards of a dataset that no reachable node holds any more and
+//! rebuilds them from any k of their segment onto live nodes.
+//!
+//! Where a shard is: the node the manifest hints, else one of the shard's next rendezvous
+//! candidates (where an earlier repair put it; readers look there too). A segment with some
+//! shards gone but at least k left is read (k shards, each verified against its id), decoded,
+//! re-encoded, and each lost shard is checked against its id and stored on the best-ranked live
+//! node that holds no other shard of the segment, under the owner's reference for the dataset.
+//! Repair needs no key: Reed–Solomon works on the stored (encrypted) bytes.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use granary_protocol::NodeAddr;
+use serde::Serialize;
+
+use super::{FALLBACK_CANDIDATES, NetStore, ROOT_COPIES};
+use crate::{
+    erasure::Coder,
+    ids::ShardId,
+    manifest::{NO_HINT, SegmentDesc},
+    read::Dataset,
+    store::{ShardLoc, StoreError},
+};
+
+/// What a repair found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RepairReport {
+    /// Segments checked (data and manifest segments).
+    pub segments: u64,
+    /// Shards checked.
+    pub shards: u64,
+    /// Shards no reachable node holds.
+    pub missing: u64,
+    /// Of those, rebuilt and stored on a live node.
+    pub rebuilt: u64,
+    /// Segments with fewer than k shards left: their lost shards cannot be rebuilt.
+    pub unrecoverable_segments: u64,
+    /// Copies of the root record found (the repair stores more up to 3).
+    pub root_copies: u64,
+    /// What went wrong, per segment or shard.
+    pub problems: Vec<String>,
+}
+
+/// One segment and the node table its placement indexes.
+struct Seg<'a> {
+    desc: &'a SegmentDesc,
+    nodes: &'a [[u8; 32]],
+}
+
+impl NetStore {
+    /// Checks every shard of `ds` and, unless `dry_run`, rebuilds the lost ones. The store's
+    /// upload tag should be the dataset's id (`with_upload_tag(cap.id.0)`), so rebuilt shards are
+    /// held under the dataset's own reference, as a committed put leaves them.
+    pub fn repair(&self, ds: &Dataset, dry_run: bool) -> Result<RepairReport, StoreError> {
+        let coder = Coder::new(ds.manifest().erasure)
+            .map_err(|e| StoreError::Unavailable(format!("erasure parameters: {e}")))?;
+        let segs: Vec<Seg<'_>> = ds
+            .manifest()
+            .segments
+            .iter()
+            .map(|desc| Seg {
+                desc,
+                nodes: &ds.manifest().nodes,
+            })
+            .chain(ds.root.manifest_segments.iter().map(|desc| Seg {
+                desc,
+                nodes: &ds.root.nodes,
+            }))
+            .collect();
+        let mut report = RepairReport {
+            segments: segs.len() as u64,
+            ..RepairReport::default()
+        };
+        let hint_of = |s: &Seg<'_>, i: usize| -> Option<[u8; 32]> {
+            let p = *s.desc.placement.get(i)?;
+            (p != NO_HINT).then(|| s.nodes.get(p as usize).copied()).flatten()
+        };
+        let mut hinted: Vec<(ShardId, Option<[u8; 32]>)> = Vec::new();
+        for s in &segs {
+            for (i, id) in s.desc.shards.iter().enumerate() {
+                hinted.push((*id, hint_of(s, i)));
+            }
+        }
+        report.shards = hinted.len() as u64;
+        let holder = self.block_on(self.locate(&hinted));
+        let root_id = ShardId(ds.capability.id.0);
+        let root_holders = self.block_on(self.locate_all(root_id, ROOT_COPIES + 2));
+        report.root_copies = root_holders.len() as u64;
+
+        for (n, s) in segs.iter().enumerate() {
+            let d = s.desc;
+            let missing: Vec<usize> = (0..d.shards.len())
+                .filter(|&i| !holder.contains_key(&d.shards[i]))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            report.missing += missing.len() as u64;
+            let k = coder.params().data as usize;
+            if d.shards.len() - missing.len() < k {
+                report.unrecoverable_segments += 1;
+                report.problems.push(format!(
+                    "segment {n}: only {} of {} shards left, {k} needed",
+                    d.shards.len() - missing.len(),
+                    d.shards.len()
+                ));
+                continue;
+            }
+            if dry_run {
+                continue;
+            }
+            match self.rebuild_segment(&coder, s, &missing, &holder) {
+                Ok(done) => report.rebuilt += done,
+                Err(e) => report.problems.push(format!("segment {n}: {e}")),
+            }
+        }
+        if !dry_run && (report.root_copies as usize) < ROOT_COPIES && report.root_copies > 0 {
+            use crate::store::ShardStore;
+            match self.get_root(&ds.capability.id) {
+                Ok(bytes) => {
+                    if let Err(e) = self.put_root(&ds.capability.id, &bytes) {
+                        report.problems.push(format!("root record: {e}"));
+                    }
+                }
+                Err(e) => report.problems.push(format!("root record: {e}")),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reads any k shards of `seg`, rebuilds all of them, and stores the `missing` ones; how
+    /// many were stored.
+    fn rebuild_segment(
+        &self,
+        coder: &Coder,
+        seg: &Seg<'_>,
+        missing: &[usize],
+        holder: &HashMap<ShardId, NodeAddr>,
+    ) -> Result<u64, String> {
+        let d = seg.desc;
+        let k = coder.params().data as usize;
+        let reqs: Vec<(ShardLoc, std::ops::Range<u64>)> = (0..d.shards.len())
+            .filter(|i| !missing.contains(i))
+            .map(|i| {
+                let loc = ShardLoc {
+                    id: d.shards[i],
+                    len: d.shard_len as u64,
+                    hint: holder.get(&d.shards[i]).map(|n| *n.id.as_bytes()),
+                    index: i as u8,
+                };
+                (loc, 0..d.shard_len as u64)
+            })
+            .collect();
+        let answers = self.block_on(self.read_hedged(&reqs, super::Goal::Any(k)));
+        let mut shards: Vec<Option<Vec<u8>>> = vec![None; d.shards.len()];
+        for ((loc, _), a) in reqs.iter().zip(answers) {
+            if let Some(Ok(b)) = a {
+                shards[loc.index as usize] = Some(b);
+            }
+        }
+        coder
+            .reconstruct_data(&mut shards)
+            .map_err(|e| format!("decoding: {e}"))?;
+        let data: Vec<u8> = shards[..k].iter().flatten().flatten().copied().collect();
+        let set = coder.encode(&data).map_err(|e| format!("encoding: {e}"))?;
+        if set.shard_len != d.shard_len as usize {
+            return Err("re-encoding gave another shard length".into());
+        }
+        // Nodes already holding a shard of this segment do not get another one.
+        let mut used: HashSet<[u8; 32]> = holder
+            .iter()
+            .filter(|(id, _)| d.shards.contains(id))
+            .map(|(_, n)| *n.id.as_bytes())
+            .collect();
+        let mut stored = 0;
+        for &i in missing {
+            let bytes = set.shard(i);
+            let id = d.shards[i];
+            if blake3::hash(bytes) != id.as_hash() {
+                return Err(format!("shard {i} rebuilt with the wrong bytes"));
+            }
+            let dead = self.dead_set();
+            let cands: Vec<NodeAddr> = self
+                .ranked(&id.0, &dead)
+                .into_iter()
+                .filter(|n| !dead.contains_key(&n.id) && !used.contains(n.id.as_bytes()))
+                .take(FALLBACK_CANDIDATES)
+                .collect();
+            match self.block_on(self.put_one(id, Bytes::copy_from_slice(bytes), &cands)) {
+                Ok(node) => {
+                    used.insert(*node.as_bytes());
+                    stored += 1;
+                }
+                Err(e) => return Err(format!("storing shard {i}: {e}")),
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Where each shard is held: its hinted node if it has it, else the first of its next
+    /// rendezvous candidates that does. Shards found nowhere are absent from the map.
+    async fn locate(
+        &self,
+        shards: &[(ShardId, Option<[u8; 32]>)],
+    ) -> HashMap<ShardId, NodeAddr> {
+        let mut found: HashMap<ShardId, NodeAddr> = HashMap::new();
+        let by_id: HashMap<[u8; 32], NodeAddr> =
+            self.nodes.iter().map(|n| (*n.id.as_bytes(), *n)).collect();
+        // Round 1: the hinted nodes. Round 2..: the rendezvous candidates, best first.
+        let mut asked: HashSet<(ShardId, [u8; 32])> = HashSet::new();
+        for round in 0..=FALLBACK_CANDIDATES {
+            let mut per_node: HashMap<[u8; 32], Vec<ShardId>> = HashMap::new();
+            for (id, hint) in shards {
+                if found.contains_key(id) {
+                    continue;
+                }
+                let node = if round == 0 {
+                    hint.filter(|h| by_id.contains_key(h))
+                } else {
+                    self.ranked(&id.0, &HashMap::new())
+                        .iter()
+                        .map(|n| *n.id.as_bytes())
+                        .filter(|n| Some(*n) != *hint)
+                        .nth(round - 1)
+                };
+                if let Some(n) = node
+                    && asked.insert((*id, n))
+                {
+                    per_node.entry(n).or_default().push(*id);
+                }
+            }
+            if per_node.is_empty() {
+                break;
+            }
+            let answers = super::futures_join_all(per_node.iter().map(|(n, ids)| async {
+                let node = by_id[n];
+                let client = self.connect(&node).await.ok()?;
+                let hashes: Vec<blake3::Hash> = ids.iter().map(|i| i.as_hash()).collect();
+                let held = client.has_shards(&hashes).await.ok()?;
+                Some((node, held))
+            }))
+            .await;
+            for ((_, ids), a) in per_node.iter().zip(answers) {
+                if let Some((node, held)) = a {
+                    for (id, h) in ids.iter().zip(held) {
+                        if h {
+                            found.entry(*id).or_insert(node);
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Every node among the first `among` rendezvous candidates of `id` that holds it.
+    async fn locate_all(&self, id: ShardId, among: usize) -> Vec<NodeAddr> {
+        let cands: Vec<NodeAddr> = self
+            .ranked(&id.0, &HashMap::new())
+            .into_iter()
+            .take(among)
+            .collect();
+        let answers = super::futures_join_all(cands.iter().map(|node| async move {
+            let client = self.connect(node).await.ok()?;
+            let held = client.has_shards(&[id.as_hash()]).await.ok()?;
+            held.first().copied().filter(|h| *h).map(|_| *node)
+        }))
+        .await;
+        answers.into_iter().flatten().collect()
+    }
+}
