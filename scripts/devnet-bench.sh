@@ -59,7 +59,7 @@ pack_cpu=$(last_cpu)
 # measure without background sealing competing for the cores.
 init_args=()
 for a in ${NODE_ARGS:-}; do init_args+=("--init-arg=$a"); done
-"$bin/granary" devnet up --nodes 6 --dir "$work/devnet" "${init_args[@]}" >/dev/null 2>&1
+"$bin/granary" devnet up --no-auditor --nodes 6 --dir "$work/devnet" "${init_args[@]}" >/dev/null 2>&1
 export GRANARY_CONFIG="$work/devnet/client.toml"
 n0=$(nodes_cpu)
 put=$(timed "$bin/granary" put --json -q "$work/src")
