@@ -14,7 +14,7 @@ use std::{
 };
 
 use granary_client::{
-    audit::{AuditMemory, AuditOptions, NodeAudit, Verdict as ClientVerdict},
+    audit::{AuditMemory, AuditOptions, NodeAudit},
     ids::ShardId,
     register::{AuditRegistration, SignedRegistration},
     store::net::NetStore,
@@ -295,21 +295,15 @@ fn audit_record(epoch: u64, node: [u8; 32], a: &NodeAudit) -> AuditRecord {
     AuditRecord {
         epoch,
         node,
-        verdict: match a.verdict {
-            ClientVerdict::Pass => Verdict::Pass,
-            ClientVerdict::Pending => Verdict::Pending,
-            ClientVerdict::Late => Verdict::Late,
-            ClientVerdict::Fail => Verdict::Fail,
-            ClientVerdict::Offline => Verdict::Offline,
-        },
+        verdict: a.verdict,
         shards: a.shards as u64,
         sealed: a.sealed as u64,
         pending: a.pending as u64,
         missing: a.missing as u64,
         unacknowledged: a.unacknowledged as u64,
         sealed_bytes: match a.verdict {
-            ClientVerdict::Pass | ClientVerdict::Pending | ClientVerdict::Late => a.sealed_bytes,
-            ClientVerdict::Fail | ClientVerdict::Offline => 0,
+            Verdict::Pass | Verdict::Pending | Verdict::Late => a.sealed_bytes,
+            Verdict::Fail | Verdict::Offline => 0,
         },
         challenge_ms: a.challenge_ms.map(|m| m.round() as u32),
         detail: a.detail.clone(),

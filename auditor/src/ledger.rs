@@ -38,33 +38,7 @@ pub struct Rules {
     pub deadline_ms: u64,
 }
 
-/// One node's result in an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
-    /// Every registered shard it acknowledged is sealed, proven and answered in time.
-    Pass,
-    /// What is sealed was proven in time; some shards are still waiting to be sealed.
-    Pending,
-    /// The answer verified but came after the deadline.
-    Late,
-    /// A shard it acknowledged is gone, or a proof, statement or signature is wrong.
-    Fail,
-    /// Not reachable.
-    Offline,
-}
-
-impl Verdict {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pass => "pass",
-            Self::Pending => "pending",
-            Self::Late => "late",
-            Self::Fail => "fail",
-            Self::Offline => "offline",
-        }
-    }
-}
+pub use granary_client::audit::Verdict;
 
 /// One node's audit in one epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -536,6 +510,17 @@ mod tests {
         deadline_ms: 1000,
     };
 
+    fn genesis(c: &mut Chain, key: &SecretKey) -> SignedEntry {
+        c.append(
+            key,
+            1,
+            Record::Genesis {
+                auditor: key.public(),
+                rules: RULES,
+            },
+        )
+    }
+
     fn audit(epoch: u64, node: u8, verdict: Verdict, sealed_bytes: u64) -> Record {
         Record::Audit(AuditRecord {
             epoch,
@@ -555,14 +540,7 @@ mod tests {
     /// A ledger of two epochs over two nodes.
     fn sample(key: &SecretKey) -> Vec<SignedEntry> {
         let mut c = Chain::new(&key.public());
-        let mut out = vec![c.append(
-            key,
-            1,
-            Record::Genesis {
-                auditor: key.public(),
-                rules: RULES,
-            },
-        )];
+        let mut out = vec![genesis(&mut c, key)];
         out.push(c.append(
             key,
             2,
@@ -707,14 +685,7 @@ mod tests {
         let key = SecretKey::from_bytes(&[1; 32]);
         let mut c = Chain::new(&key.public());
         let entries = vec![
-            c.append(
-                &key,
-                1,
-                Record::Genesis {
-                    auditor: key.public(),
-                    rules: RULES,
-                },
-            ),
+            genesis(&mut c, &key),
             c.append(&key, 2, audit(0, 9, Verdict::Fail, 1 << 30)),
             c.append(
                 &key,
@@ -731,14 +702,7 @@ mod tests {
         // Or that closes an epoch with an audit unpaid.
         let mut c = Chain::new(&key.public());
         let entries = vec![
-            c.append(
-                &key,
-                1,
-                Record::Genesis {
-                    auditor: key.public(),
-                    rules: RULES,
-                },
-            ),
+            genesis(&mut c, &key),
             c.append(&key, 2, audit(0, 9, Verdict::Pass, 1 << 30)),
             c.append(
                 &key,

@@ -262,27 +262,17 @@ fn epochs_pay_for_proven_storage_only_and_the_ledger_verifies() {
         export.to_str().unwrap(),
     ]);
     assert!(ok, "{text}");
-    let (ok, text) = auditor(&[
-        "ledger",
-        "verify",
-        "--file",
-        export.to_str().unwrap(),
-        "--auditor",
-        &id,
-    ]);
+    let verify_export = || {
+        let file = export.to_str().unwrap();
+        auditor(&["ledger", "verify", "--file", file, "--auditor", &id])
+    };
+    let (ok, text) = verify_export();
     assert!(ok, "{text}");
     let mut b = fs::read(&export).unwrap();
     let at = b.len() / 2;
     b[at] ^= 0x04;
     fs::write(&export, &b).unwrap();
-    let (ok, text) = auditor(&[
-        "ledger",
-        "verify",
-        "--file",
-        export.to_str().unwrap(),
-        "--auditor",
-        &id,
-    ]);
+    let (ok, text) = verify_export();
     assert!(!ok, "a changed ledger verified: {text}");
     // And a ledger checked against another auditor's id does not verify.
     let other = granary_protocol::SecretKey::from_bytes(&[5; 32])

@@ -45,8 +45,9 @@ impl Default for AuditOptions {
     }
 }
 
-/// The outcome for one node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The outcome for one node (also what an auditor's ledger records, by variant index: keep the
+/// order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Every held shard is sealed, proven and answered in time.
@@ -59,6 +60,19 @@ pub enum Verdict {
     Fail,
     /// The node could not be reached.
     Offline,
+}
+
+impl Verdict {
+    /// Lower-case name (as in JSON output).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Pending => "pending",
+            Self::Late => "late",
+            Self::Fail => "fail",
+            Self::Offline => "offline",
+        }
+    }
 }
 
 /// One node's audit.
@@ -118,9 +132,12 @@ pub struct AuditMemory {
     pub acknowledged: Option<HashMap<[u8; 32], HashSet<ShardId>>>,
 }
 
+/// Node id → shards of a dataset placed on it.
+pub type Placement = BTreeMap<[u8; 32], Vec<ShardId>>;
+
 /// Shard ids of the dataset (data and manifest segments), grouped by the node the manifest's
 /// placement hints name. Shards without a hint are left out.
-pub fn placed_shards(ds: &Dataset) -> BTreeMap<[u8; 32], Vec<ShardId>> {
+pub fn placed_shards(ds: &Dataset) -> Placement {
     let mut out: BTreeMap<[u8; 32], Vec<ShardId>> = BTreeMap::new();
     let m = ds.manifest();
     let groups = [

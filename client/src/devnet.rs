@@ -168,20 +168,18 @@ pub fn up_full(
     for i in 0..n {
         let nd = dir.join(format!("node-{i}"));
         if !nd.join("config.toml").exists() {
-            let out = Command::new(node_bin)
-                .args(["init", "--listen", "127.0.0.1:0", "--label"])
-                .arg(format!("zone-{i}"))
-                .arg("--dir")
-                .arg(&nd)
-                .args(init_args)
-                .output()
-                .map_err(|e| fail(format!("running {}: {e}", node_bin.display())))?;
-            if !out.status.success() {
-                return Err(fail(format!(
-                    "granary-node init failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )));
-            }
+            let label = format!("zone-{i}");
+            let mut args: Vec<&std::ffi::OsStr> = vec![
+                "init".as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--label".as_ref(),
+                label.as_ref(),
+                "--dir".as_ref(),
+                nd.as_os_str(),
+            ];
+            args.extend(init_args.iter().map(std::ffi::OsStr::new));
+            output(node_bin, &args)?;
         }
         let _ = std::fs::remove_file(nd.join("node.addr"));
         let log = std::fs::File::create(nd.join("node.log")).map_err(|e| fail(e.to_string()))?;

@@ -1056,7 +1056,11 @@ fn repair_rebuilds_what_a_lost_node_held() {
     let seg = m
         .segments
         .iter()
-        .find(|s| s.placement.iter().any(|&p| node_of(&m.nodes[p as usize]) == lost))
+        .find(|s| {
+            s.placement
+                .iter()
+                .any(|&p| node_of(&m.nodes[p as usize]) == lost)
+        })
         .expect("a segment on the lost node");
     let later: Vec<usize> = seg
         .placement
@@ -1070,7 +1074,11 @@ fn repair_rebuilds_what_a_lost_node_held() {
     fs::remove_dir_all(&net.nodes[lost].dir).expect("remove the lost node's directory");
 
     let dry = parse_json_lines(&ok(&cfg, &["repair", &cap, "--dry-run", "--json"]));
-    assert_eq!(dry[0]["missing"].as_u64(), Some(count[lost] as u64), "{dry:?}");
+    assert_eq!(
+        dry[0]["missing"].as_u64(),
+        Some(count[lost] as u64),
+        "{dry:?}"
+    );
     assert_eq!(dry[0]["rebuilt"], 0, "{dry:?}");
     let done = parse_json_lines(&ok(&cfg, &["repair", &cap, "--json"]));
     assert_eq!(done[0]["rebuilt"], done[0]["missing"], "{done:?}");

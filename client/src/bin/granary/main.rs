@@ -263,6 +263,20 @@ enum DevnetCmd {
     },
 }
 
+/// Opens `cap` and groups its shards by the node its manifest placed them on; an error if the
+/// manifest records no placement (a dataset put with `--store`).
+fn placed_dataset(cap: &str, net: &NetStore) -> Result<(Dataset, audit::Placement)> {
+    let ds = open(cap, net)?;
+    let placed = audit::placed_shards(&ds);
+    if placed.is_empty() {
+        return Err(
+            anyhow!("the manifest records no placement for this dataset")
+                .context(exit_tag(exit::NOT_FOUND)),
+        );
+    }
+    Ok((ds, placed))
+}
+
 fn progress(quiet: bool, len: u64, what: &str) -> ProgressBar {
     let pb = if quiet {
         ProgressBar::hidden()
@@ -597,14 +611,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let net = store.net()?;
-            let ds = open(&cap, &net)?;
-            let placed = audit::placed_shards(&ds);
-            if placed.is_empty() {
-                return Err(
-                    anyhow!("the manifest records no placement for this dataset")
-                        .context(exit_tag(exit::NOT_FOUND)),
-                );
-            }
+            let (_, placed) = placed_dataset(&cap, &net)?;
             if wait > 0 {
                 let mut last = None;
                 net.wait_sealed(&placed, Duration::from_secs(wait), |p| {
@@ -671,11 +678,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             if r.unrecoverable_segments > 0 || (!dry_run && r.rebuilt < r.missing) {
-                return Err(anyhow!(
-                    "{} shards could not be rebuilt",
-                    r.missing - r.rebuilt
-                )
-                .context(exit_tag(exit::DATA)));
+                return Err(
+                    anyhow!("{} shards could not be rebuilt", r.missing - r.rebuilt)
+                        .context(exit_tag(exit::DATA)),
+                );
             }
             Ok(())
         }
@@ -686,14 +692,7 @@ fn run(cli: Cli) -> Result<()> {
             withdraw,
         } => {
             let net = store.net()?;
-            let ds = open(&cap, &net)?;
-            let placed = audit::placed_shards(&ds);
-            if placed.is_empty() {
-                return Err(
-                    anyhow!("the manifest records no placement for this dataset")
-                        .context(exit_tag(exit::NOT_FOUND)),
-                );
-            }
+            let (ds, placed) = placed_dataset(&cap, &net)?;
             let created_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
@@ -840,10 +839,7 @@ pub(crate) fn audit_table(results: &[audit::NodeAudit], opts: &audit::AuditOptio
         "node", "verdict", "shards", "sealed", "units", "MB", "seal proof", "challenge", "verify"
     );
     for r in results {
-        let verdict = serde_json::to_value(&r.verdict)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let verdict = r.verdict.name();
         let _ = writeln!(
             out,
             "   {:<10}  {:<7}  {:>6}  {:>6}  {:>5}  {:>8.1}  {:>10}  {:>10}  {:>8}{}",

@@ -74,7 +74,9 @@ impl NetStore {
         };
         let hint_of = |s: &Seg<'_>, i: usize| -> Option<[u8; 32]> {
             let p = *s.desc.placement.get(i)?;
-            (p != NO_HINT).then(|| s.nodes.get(p as usize).copied()).flatten()
+            (p != NO_HINT)
+                .then(|| s.nodes.get(p as usize).copied())
+                .flatten()
         };
         let mut hinted: Vec<(ShardId, Option<[u8; 32]>)> = Vec::new();
         for s in &segs {
@@ -200,10 +202,7 @@ impl NetStore {
 
     /// Where each shard is held: its hinted node if it has it, else the first of its next
     /// rendezvous candidates that does. Shards found nowhere are absent from the map.
-    async fn locate(
-        &self,
-        shards: &[(ShardId, Option<[u8; 32]>)],
-    ) -> HashMap<ShardId, NodeAddr> {
+    async fn locate(&self, shards: &[(ShardId, Option<[u8; 32]>)]) -> HashMap<ShardId, NodeAddr> {
         let mut found: HashMap<ShardId, NodeAddr> = HashMap::new();
         let by_id: HashMap<[u8; 32], NodeAddr> =
             self.nodes.iter().map(|n| (*n.id.as_bytes(), *n)).collect();
