@@ -96,6 +96,22 @@ pub fn auditor_binary() -> Option<PathBuf> {
     find_binary("GRANARY_AUDITOR_BIN", "granary-auditor")
 }
 
+/// Starts `bin run --dir dir` in its own process group (so it outlives this process), its
+/// output appended to `log`; its pid.
+fn run_logged(bin: &Path, dir: &Path, log: &Path) -> std::io::Result<u32> {
+    let log = std::fs::File::create(log)?;
+    let child = Command::new(bin)
+        .arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    Ok(child.id())
+}
+
 /// Runs `bin args…` to completion; its trimmed stdout, or its stderr as the error.
 fn output(bin: &Path, args: &[&std::ffi::OsStr]) -> Result<String, DevnetError> {
     let out = Command::new(bin)
@@ -182,21 +198,11 @@ pub fn up_full(
             output(node_bin, &args)?;
         }
         let _ = std::fs::remove_file(nd.join("node.addr"));
-        let log = std::fs::File::create(nd.join("node.log")).map_err(|e| fail(e.to_string()))?;
-        let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
-        let child = Command::new(node_bin)
-            .arg("run")
-            .arg("--dir")
-            .arg(&nd)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            .spawn()
+        let pid = run_logged(node_bin, &nd, &nd.join("node.log"))
             .map_err(|e| fail(format!("starting node {i}: {e}")))?;
         nodes.push(DevnetNode {
             dir: nd,
-            pid: child.id(),
+            pid,
             addr: String::new(),
         });
     }
@@ -238,24 +244,9 @@ pub fn up_full(
                 args.push(node.addr.as_ref());
             }
             output(&a.bin, &args)?;
-            let log =
-                std::fs::File::create(adir.join("auditor.log")).map_err(|e| fail(e.to_string()))?;
-            let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
-            let child = Command::new(&a.bin)
-                .arg("run")
-                .arg("--dir")
-                .arg(&adir)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .process_group(0)
-                .spawn()
+            let pid = run_logged(&a.bin, &adir, &adir.join("auditor.log"))
                 .map_err(|e| fail(format!("starting the auditor: {e}")))?;
-            Some(DevnetAuditor {
-                dir: adir,
-                pid: child.id(),
-                id,
-            })
+            Some(DevnetAuditor { dir: adir, pid, id })
         }
         _ => None,
     };
