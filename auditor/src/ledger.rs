@@ -454,10 +454,18 @@ impl Verifier {
     }
 
     /// The totals, once every entry was pushed.
-    pub fn finish(mut self) -> Summary {
+    /// The totals, once every entry was pushed. An epoch left open is an error: the auditor
+    /// writes each epoch in one atomic batch, so a ledger never ends inside one.
+    pub fn finish(mut self) -> Result<Summary, LedgerError> {
+        if let Some(e) = self.epoch {
+            return Err(broken(
+                self.chain.next_seq,
+                format!("the ledger ends inside epoch {e}"),
+            ));
+        }
         self.summary.head = hex::encode(self.chain.prev);
         self.summary.datasets = self.datasets.len() as u64;
-        self.summary
+        Ok(self.summary)
     }
 }
 
@@ -586,7 +594,7 @@ mod tests {
         for e in entries {
             v.push(e)?;
         }
-        Ok(v.finish())
+        v.finish()
     }
 
     #[test]
@@ -663,9 +671,8 @@ mod tests {
         for i in 1..entries.len() {
             let mut dropped = entries.clone();
             dropped.remove(i);
-            if i < entries.len() - 1 {
-                assert!(verify(&id, &dropped).is_err(), "entry {i} dropped");
-            }
+            // The last one too: the sample ends with an epoch's close.
+            assert!(verify(&id, &dropped).is_err(), "entry {i} dropped");
             let mut swapped = entries.clone();
             swapped.swap(i - 1, i);
             assert!(verify(&id, &swapped).is_err(), "entries {i} swapped");
@@ -673,6 +680,11 @@ mod tests {
             dup.insert(i, entries[i].clone());
             assert!(verify(&id, &dup).is_err(), "entry {i} duplicated");
         }
+        // Cut inside an epoch (a prefix ending between an audit and its epoch's close).
+        assert!(
+            verify(&id, &entries[..3]).is_err(),
+            "an open epoch at the end"
+        );
         // Another auditor's key, even with a well-formed chain.
         let other = SecretKey::from_bytes(&[2; 32]);
         assert!(verify(&id, &sample(&other)).is_err());

@@ -230,7 +230,7 @@ fn epochs_pay_for_proven_storage_only_and_the_ledger_verifies() {
     for e in &entries {
         v.push(e).unwrap();
     }
-    let s = v.finish();
+    let s = v.finish().unwrap();
     assert_eq!(s.epochs, 3);
     assert_eq!(s.datasets, 2);
     let paid: u64 = [&early, &sealed, &bad]
@@ -337,4 +337,88 @@ fn the_running_auditor_takes_registrations_and_readers_see_its_ledger() {
         ok && text.contains("registered") && text.contains("epoch 0 closed"),
         "{text}"
     );
+}
+
+/// `kill -9` of the running auditor at random moments, again and again, while it runs epochs
+/// back to back: every restart carries on from a ledger of whole epochs (each epoch is one
+/// atomic write), and the final ledger verifies with every epoch closed and numbered in order.
+#[test]
+fn a_killed_auditor_leaves_whole_epochs_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ddir = tmp.path().join("net");
+    let spec = AuditorSpec {
+        bin: PathBuf::from(AUDITOR),
+        epoch_secs: 1,
+    };
+    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &[], Some(&spec)).expect("devnet");
+    let _guard = Guard(ddir.clone());
+    let a = net.auditor.as_ref().expect("an auditor");
+    let d = a.dir.to_str().unwrap().to_string();
+    let data = tmp.path().join("data");
+    write_data(&data);
+    let cfg = config::load(&ddir.join("client.toml")).unwrap();
+    let (store, cap) = put(&cfg, &data);
+    let ds = Dataset::open(&cap, &store).unwrap();
+    let file = tmp.path().join("reg.bin");
+    fs::write(&file, registration(&cfg, &ds, 1).sign(&cfg.key).to_bytes()).unwrap();
+    let (ok, text) = auditor(&["register", "--dir", &d, file.to_str().unwrap()]);
+    assert!(ok, "{text}");
+
+    let epochs = || -> u64 {
+        let (ok, text) = auditor(&["rewards", "--dir", &d, "--json"]);
+        assert!(ok, "the ledger verifies at every point: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["epochs"].as_u64().unwrap_or(0)
+    };
+    let mut pid = a.pid;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut last = 0;
+    for round in 0..6 {
+        // Let it run a little (an epoch over 3 nodes takes tens to hundreds of ms), then kill.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(300 + seed % 900));
+        devnet::signal(pid, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while devnet::signal(pid, 0) && Instant::now() < deadline {
+            devnet::reap(pid);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let now = epochs();
+        assert!(
+            now >= last,
+            "round {round}: epochs went from {last} to {now}"
+        );
+        last = now;
+        let child = Command::new(AUDITOR)
+            .args(["run", "--dir", &d])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("restart the auditor");
+        pid = child.id();
+    }
+    // A last stretch, then a clean stop (SIGTERM).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while epochs() <= last && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    devnet::signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while devnet::signal(pid, 0) && Instant::now() < deadline {
+        devnet::reap(pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = epochs();
+    assert!(total > last, "epochs went on after the restarts: {total}");
+    let (ok, text) = auditor(&["ledger", "show", "--dir", &d]);
+    assert!(ok, "{text}");
+    for e in 0..total {
+        assert!(
+            text.contains(&format!("epoch {e} closed")),
+            "epoch {e} is closed in the ledger"
+        );
+    }
 }

@@ -177,7 +177,7 @@ fn verify_db(dir: &Path) -> Result<(NodeId, Summary, Vec<SignedEntry>)> {
         v.push(&e).context("the ledger does not verify")?;
         all.push(e);
     }
-    Ok((id, v.finish(), all))
+    Ok((id, v.finish().context("the ledger does not verify")?, all))
 }
 
 fn print_epoch(r: &EpochReport) {
@@ -463,7 +463,7 @@ fn run(cli: Cli) -> Result<()> {
                     while let Some(e) = ledger::read_export_entry(&mut r)? {
                         v.push(&e).context("the ledger does not verify")?;
                     }
-                    v.finish()
+                    v.finish().context("the ledger does not verify")?
                 }
                 _ => bail!("give --dir or --file"),
             };
