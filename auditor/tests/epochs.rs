@@ -371,6 +371,7 @@ fn a_killed_auditor_leaves_whole_epochs_only() {
         v["epochs"].as_u64().unwrap_or(0)
     };
     let mut pid = a.pid;
+    let mut children: Vec<std::process::Child> = Vec::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut last = 0;
     for round in 0..6 {
@@ -399,6 +400,8 @@ fn a_killed_auditor_leaves_whole_epochs_only() {
             .spawn()
             .expect("restart the auditor");
         pid = child.id();
+        // Reaped below through its pid (kill + waitpid), like the devnet's own processes.
+        children.push(child);
     }
     // A last stretch, then a clean stop (SIGTERM).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -410,6 +413,10 @@ fn a_killed_auditor_leaves_whole_epochs_only() {
     while devnet::signal(pid, 0) && Instant::now() < deadline {
         devnet::reap(pid);
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each was killed and reaped through its pid above; nothing is left to wait for.
+    for mut c in children {
+        let _ = c.try_wait();
     }
     let total = epochs();
     assert!(total > last, "epochs went on after the restarts: {total}");
