@@ -291,6 +291,13 @@ impl NetStore {
         let ids: Vec<blake3::Hash> = shards.iter().map(|s| s.as_hash()).collect();
         let info = match client.seal_info(&ids).await {
             Ok(i) => i,
+            // A pooled connection to a node that went away fails here, not at connect.
+            Err(e) if e.is_unreachable() => {
+                self.forget(&node);
+                a.verdict = Verdict::Offline;
+                a.detail = Some(format!("{}: {e}", node.id.fmt_short()));
+                return a;
+            }
             Err(e) => return fail(a, format!("seal info: {e}")),
         };
         if info.shards.len() != ids.len() {

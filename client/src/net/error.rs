@@ -91,6 +91,19 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// Whether the node could not be reached or did not answer (timeout, or the connection
+    /// lost however the failure surfaced), rather than answering wrongly: the caller should
+    /// treat the node as down and go elsewhere.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout
+                | Self::Connection(_)
+                | Self::Write(quinn::WriteError::ConnectionLost(_))
+                | Self::Read(quinn::ReadError::ConnectionLost(_))
+        )
+    }
+
     /// The node's error code, for [`RequestError::Rejected`].
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

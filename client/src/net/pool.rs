@@ -18,7 +18,16 @@ use super::{client::NodeClient, error::ConnectError};
 pub struct NodePool {
     endpoint: Endpoint,
     conns: Arc<Mutex<HashMap<NodeId, NodeClient>>>,
+    /// One dial at a time per node: concurrent first uses share one connection (one handshake)
+    /// instead of each making its own.
+    dialing: Arc<Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>>,
     timeout: Option<Duration>,
+}
+
+/// Whether two socket addresses are the same peer, an IPv4 address and its IPv4-mapped IPv6
+/// form (what a dual-stack socket reports) being the same.
+fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 impl NodePool {
@@ -27,6 +36,7 @@ impl NodePool {
         Self {
             endpoint,
             conns: Arc::default(),
+            dialing: Arc::default(),
             timeout: None,
         }
     }
@@ -45,13 +55,22 @@ impl NodePool {
     fn cached(&self, addr: SocketAddr, id: &NodeId) -> Option<NodeClient> {
         let g = self.conns.lock().ok()?;
         g.get(id)
-            .filter(|c| c.is_alive() && c.remote_address() == addr)
+            .filter(|c| c.is_alive() && same_addr(c.remote_address(), addr))
             .cloned()
     }
 
     /// A client for node `id` at `addr`: the cached connection if it is alive and at that
     /// address, else a new one (pinned to `id`).
     pub async fn get(&self, addr: SocketAddr, id: NodeId) -> Result<NodeClient, ConnectError> {
+        if let Some(c) = self.cached(addr, &id) {
+            return Ok(c);
+        }
+        let lock = match self.dialing.lock() {
+            Ok(mut g) => Arc::clone(g.entry(id).or_default()),
+            Err(_) => Arc::default(),
+        };
+        let _dialing = lock.lock().await;
+        // Someone else may have connected while this call waited for the lock.
         if let Some(c) = self.cached(addr, &id) {
             return Ok(c);
         }
@@ -89,5 +108,20 @@ impl NodePool {
     /// Whether no connection is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_address_and_its_mapped_form_are_the_same_peer() {
+        let v4: SocketAddr = "127.0.0.1:7400".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:7400".parse().unwrap();
+        assert!(same_addr(v4, mapped));
+        assert!(same_addr(mapped, v4));
+        assert!(!same_addr(v4, "127.0.0.1:7401".parse().unwrap()));
+        assert!(!same_addr(v4, "[::1]:7400".parse().unwrap()));
     }
 }

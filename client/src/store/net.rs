@@ -301,6 +301,11 @@ impl NetStore {
         self.rt.block_on(f)
     }
 
+    /// Drops the pooled connection to `node` (the next use dials again).
+    pub(crate) fn forget(&self, node: &NodeAddr) {
+        self.pool.evict(&node.id);
+    }
+
     /// A connection to `node` (pooled), or why not.
     pub(crate) async fn connect(&self, node: &NodeAddr) -> Result<NodeClient, String> {
         self.client(node).await
@@ -344,7 +349,7 @@ impl NetStore {
                 .await
             {
                 Ok(_) => return Ok(node.id),
-                Err(e @ (RequestError::Connection(_) | RequestError::Timeout)) => {
+                Err(e) if e.is_unreachable() => {
                     self.mark_dead(node.id);
                     errors.push(format!("{}: {e}", node.id.fmt_short()));
                 }
@@ -455,7 +460,7 @@ impl NetStore {
                 id: shard.id,
                 source: v,
             })),
-            Err(e @ (RequestError::Connection(_) | RequestError::Timeout)) => {
+            Err(e) if e.is_unreachable() => {
                 self.mark_dead(node.id);
                 Err(Ok(format!("{}: {e}", node.id.fmt_short())))
             }
