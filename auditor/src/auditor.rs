@@ -292,6 +292,23 @@ impl Auditor {
 }
 
 fn audit_record(epoch: u64, node: [u8; 32], a: &NodeAudit) -> AuditRecord {
+    // A node that does not list this auditor has not opted in: nothing was proven, but it did
+    // not fail anything either. It is recorded as not reachable for this auditor (and earns 0).
+    if a.refused {
+        return AuditRecord {
+            epoch,
+            node,
+            verdict: Verdict::Offline,
+            shards: a.shards as u64,
+            sealed: 0,
+            pending: 0,
+            missing: 0,
+            unacknowledged: 0,
+            sealed_bytes: 0,
+            challenge_ms: None,
+            detail: Some("not enrolled: the node does not list this auditor".into()),
+        };
+    }
     AuditRecord {
         epoch,
         node,

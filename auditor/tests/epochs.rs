@@ -168,6 +168,28 @@ fn epochs_pay_for_proven_storage_only_and_the_ledger_verifies() {
         assert_eq!(*amount, rec.sealed_bytes * 1000 / (1 << 30), "{rec:?}");
     }
 
+    // An auditor the nodes do not list gets nothing proven: every node refuses it, and it
+    // records them as not enrolled (no reward, and no failure held against them).
+    let other_dir = tmp.path().join("other-auditor");
+    let mut args = vec!["init", "--dir", other_dir.to_str().unwrap()];
+    for n in &net.nodes {
+        args.extend(["--node", n.addr.as_str()]);
+    }
+    let (ok, text) = auditor(&args);
+    assert!(ok, "{text}");
+    let mut other = Auditor::open(&other_dir).expect("second auditor");
+    other.register(&bytes).unwrap();
+    let refused = other.run_epoch().unwrap().expect("an epoch");
+    for (rec, amount) in &refused.nodes {
+        assert_eq!(rec.verdict, Verdict::Offline, "{rec:?}");
+        assert!(
+            rec.detail.as_deref().unwrap_or("").contains("not enrolled"),
+            "{rec:?}"
+        );
+        assert_eq!(*amount, 0);
+    }
+    drop(other);
+
     // A registration naming a shard node 3 never received: not held, never acknowledged, so
     // not its fault (an owner cannot frame a node by listing shards it never sent).
     let framed = *net.nodes[3]

@@ -114,6 +114,10 @@ pub struct NodeAudit {
     /// Units whose seal proof verified (now or, per [`AuditMemory`], before).
     #[serde(skip)]
     pub proven_units: Vec<[u8; 32]>,
+    /// The node refused to prove anything to us (`Forbidden`): we own no data there and are
+    /// not one of its auditors.
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -298,7 +302,10 @@ impl NetStore {
                 a.detail = Some(format!("{}: {e}", node.id.fmt_short()));
                 return a;
             }
-            Err(e) => return fail(a, format!("seal info: {e}")),
+            Err(e) => {
+                a.refused = e.code() == Some(granary_protocol::ErrorCode::Forbidden);
+                return fail(a, format!("seal info: {e}"));
+            }
         };
         if info.shards.len() != ids.len() {
             return fail(
@@ -477,5 +484,6 @@ fn empty() -> NodeAudit {
         unacknowledged: 0,
         held: Vec::new(),
         proven_units: Vec::new(),
+        refused: false,
     }
 }
