@@ -314,7 +314,11 @@ fn the_running_auditor_takes_registrations_and_readers_see_its_ledger() {
         bin: PathBuf::from(AUDITOR),
         epoch_secs: 3600,
     };
-    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &[], Some(&spec)).expect("devnet");
+    let opts = devnet::DevnetOptions {
+        auditor: Some(spec),
+        ..devnet::DevnetOptions::default()
+    };
+    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &opts).expect("devnet");
     let _guard = Guard(ddir.clone());
     let adir = net.auditor.as_ref().expect("an auditor").dir.clone();
     let data = tmp.path().join("data");
@@ -372,7 +376,11 @@ fn a_killed_auditor_leaves_whole_epochs_only() {
         bin: PathBuf::from(AUDITOR),
         epoch_secs: 1,
     };
-    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &[], Some(&spec)).expect("devnet");
+    let opts = devnet::DevnetOptions {
+        auditor: Some(spec),
+        ..devnet::DevnetOptions::default()
+    };
+    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &opts).expect("devnet");
     let _guard = Guard(ddir.clone());
     let a = net.auditor.as_ref().expect("an auditor");
     let d = a.dir.to_str().unwrap().to_string();

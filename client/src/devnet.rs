@@ -50,7 +50,7 @@ pub struct Devnet {
     pub auditor: Option<DevnetAuditor>,
 }
 
-/// An auditor to start with a devnet ([`up_full`]).
+/// An auditor to start with a devnet ([`DevnetOptions::auditor`]).
 #[derive(Debug, Clone)]
 pub struct AuditorSpec {
     /// The `granary-auditor` binary.
@@ -142,18 +142,34 @@ pub fn up_with(
     node_bin: &Path,
     init_args: &[String],
 ) -> Result<Devnet, DevnetError> {
-    up_full(dir, n, node_bin, init_args, None)
+    let opts = DevnetOptions {
+        init_args: init_args.to_vec(),
+        ..DevnetOptions::default()
+    };
+    up_full(dir, n, node_bin, &opts)
 }
 
-/// [`up_with`], and with `auditor` an auditor process that the nodes trust, challenging them
-/// every `epoch_secs` once a dataset is registered with it (`dir/auditor`).
+/// How [`up_full`] sets up a devnet.
+#[derive(Debug, Clone, Default)]
+pub struct DevnetOptions {
+    /// Extra arguments for each `granary-node init`.
+    pub init_args: Vec<String>,
+    /// An auditor to start, that the nodes trust.
+    pub auditor: Option<AuditorSpec>,
+    /// Failure domains: node i gets the label `zone-{i % zones}`; 0 gives each node its own.
+    pub zones: usize,
+}
+
+/// [`up_with`] with all of [`DevnetOptions`]: with an auditor, an auditor process that the
+/// nodes trust, challenging them every `epoch_secs` once a dataset is registered with it
+/// (`dir/auditor`); with `zones`, nodes spread over that many failure-domain labels.
 pub fn up_full(
     dir: &Path,
     n: usize,
     node_bin: &Path,
-    init_args: &[String],
-    auditor: Option<&AuditorSpec>,
+    opts: &DevnetOptions,
 ) -> Result<Devnet, DevnetError> {
+    let auditor = opts.auditor.as_ref();
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     if dir.join("devnet.toml").exists() {
         return Err(fail(format!(
@@ -163,7 +179,7 @@ pub fn up_full(
         )));
     }
     let adir = dir.join("auditor");
-    let mut init_args = init_args.to_vec();
+    let mut init_args = opts.init_args.clone();
     let auditor_id = match auditor {
         Some(a) => {
             let id = if adir.join("auditor.toml").exists() {
@@ -184,7 +200,7 @@ pub fn up_full(
     for i in 0..n {
         let nd = dir.join(format!("node-{i}"));
         if !nd.join("config.toml").exists() {
-            let label = format!("zone-{i}");
+            let label = format!("zone-{}", if opts.zones > 0 { i % opts.zones } else { i });
             let mut args: Vec<&std::ffi::OsStr> = vec![
                 "init".as_ref(),
                 "--listen".as_ref(),

@@ -203,11 +203,18 @@ impl Devnet {
 
     /// `up`, passing `init_args` to every `granary-node init`.
     fn up_with(dir: &Path, n: usize, init_args: &[&str]) -> Self {
-        Self::up_env(dir, n, init_args, &[])
+        Self::up_env(dir, n, init_args, &[], &[])
     }
 
-    /// `up_with`, the nodes running with the environment variables `envs` too.
-    fn up_env(dir: &Path, n: usize, init_args: &[&str], envs: &[(&str, &str)]) -> Self {
+    /// `up_with`, the nodes running with the environment variables `envs` too, and `flags`
+    /// added to `granary devnet up`.
+    fn up_env(
+        dir: &Path,
+        n: usize,
+        init_args: &[&str],
+        envs: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Self {
         let mut cmd = granary();
         cmd.envs(envs.iter().copied());
         // The auditor has its own tests (auditor/tests); these need only the nodes.
@@ -223,6 +230,7 @@ impl Devnet {
         for a in init_args {
             cmd.arg(format!("--init-arg={a}"));
         }
+        cmd.args(flags);
         let out = run_with_timeout(cmd, TIMEOUT);
         // Read devnet.toml even if `up` failed part way, so that the guard stops what started.
         let nodes = read_devnet(dir);
@@ -1116,6 +1124,7 @@ fn one_connection_per_node_however_many_requests() {
         4,
         &["--seal-idle-secs=3600"],
         &[("RUST_LOG", "granary_node::server=debug")],
+        &[],
     );
     let cfg = net.config();
     let cap = put(&cfg, &data, &["--k", "2", "--m", "2"]);
@@ -1152,4 +1161,62 @@ fn one_connection_per_node_however_many_requests() {
             a - b
         );
     }
+}
+
+/// Six nodes in three failure domains (two per zone) and a 2 + 1 code: every segment's three
+/// shards land in three different zones, so losing a whole zone loses at most one shard of any
+/// segment, and the dataset is read back with both nodes of a zone killed. (Rendezvous order
+/// alone puts two shards of a segment in one zone 60 % of the time.)
+#[test]
+fn shards_of_a_segment_go_to_distinct_failure_domains() {
+    use granary_client::{Dataset, config, store::net::NetStore};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    big_dataset(&data.join("big"), 12, 1_000_000);
+    let net = Devnet::up_env(
+        &tmp.path().join("net"),
+        6,
+        &["--seal-idle-secs=3600"],
+        &[],
+        &["--zones", "3"],
+    );
+    let cfg = net.config();
+    let cap = put(&cfg, &data, &["--k", "2", "--m", "1"]);
+    let client = config::load(&cfg).expect("client config");
+    let store = NetStore::new(client.nodes, client.key).expect("store");
+    let ds = Dataset::open(&cap.parse().expect("capability"), &store).expect("open");
+    // devnet labels node i `zone-{i % 3}`.
+    let zone_of = |id: &[u8; 32]| {
+        net.nodes
+            .iter()
+            .position(|n| n.addr.starts_with(&hex::encode(id)))
+            .expect("a devnet node")
+            % 3
+    };
+    let m = ds.manifest();
+    let tables = [
+        (&m.segments, &m.nodes),
+        (&ds.root.manifest_segments, &ds.root.nodes),
+    ];
+    let mut segments = 0;
+    for (segs, nodes) in tables {
+        for seg in segs {
+            let mut zones: Vec<usize> = seg
+                .placement
+                .iter()
+                .map(|&p| zone_of(&nodes[p as usize]))
+                .collect();
+            zones.sort_unstable();
+            zones.dedup();
+            assert_eq!(zones.len(), seg.shards.len(), "one zone per shard: {seg:?}");
+            segments += 1;
+        }
+    }
+    assert!(segments >= 5, "{segments} segments checked");
+    drop(store);
+    // Zone 1 goes down entirely (nodes 1 and 4).
+    net.kill(1);
+    net.kill(4);
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
 }

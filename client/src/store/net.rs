@@ -185,6 +185,35 @@ impl Plan {
     }
 }
 
+/// Where a shard of a segment should go, best first: the nodes in `ranked` (rendezvous order)
+/// that hold no shard of the segment yet and are in a failure domain it does not use yet; then
+/// unused nodes in a used domain; then nodes already holding one of its shards (only when there
+/// are too few nodes); nodes known to be down come last. The first is the target, the rest
+/// fallbacks if it fails.
+fn placement_order(
+    ranked: &[NodeAddr],
+    used_nodes: &[NodeId],
+    used_domains: &[String],
+    domain: impl Fn(&NodeId) -> String,
+    dead: &HashMap<NodeId, Instant>,
+) -> Vec<NodeAddr> {
+    let tier = |n: &NodeAddr| {
+        if dead.contains_key(&n.id) {
+            3
+        } else if used_nodes.contains(&n.id) {
+            2
+        } else if used_domains.contains(&domain(&n.id)) {
+            1
+        } else {
+            0
+        }
+    };
+    let mut out = ranked.to_vec();
+    // Stable: rendezvous order within a tier.
+    out.sort_by_key(tier);
+    out
+}
+
 /// Copies of a root record.
 const ROOT_COPIES: usize = 3;
 /// Nodes a read asks for a shard, in rendezvous order, once its hinted node failed (where a
@@ -204,6 +233,8 @@ pub struct NetStore {
     /// The reference tag new shards are stored under until the dataset is committed.
     upload_tag: RefTag,
     read_clock: Mutex<ReadClock>,
+    /// Each node's failure-domain label, asked once (on the first put) for placement.
+    labels: std::sync::OnceLock<HashMap<NodeId, String>>,
     /// Hedged reads abandoned in a row per node; at [`STRIKES_TO_SKIP`] the node is skipped.
     strikes: Mutex<HashMap<NodeId, u32>>,
     dead: Mutex<HashMap<NodeId, Instant>>,
@@ -252,6 +283,7 @@ impl NetStore {
             owner,
             upload_tag: [0; 32],
             read_clock: Mutex::new(ReadClock::default()),
+            labels: std::sync::OnceLock::new(),
             strikes: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
         })
@@ -299,6 +331,33 @@ impl NetStore {
     /// Runs `f` on this store's I/O runtime.
     pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
+    }
+
+    /// Each node's failure-domain label (from `NodeInfo`, asked of all nodes at once the first
+    /// time). A node that does not answer is a domain of its own.
+    async fn labels(&self) -> &HashMap<NodeId, String> {
+        if let Some(l) = self.labels.get() {
+            return l;
+        }
+        let infos = futures_join_all(self.nodes.iter().map(|node| async move {
+            let client = self.client(node).await.ok()?;
+            let info = tokio::time::timeout(READ_TIMEOUT, client.info())
+                .await
+                .ok()?
+                .ok()?;
+            Some((node.id, info.label))
+        }))
+        .await;
+        let _ = self.labels.set(infos.into_iter().flatten().collect());
+        self.labels.get().expect("set just above")
+    }
+
+    /// The failure domain of `id`, given `labels` (unknown nodes: their own).
+    fn domain_of(labels: &HashMap<NodeId, String>, id: &NodeId) -> String {
+        labels
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| format!("node:{id}"))
     }
 
     /// Drops the pooled connection to `node` (the next use dials again).
@@ -697,28 +756,25 @@ pub fn dataset_shards(ds: &Dataset) -> Vec<ShardId> {
 impl ShardStore for NetStore {
     fn put_segment(&self, shards: &[PutShard<'_>]) -> Result<Vec<Option<[u8; 32]>>, StoreError> {
         self.rt.block_on(async {
-            // Distinct nodes for the shards of a segment, while there are enough nodes.
+            // Distinct nodes, in distinct failure domains where there are enough, for the
+            // shards of a segment.
+            let labels = self.labels().await;
             let mut used: Vec<NodeId> = Vec::new();
+            let mut domains: Vec<String> = Vec::new();
             let mut plans = Vec::new();
             let dead = self.dead_set();
             for s in shards {
                 let ranked = self.ranked(&s.id.0, &dead);
-                let mut cands: Vec<NodeAddr> = ranked
-                    .iter()
-                    .filter(|n| !used.contains(&n.id))
-                    .copied()
-                    .collect();
-                if cands.is_empty() {
-                    cands = ranked.clone();
-                }
+                let cands = placement_order(
+                    &ranked,
+                    &used,
+                    &domains,
+                    |id| Self::domain_of(labels, id),
+                    &dead,
+                );
                 if let Some(first) = cands.first() {
                     used.push(first.id);
-                }
-                // Fall back to the remaining nodes if the preferred one is down.
-                for n in &ranked {
-                    if !cands.iter().any(|c| c.id == n.id) {
-                        cands.push(*n);
-                    }
+                    domains.push(Self::domain_of(labels, &first.id));
                 }
                 plans.push((s.id, Bytes::copy_from_slice(s.bytes), cands));
             }
@@ -946,6 +1002,33 @@ mod tests {
         } else {
             Err(FetchError::NotFound(ShardId([0; 32])))
         });
+    }
+
+    #[test]
+    fn placement_prefers_unused_nodes_in_unused_domains_in_rendezvous_order() {
+        let node = |b: u8| NodeAddr {
+            id: SecretKey::from_bytes(&[b; 32]).public(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let ranked: Vec<NodeAddr> = (1..=6).map(node).collect();
+        // Nodes 1-2 in zone a, 3-4 in b, 5-6 in c.
+        let zone = |id: &NodeId| {
+            let i = ranked.iter().position(|n| n.id == *id).unwrap();
+            ["a", "b", "c"][i / 2].to_string()
+        };
+        let order = |used: &[NodeId], domains: &[&str]| -> Vec<usize> {
+            let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+            placement_order(&ranked, used, &domains, zone, &HashMap::new())
+                .iter()
+                .map(|n| ranked.iter().position(|r| r.id == n.id).unwrap() + 1)
+                .collect()
+        };
+        assert_eq!(order(&[], &[]), [1, 2, 3, 4, 5, 6]);
+        // Node 1 (zone a) holds a shard: zones b and c first, then node 2, node 1 last.
+        assert_eq!(order(&[ranked[0].id], &["a"]), [3, 4, 5, 6, 2, 1]);
+        // Every zone used: the unused nodes, then the used ones, each in rendezvous order.
+        let used = [ranked[0].id, ranked[2].id, ranked[4].id];
+        assert_eq!(order(&used, &["a", "b", "c"]), [2, 4, 6, 1, 3, 5]);
     }
 
     #[test]

@@ -109,14 +109,12 @@ fn run_in(args: &DemoArgs, dir: &std::path::Path) -> Result<()> {
             bin,
             epoch_secs: 3600,
         });
-        let d = devnet::up_full(
-            &ddir,
-            args.nodes,
-            &devnet::node_binary(),
-            &[],
-            spec.as_ref(),
-        )
-        .context("starting the devnet (is granary-node built next to granary?)")?;
+        let opts = devnet::DevnetOptions {
+            auditor: spec.clone(),
+            ..devnet::DevnetOptions::default()
+        };
+        let d = devnet::up_full(&ddir, args.nodes, &devnet::node_binary(), &opts)
+            .context("starting the devnet (is granary-node built next to granary?)")?;
         devnet_nodes = d.nodes.clone();
         auditor = d.auditor.clone().zip(spec.map(|s| s.bin));
         let cfg = config::load(&ddir.join("client.toml"))?;

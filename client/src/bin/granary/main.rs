@@ -254,6 +254,10 @@ enum DevnetCmd {
         /// Start no auditor.
         #[arg(long)]
         no_auditor: bool,
+        /// Spread the nodes over this many failure domains (labels `zone-0`…); 0 gives each
+        /// node its own.
+        #[arg(long, default_value_t = 0)]
+        zones: usize,
     },
     /// Stop the nodes of the devnet in DIR.
     Down {
@@ -770,6 +774,7 @@ fn run(cli: Cli) -> Result<()> {
             init_args,
             epoch_secs,
             no_auditor,
+            zones,
         }) => {
             let auditor = match no_auditor {
                 true => None,
@@ -780,13 +785,12 @@ fn run(cli: Cli) -> Result<()> {
                     epoch_secs,
                 }),
             };
-            let net = devnet::up_full(
-                &dir,
-                nodes,
-                &devnet::node_binary(),
-                &init_args,
-                auditor.as_ref(),
-            )?;
+            let opts = devnet::DevnetOptions {
+                init_args,
+                auditor,
+                zones,
+            };
+            let net = devnet::up_full(&dir, nodes, &devnet::node_binary(), &opts)?;
             for n in &net.nodes {
                 eprintln!("node {} (pid {}) in {}", n.addr, n.pid, n.dir.display());
             }

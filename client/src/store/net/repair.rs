@@ -169,12 +169,15 @@ impl NetStore {
         if set.shard_len != d.shard_len as usize {
             return Err("re-encoding gave another shard length".into());
         }
-        // Nodes already holding a shard of this segment do not get another one.
-        let mut used: HashSet<[u8; 32]> = holder
+        // Nodes already holding a shard of this segment do not get another one, and failure
+        // domains it already uses come after the others.
+        let labels = self.block_on(self.labels());
+        let mut used: Vec<granary_protocol::NodeId> = holder
             .iter()
             .filter(|(id, _)| d.shards.contains(id))
-            .map(|(_, n)| *n.id.as_bytes())
+            .map(|(_, n)| n.id)
             .collect();
+        let mut domains: Vec<String> = used.iter().map(|id| Self::domain_of(labels, id)).collect();
         let mut stored = 0;
         for &i in missing {
             let bytes = set.shard(i);
@@ -183,15 +186,33 @@ impl NetStore {
                 return Err(format!("shard {i} rebuilt with the wrong bytes"));
             }
             let dead = self.dead_set();
-            let cands: Vec<NodeAddr> = self
-                .ranked(&id.0, &dead)
+            // Only where a reader looks when the hinted node fails: the shard's first
+            // rendezvous candidates besides the hinted node.
+            let hint = seg
+                .desc
+                .placement
+                .get(i)
+                .and_then(|&p| seg.nodes.get(p as usize).copied());
+            let window: Vec<NodeAddr> = self
+                .ranked(&id.0, &HashMap::new())
                 .into_iter()
-                .filter(|n| !dead.contains_key(&n.id) && !used.contains(n.id.as_bytes()))
+                .filter(|n| Some(*n.id.as_bytes()) != hint)
                 .take(FALLBACK_CANDIDATES)
                 .collect();
+            let cands: Vec<NodeAddr> = super::placement_order(
+                &window,
+                &used,
+                &domains,
+                |n| Self::domain_of(labels, n),
+                &dead,
+            )
+            .into_iter()
+            .filter(|n| !dead.contains_key(&n.id) && !used.contains(&n.id))
+            .collect();
             match self.block_on(self.put_one(id, Bytes::copy_from_slice(bytes), &cands)) {
                 Ok(node) => {
-                    used.insert(*node.as_bytes());
+                    domains.push(Self::domain_of(labels, &node));
+                    used.push(node);
                     stored += 1;
                 }
                 Err(e) => return Err(format!("storing shard {i}: {e}")),
