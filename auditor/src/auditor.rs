@@ -43,6 +43,9 @@ pub enum AuditorError {
     /// A registration was refused.
     #[error("registration refused: {0}")]
     Registration(String),
+    /// Another process (the running auditor) holds the database.
+    #[error("{0}: the auditor is running (its database is locked); it audits every {1} s")]
+    Running(PathBuf, u64),
     /// File or network trouble.
     #[error("{0}")]
     Io(String),
@@ -89,6 +92,9 @@ pub struct Auditor {
     config: AuditorConfig,
     db: AuditorDb,
     net: NetStore,
+    /// The reward rules fixed in the ledger's genesis entry (what verifiers recompute with,
+    /// whatever auditor.toml says now).
+    rules: ledger::Rules,
 }
 
 impl Auditor {
@@ -98,34 +104,46 @@ impl Auditor {
         let key = SecretKey::load(&config::identity_path(dir))
             .map_err(|e| AuditorError::Identity(e.to_string()))?;
         let db = AuditorDb::open(&config::db_path(dir), &key.public()).map_err(|e| {
-            if e.to_string().contains("lock") {
-                AuditorError::Io(format!(
-                    "{}: the auditor is running (its database is locked); it audits every {} s",
-                    dir.display(),
-                    config.epoch_secs
-                ))
+            // RocksDB reports its lock file as an I/O error naming it.
+            if e.to_string().contains("LOCK") {
+                AuditorError::Running(dir.to_path_buf(), config.epoch_secs)
             } else {
                 e.into()
             }
         })?;
         let net = NetStore::new(config.node_addrs()?, key.clone())
             .map_err(|e| AuditorError::Io(e.to_string()))?;
-        let mut a = Self {
+        let mut db = db;
+        if db.is_empty() {
+            let mut c = Changes::default();
+            c.record(Record::Genesis {
+                auditor: key.public(),
+                rules: config.rules(),
+            });
+            db.commit(&key, now_ms(), c)?;
+        }
+        let rules = match db.entries().next().transpose()?.map(|e| e.entry()) {
+            Some(Ok(ledger::Entry {
+                record: Record::Genesis { rules, .. },
+                ..
+            })) => rules,
+            _ => return Err(DbError::Corrupt("genesis entry").into()),
+        };
+        if rules.reward_per_gib_epoch != config.reward_per_gib_epoch {
+            tracing::warn!(
+                ledger = rules.reward_per_gib_epoch,
+                config = config.reward_per_gib_epoch,
+                "auditor.toml's reward rate differs from the ledger's; the ledger's applies"
+            );
+        }
+        Ok(Self {
             dir: dir.to_path_buf(),
             key,
             config,
             db,
             net,
-        };
-        if a.db.is_empty() {
-            let mut c = Changes::default();
-            c.record(Record::Genesis {
-                auditor: a.key.public(),
-                rules: a.config.rules(),
-            });
-            a.db.commit(&a.key, now_ms(), c)?;
-        }
-        Ok(a)
+            rules,
+        })
     }
 
     /// This auditor's id (nodes list it in `auditors`; ledgers are verified against it).
@@ -136,6 +154,11 @@ impl Auditor {
     /// Its configuration.
     pub fn config(&self) -> &AuditorConfig {
         &self.config
+    }
+
+    /// The reward rules of its ledger (fixed at creation).
+    pub fn rules(&self) -> &ledger::Rules {
+        &self.rules
     }
 
     /// Its database.
@@ -249,7 +272,7 @@ impl Auditor {
             deadline: Duration::from_millis(self.config.deadline_ms),
         };
         let audits = self.net.audit_with(&placed, opts, &memory);
-        let rules = self.config.rules();
+        let rules = self.rules;
         let mut c = Changes::default();
         let mut report = EpochReport {
             epoch,

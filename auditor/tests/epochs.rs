@@ -152,7 +152,7 @@ fn epochs_pay_for_proven_storage_only_and_the_ledger_verifies() {
         }
         assert_eq!(
             *amount,
-            ledger::reward(&a.config().rules(), rec.verdict, rec.sealed_bytes)
+            ledger::reward(a.rules(), rec.verdict, rec.sealed_bytes)
         );
     }
 
@@ -246,6 +246,33 @@ fn epochs_pay_for_proven_storage_only_and_the_ledger_verifies() {
     assert!(paid3 > 0);
     assert_eq!(by_node(2).0.verdict, Verdict::Pass);
 
+    // auditor.toml's reward rate changes: the ledger's rules (genesis) still apply, so its
+    // rewards keep verifying.
+    drop(a);
+    let mut args = vec![
+        "init",
+        "--force",
+        "--reward-per-gib",
+        "7",
+        "--dir",
+        adir.to_str().unwrap(),
+    ];
+    for n in &net.nodes {
+        args.extend(["--node", n.addr.as_str()]);
+    }
+    let (ok, text) = auditor(&args);
+    assert!(ok, "{text}");
+    let mut a = Auditor::open(&adir).expect("auditor");
+    assert_eq!(a.rules().reward_per_gib_epoch, 1000);
+    let later = a.run_epoch().unwrap().expect("an epoch");
+    let (r2, paid2) = later
+        .nodes
+        .iter()
+        .find(|(r, _)| r.verdict == Verdict::Pass)
+        .cloned()
+        .expect("a passing node");
+    assert_eq!(paid2, r2.sealed_bytes * 1000 / (1 << 30));
+
     // The ledger: every entry signed and chained; the totals are what the epochs paid.
     let entries: Vec<_> = a.db().entries().collect::<Result<_, _>>().unwrap();
     let mut v = Verifier::new(a.id());
@@ -253,9 +280,9 @@ fn epochs_pay_for_proven_storage_only_and_the_ledger_verifies() {
         v.push(e).unwrap();
     }
     let s = v.finish().unwrap();
-    assert_eq!(s.epochs, 3);
+    assert_eq!(s.epochs, 4);
     assert_eq!(s.datasets, 2);
-    let paid: u64 = [&early, &sealed, &bad]
+    let paid: u64 = [&early, &sealed, &bad, &later]
         .iter()
         .flat_map(|r| r.nodes.iter().map(|(_, x)| x))
         .sum();

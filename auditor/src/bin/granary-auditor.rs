@@ -315,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
-                Err(e) if e.to_string().contains("is running") => {
+                Err(granary_auditor::AuditorError::Running(..)) => {
                     let queued = queue_registration(&dir, &bytes)?;
                     println!("queued for the running auditor: {}", queued.display());
                     Ok(())
