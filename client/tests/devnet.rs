@@ -1100,6 +1100,15 @@ fn repair_rebuilds_what_a_lost_node_held() {
     // A second repair finds nothing missing: readers and repair look in the same places.
     let again = parse_json_lines(&ok(&cfg, &["repair", &cap, "--json"]));
     assert_eq!(again[0]["missing"], 0, "{again:?}");
+    // `verify` challenges the shards where they are now: the lost node is not among the
+    // nodes asked any more, so no node is offline (exit 0; unsealed shards are pending).
+    let audits = verify_json(&cfg, &cap, &["--openings", "0"], 0);
+    assert!(
+        audits
+            .iter()
+            .all(|a| a["verdict"] != "offline" && a["missing"] == 0),
+        "{audits:?}"
+    );
 
     for &i in &later {
         net.kill(i);

@@ -267,11 +267,12 @@ enum DevnetCmd {
     },
 }
 
-/// Opens `cap` and groups its shards by the node its manifest placed them on; an error if the
-/// manifest records no placement (a dataset put with `--store`).
+/// Opens `cap` and groups its shards by the node holding them now; an error if the manifest
+/// records no placement (a dataset put with `--store`).
 fn placed_dataset(cap: &str, net: &NetStore) -> Result<(Dataset, audit::Placement)> {
     let ds = open(cap, net)?;
-    let placed = audit::placed_shards(&ds);
+    // Where the shards are now (a repair may have moved some), not only where they were put.
+    let placed = net.current_placement(&ds);
     if placed.is_empty() {
         return Err(
             anyhow!("the manifest records no placement for this dataset")

@@ -48,6 +48,42 @@ struct Seg<'a> {
     nodes: &'a [[u8; 32]],
 }
 
+impl Seg<'_> {
+    /// The node the manifest says shard `i` was put on.
+    fn hint(&self, i: usize) -> Option<[u8; 32]> {
+        let p = *self.desc.placement.get(i)?;
+        (p != NO_HINT)
+            .then(|| self.nodes.get(p as usize).copied())
+            .flatten()
+    }
+
+    /// Each shard with its hinted node.
+    fn hinted(&self) -> Vec<(ShardId, Option<[u8; 32]>)> {
+        self.desc
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, self.hint(i)))
+            .collect()
+    }
+}
+
+/// The dataset's data segments and the manifest's own, each with its node table.
+fn segments(ds: &Dataset) -> Vec<Seg<'_>> {
+    ds.manifest()
+        .segments
+        .iter()
+        .map(|desc| Seg {
+            desc,
+            nodes: &ds.manifest().nodes,
+        })
+        .chain(ds.root.manifest_segments.iter().map(|desc| Seg {
+            desc,
+            nodes: &ds.root.nodes,
+        }))
+        .collect()
+}
+
 impl NetStore {
     /// Checks every shard of `ds` and, unless `dry_run`, rebuilds the lost ones. The store's
     /// upload tag should be the dataset's id (`with_upload_tag(cap.id.0)`), so rebuilt shards are
@@ -55,35 +91,12 @@ impl NetStore {
     pub fn repair(&self, ds: &Dataset, dry_run: bool) -> Result<RepairReport, StoreError> {
         let coder = Coder::new(ds.manifest().erasure)
             .map_err(|e| StoreError::Unavailable(format!("erasure parameters: {e}")))?;
-        let segs: Vec<Seg<'_>> = ds
-            .manifest()
-            .segments
-            .iter()
-            .map(|desc| Seg {
-                desc,
-                nodes: &ds.manifest().nodes,
-            })
-            .chain(ds.root.manifest_segments.iter().map(|desc| Seg {
-                desc,
-                nodes: &ds.root.nodes,
-            }))
-            .collect();
+        let segs = segments(ds);
         let mut report = RepairReport {
             segments: segs.len() as u64,
             ..RepairReport::default()
         };
-        let hint_of = |s: &Seg<'_>, i: usize| -> Option<[u8; 32]> {
-            let p = *s.desc.placement.get(i)?;
-            (p != NO_HINT)
-                .then(|| s.nodes.get(p as usize).copied())
-                .flatten()
-        };
-        let mut hinted: Vec<(ShardId, Option<[u8; 32]>)> = Vec::new();
-        for s in &segs {
-            for (i, id) in s.desc.shards.iter().enumerate() {
-                hinted.push((*id, hint_of(s, i)));
-            }
-        }
+        let hinted: Vec<(ShardId, Option<[u8; 32]>)> = segs.iter().flat_map(Seg::hinted).collect();
         report.shards = hinted.len() as u64;
         let holder = self.block_on(self.locate(&hinted));
         let root_id = ShardId(ds.capability.id.0);
@@ -129,6 +142,27 @@ impl NetStore {
             }
         }
         Ok(report)
+    }
+
+    /// Where `ds`'s shards are now: each at the node found holding it (its hinted node, else
+    /// one of its next rendezvous candidates, where a repair puts it), else at its hinted node
+    /// (which may be down). What `granary verify` challenges and `granary register` hands to an
+    /// auditor, so that repaired shards are checked where they live.
+    pub fn current_placement(&self, ds: &Dataset) -> crate::audit::Placement {
+        let hinted: Vec<(ShardId, Option<[u8; 32]>)> =
+            segments(ds).iter().flat_map(Seg::hinted).collect();
+        let holder = self.block_on(self.locate(&hinted));
+        let mut out = crate::audit::Placement::new();
+        for (id, hint) in hinted {
+            if let Some(node) = holder.get(&id).map(|n| *n.id.as_bytes()).or(hint) {
+                out.entry(node).or_default().push(id);
+            }
+        }
+        for v in out.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        out
     }
 
     /// Reads any k shards of `seg`, rebuilds all of them, and stores the `missing` ones; how
@@ -188,11 +222,7 @@ impl NetStore {
             let dead = self.dead_set();
             // Only where a reader looks when the hinted node fails: the shard's first
             // rendezvous candidates besides the hinted node.
-            let hint = seg
-                .desc
-                .placement
-                .get(i)
-                .and_then(|&p| seg.nodes.get(p as usize).copied());
+            let hint = seg.hint(i);
             let window: Vec<NodeAddr> = self
                 .ranked(&id.0, &HashMap::new())
                 .into_iter()
