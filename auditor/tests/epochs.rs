@@ -331,30 +331,37 @@ fn epochs_pay_for_proven_storage_only_and_the_ledger_verifies() {
     assert!(!ok);
 }
 
+/// A 3-node devnet with its own auditor process (epochs of `epoch_secs`), a dataset put into
+/// it and its registration written to a file (not yet handed in). Returns the guard, the
+/// devnet, and the registration file.
+fn running_auditor_with_a_dataset(tmp: &Path, epoch_secs: u64) -> (Guard, devnet::Devnet, PathBuf) {
+    let ddir = tmp.join("net");
+    let opts = devnet::DevnetOptions {
+        auditor: Some(AuditorSpec {
+            bin: PathBuf::from(AUDITOR),
+            epoch_secs,
+        }),
+        ..devnet::DevnetOptions::default()
+    };
+    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &opts).expect("devnet");
+    let guard = Guard(ddir.clone());
+    let data = tmp.join("data");
+    write_data(&data);
+    let cfg = config::load(&ddir.join("client.toml")).unwrap();
+    let (store, cap) = put(&cfg, &data);
+    let ds = Dataset::open(&cap, &store).unwrap();
+    let file = tmp.join("reg.bin");
+    fs::write(&file, registration(&cfg, &ds, 1).sign(&cfg.key).to_bytes()).unwrap();
+    (guard, net, file)
+}
+
 /// The devnet's own auditor process: a registration handed to the running auditor is queued,
 /// taken in, audited in an epoch, and visible to readers (`rewards`) while it keeps running.
 #[test]
 fn the_running_auditor_takes_registrations_and_readers_see_its_ledger() {
     let tmp = tempfile::tempdir().unwrap();
-    let ddir = tmp.path().join("net");
-    let spec = AuditorSpec {
-        bin: PathBuf::from(AUDITOR),
-        epoch_secs: 3600,
-    };
-    let opts = devnet::DevnetOptions {
-        auditor: Some(spec),
-        ..devnet::DevnetOptions::default()
-    };
-    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &opts).expect("devnet");
-    let _guard = Guard(ddir.clone());
+    let (_guard, net, file) = running_auditor_with_a_dataset(tmp.path(), 3600);
     let adir = net.auditor.as_ref().expect("an auditor").dir.clone();
-    let data = tmp.path().join("data");
-    write_data(&data);
-    let cfg = config::load(&ddir.join("client.toml")).unwrap();
-    let (store, cap) = put(&cfg, &data);
-    let ds = Dataset::open(&cap, &store).unwrap();
-    let file = tmp.path().join("reg.bin");
-    fs::write(&file, registration(&cfg, &ds, 1).sign(&cfg.key).to_bytes()).unwrap();
     let d = adir.to_str().unwrap();
     let (ok, text) = auditor(&["register", "--dir", d, file.to_str().unwrap()]);
     assert!(ok && text.contains("queued"), "{text}");
@@ -398,26 +405,9 @@ fn the_running_auditor_takes_registrations_and_readers_see_its_ledger() {
 #[test]
 fn a_killed_auditor_leaves_whole_epochs_only() {
     let tmp = tempfile::tempdir().unwrap();
-    let ddir = tmp.path().join("net");
-    let spec = AuditorSpec {
-        bin: PathBuf::from(AUDITOR),
-        epoch_secs: 1,
-    };
-    let opts = devnet::DevnetOptions {
-        auditor: Some(spec),
-        ..devnet::DevnetOptions::default()
-    };
-    let net = devnet::up_full(&ddir, 3, &devnet::node_binary(), &opts).expect("devnet");
-    let _guard = Guard(ddir.clone());
+    let (_guard, net, file) = running_auditor_with_a_dataset(tmp.path(), 1);
     let a = net.auditor.as_ref().expect("an auditor");
     let d = a.dir.to_str().unwrap().to_string();
-    let data = tmp.path().join("data");
-    write_data(&data);
-    let cfg = config::load(&ddir.join("client.toml")).unwrap();
-    let (store, cap) = put(&cfg, &data);
-    let ds = Dataset::open(&cap, &store).unwrap();
-    let file = tmp.path().join("reg.bin");
-    fs::write(&file, registration(&cfg, &ds, 1).sign(&cfg.key).to_bytes()).unwrap();
     let (ok, text) = auditor(&["register", "--dir", &d, file.to_str().unwrap()]);
     assert!(ok, "{text}");
 
