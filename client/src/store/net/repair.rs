@@ -260,6 +260,9 @@ impl NetStore {
         // Round 1: the hinted nodes. Round 2..: the rendezvous candidates, best first.
         let mut asked: HashSet<(ShardId, [u8; 32])> = HashSet::new();
         for round in 0..=FALLBACK_CANDIDATES {
+            // Nodes found down (in an earlier round, or recently) are not asked again: a dead
+            // node costs one connect timeout, not one per round.
+            let dead = self.dead_set();
             let mut per_node: HashMap<[u8; 32], Vec<ShardId>> = HashMap::new();
             for (id, hint) in shards {
                 if found.contains_key(id) {
@@ -275,6 +278,7 @@ impl NetStore {
                         .nth(round - 1)
                 };
                 if let Some(n) = node
+                    && !dead.contains_key(&by_id[&n].id)
                     && asked.insert((*id, n))
                 {
                     per_node.entry(n).or_default().push(*id);
@@ -306,10 +310,12 @@ impl NetStore {
 
     /// Every node among the first `among` rendezvous candidates of `id` that holds it.
     async fn locate_all(&self, id: ShardId, among: usize) -> Vec<NodeAddr> {
+        let dead = self.dead_set();
         let cands: Vec<NodeAddr> = self
             .ranked(&id.0, &HashMap::new())
             .into_iter()
             .take(among)
+            .filter(|n| !dead.contains_key(&n.id))
             .collect();
         let answers = super::futures_join_all(cands.iter().map(|node| async move {
             let client = self.connect(node).await.ok()?;
