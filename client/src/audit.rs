@@ -142,20 +142,18 @@ pub type Placement = BTreeMap<[u8; 32], Vec<ShardId>>;
 /// Shard ids of the dataset (data and manifest segments), grouped by the node the manifest's
 /// placement hints name. Shards without a hint are left out.
 pub fn placed_shards(ds: &Dataset) -> Placement {
-    let mut out: BTreeMap<[u8; 32], Vec<ShardId>> = BTreeMap::new();
-    let m = ds.manifest();
-    let groups = [
-        (&m.segments, &m.nodes),
-        (&ds.root.manifest_segments, &ds.root.nodes),
-    ];
-    for (segments, nodes) in groups {
-        for seg in segments {
-            for (id, &p) in seg.shards.iter().zip(&seg.placement) {
-                if let Some(node) = nodes.get(p as usize) {
-                    out.entry(*node).or_default().push(*id);
-                }
-            }
-        }
+    group_by_node(
+        ds.shard_hints()
+            .into_iter()
+            .filter_map(|(id, hint)| Some((hint?, id))),
+    )
+}
+
+/// `(node, shard)` pairs as a [`Placement`], each node's shards sorted and deduplicated.
+pub(crate) fn group_by_node(pairs: impl IntoIterator<Item = ([u8; 32], ShardId)>) -> Placement {
+    let mut out = Placement::new();
+    for (node, id) in pairs {
+        out.entry(node).or_default().push(id);
     }
     for v in out.values_mut() {
         v.sort();

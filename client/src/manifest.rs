@@ -41,6 +41,17 @@ pub struct SegmentDesc {
     pub placement: Vec<u16>,
 }
 
+impl SegmentDesc {
+    /// The node shard `i` was first put on, looked up in `nodes` (the node table of the
+    /// manifest or root record holding this segment); `None` if not recorded or out of range.
+    pub fn hint(&self, i: usize, nodes: &[[u8; 32]]) -> Option<[u8; 32]> {
+        let p = *self.placement.get(i)?;
+        (p != NO_HINT)
+            .then(|| nodes.get(p as usize).copied())
+            .flatten()
+    }
+}
+
 /// What a path in the dataset is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {

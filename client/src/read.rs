@@ -20,9 +20,7 @@ use crate::{
     crypto::{self, CHUNK, CryptoError, FileCipher, Opener, STORED_CHUNK, TAG_LEN},
     erasure::{Coder, ErasureError},
     ids::{ContentHash, DatasetKey},
-    manifest::{
-        Entry, EntryKind, FormatError, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc,
-    },
+    manifest::{Entry, EntryKind, FormatError, IndexedManifest, Manifest, RootRecord, SegmentDesc},
     store::{Answers, FetchError, ShardLoc, ShardStore},
 };
 
@@ -141,11 +139,10 @@ struct SegmentReader<'a> {
 
 impl SegmentReader<'_> {
     fn loc(&self, seg: &SegmentDesc, i: usize) -> ShardLoc {
-        let hint = seg.placement[i];
         ShardLoc {
             id: seg.shards[i],
             len: seg.shard_len as u64,
-            hint: (hint != NO_HINT).then(|| self.nodes[hint as usize]),
+            hint: seg.hint(i, self.nodes),
             index: i as u8,
         }
     }
@@ -381,6 +378,30 @@ impl Dataset {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.index.manifest
+    }
+
+    /// Every segment: the data segments, then the manifest's own, each with the node table its
+    /// placement hints index.
+    pub fn segment_tables(&self) -> impl Iterator<Item = (&SegmentDesc, &[[u8; 32]])> {
+        let m = self.manifest();
+        m.segments.iter().map(|s| (s, &m.nodes[..])).chain(
+            self.root
+                .manifest_segments
+                .iter()
+                .map(|s| (s, &self.root.nodes[..])),
+        )
+    }
+
+    /// Every shard of every segment with the node its manifest says it was first put on.
+    pub fn shard_hints(&self) -> Vec<(crate::ids::ShardId, Option<[u8; 32]>)> {
+        self.segment_tables()
+            .flat_map(|(seg, nodes)| {
+                seg.shards
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, id)| (*id, seg.hint(i, nodes)))
+            })
+            .collect()
     }
 
     fn segments<'a>(&'a self, store: &'a dyn ShardStore) -> SegmentReader<'a> {

@@ -1055,16 +1055,8 @@ fn repair_rebuilds_what_a_lost_node_held() {
     };
     // Shards per node, over the data segments and the manifest's own segments.
     let mut count = vec![0usize; net.nodes.len()];
-    let tables = [
-        (&m.segments, &m.nodes),
-        (&ds.root.manifest_segments, &ds.root.nodes),
-    ];
-    for (segments, nodes) in tables {
-        for seg in segments {
-            for &p in &seg.placement {
-                count[node_of(&nodes[p as usize])] += 1;
-            }
-        }
+    for (_, hint) in ds.shard_hints() {
+        count[node_of(&hint.expect("every shard has a hint"))] += 1;
     }
     let lost = (0..count.len()).max_by_key(|&i| count[i]).expect("nodes");
     let seg = m
@@ -1203,24 +1195,15 @@ fn shards_of_a_segment_go_to_distinct_failure_domains() {
             .expect("a devnet node")
             % 3
     };
-    let m = ds.manifest();
-    let tables = [
-        (&m.segments, &m.nodes),
-        (&ds.root.manifest_segments, &ds.root.nodes),
-    ];
     let mut segments = 0;
-    for (segs, nodes) in tables {
-        for seg in segs {
-            let mut zones: Vec<usize> = seg
-                .placement
-                .iter()
-                .map(|&p| zone_of(&nodes[p as usize]))
-                .collect();
-            zones.sort_unstable();
-            zones.dedup();
-            assert_eq!(zones.len(), seg.shards.len(), "one zone per shard: {seg:?}");
-            segments += 1;
-        }
+    for (seg, nodes) in ds.segment_tables() {
+        let mut zones: Vec<usize> = (0..seg.shards.len())
+            .map(|i| zone_of(&seg.hint(i, nodes).expect("every shard has a hint")))
+            .collect();
+        zones.sort_unstable();
+        zones.dedup();
+        assert_eq!(zones.len(), seg.shards.len(), "one zone per shard: {seg:?}");
+        segments += 1;
     }
     assert!(segments >= 5, "{segments} segments checked");
     drop(store);

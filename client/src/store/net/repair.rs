@@ -18,7 +18,7 @@ use super::{FALLBACK_CANDIDATES, NetStore, ROOT_COPIES};
 use crate::{
     erasure::Coder,
     ids::ShardId,
-    manifest::{NO_HINT, SegmentDesc},
+    manifest::SegmentDesc,
     read::Dataset,
     store::{ShardLoc, StoreError},
 };
@@ -51,36 +51,14 @@ struct Seg<'a> {
 impl Seg<'_> {
     /// The node the manifest says shard `i` was put on.
     fn hint(&self, i: usize) -> Option<[u8; 32]> {
-        let p = *self.desc.placement.get(i)?;
-        (p != NO_HINT)
-            .then(|| self.nodes.get(p as usize).copied())
-            .flatten()
-    }
-
-    /// Each shard with its hinted node.
-    fn hinted(&self) -> Vec<(ShardId, Option<[u8; 32]>)> {
-        self.desc
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (*id, self.hint(i)))
-            .collect()
+        self.desc.hint(i, self.nodes)
     }
 }
 
-/// The dataset's data segments and the manifest's own, each with its node table.
+/// The dataset's segments with their node tables.
 fn segments(ds: &Dataset) -> Vec<Seg<'_>> {
-    ds.manifest()
-        .segments
-        .iter()
-        .map(|desc| Seg {
-            desc,
-            nodes: &ds.manifest().nodes,
-        })
-        .chain(ds.root.manifest_segments.iter().map(|desc| Seg {
-            desc,
-            nodes: &ds.root.nodes,
-        }))
+    ds.segment_tables()
+        .map(|(desc, nodes)| Seg { desc, nodes })
         .collect()
 }
 
@@ -96,7 +74,7 @@ impl NetStore {
             segments: segs.len() as u64,
             ..RepairReport::default()
         };
-        let hinted: Vec<(ShardId, Option<[u8; 32]>)> = segs.iter().flat_map(Seg::hinted).collect();
+        let hinted = ds.shard_hints();
         report.shards = hinted.len() as u64;
         let holder = self.block_on(self.locate(&hinted));
         let root_id = ShardId(ds.capability.id.0);
@@ -149,20 +127,12 @@ impl NetStore {
     /// (which may be down). What `granary verify` challenges and `granary register` hands to an
     /// auditor, so that repaired shards are checked where they live.
     pub fn current_placement(&self, ds: &Dataset) -> crate::audit::Placement {
-        let hinted: Vec<(ShardId, Option<[u8; 32]>)> =
-            segments(ds).iter().flat_map(Seg::hinted).collect();
+        let hinted = ds.shard_hints();
         let holder = self.block_on(self.locate(&hinted));
-        let mut out = crate::audit::Placement::new();
-        for (id, hint) in hinted {
-            if let Some(node) = holder.get(&id).map(|n| *n.id.as_bytes()).or(hint) {
-                out.entry(node).or_default().push(id);
-            }
-        }
-        for v in out.values_mut() {
-            v.sort();
-            v.dedup();
-        }
-        out
+        crate::audit::group_by_node(hinted.into_iter().filter_map(|(id, hint)| {
+            let node = holder.get(&id).map(|n| *n.id.as_bytes()).or(hint)?;
+            Some((node, id))
+        }))
     }
 
     /// Reads any k shards of `seg`, rebuilds all of them, and stores the `missing` ones; how
