@@ -851,26 +851,69 @@ fn storage_challenges_over_sealed_replicas() {
             .filter(|p| p.extension().is_some_and(|e| e == "replica"))
             .collect()
     };
-    // Node 0: one flipped byte in every 16 KiB group of its replicas.
-    for p in replicas(&net.nodes[0]) {
+    // Three nodes are attacked; the root record has three copies, so keep one holder of it out
+    // of the attack, or the dataset cannot even be opened (whichever three nodes hold it).
+    let client = granary_client::config::load(&cfg).expect("client config");
+    let root = granary_client::ids::ShardId(
+        cap.parse::<granary_client::Capability>()
+            .expect("capability")
+            .id
+            .0,
+    );
+    let holds_root = |i: usize| {
+        let one =
+            granary_client::store::net::NetStore::new(vec![client.nodes[i]], client.key.clone())
+                .expect("store");
+        granary_client::store::ShardStore::has_shards(&one, &[root]).expect("has_shards")[0]
+    };
+    let keep = (0..net.nodes.len())
+        .find(|&i| holds_root(i))
+        .expect("a root holder");
+    let order: Vec<usize> = (0..net.nodes.len())
+        .filter(|&i| i != keep)
+        .chain([keep])
+        .collect();
+    let (rotted, emptied, killed) = (order[0], order[1], order[2]);
+    // One: a flipped byte in every 16 KiB group of its replicas.
+    for p in replicas(&net.nodes[rotted]) {
         let mut b = fs::read(&p).expect("read replica");
         for i in (100..b.len()).step_by(16 * 1024) {
             b[i] ^= 0x01;
         }
         fs::write(&p, &b).expect("write replica");
     }
-    // Node 1: replicas deleted (kept only metadata).
-    for p in replicas(&net.nodes[1]) {
+    // Another: replicas deleted (kept only metadata).
+    for p in replicas(&net.nodes[emptied]) {
         fs::remove_file(p).expect("delete replica");
     }
-    // Node 2: killed.
-    net.kill(2);
+    // A third: killed.
+    net.kill(killed);
     let audits = verify_json(&cfg, &cap, &[], 3);
-    assert_eq!(verdict_of(&audits, &net.nodes[0]), "fail", "{audits:?}");
-    assert_eq!(verdict_of(&audits, &net.nodes[1]), "fail", "{audits:?}");
-    assert_eq!(verdict_of(&audits, &net.nodes[2]), "offline", "{audits:?}");
-    assert_eq!(verdict_of(&audits, &net.nodes[3]), "pass", "{audits:?}");
-    assert_eq!(verdict_of(&audits, &net.nodes[4]), "pass", "{audits:?}");
+    assert_eq!(
+        verdict_of(&audits, &net.nodes[rotted]),
+        "fail",
+        "{audits:?}"
+    );
+    assert_eq!(
+        verdict_of(&audits, &net.nodes[emptied]),
+        "fail",
+        "{audits:?}"
+    );
+    assert_eq!(
+        verdict_of(&audits, &net.nodes[killed]),
+        "offline",
+        "{audits:?}"
+    );
+    assert_eq!(
+        verdict_of(&audits, &net.nodes[order[3]]),
+        "pass",
+        "{audits:?}"
+    );
+    assert_eq!(
+        verdict_of(&audits, &net.nodes[order[4]]),
+        "pass",
+        "{audits:?}"
+    );
 }
 
 /// Removing one version of a dataset never drops shards another version still names: every
