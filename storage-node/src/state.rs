@@ -90,6 +90,8 @@ pub(crate) struct State {
     pub(crate) store_permits: Arc<Semaphore>,
     /// Fetch memory budget, in units of [`FETCH_UNIT`] bytes.
     pub(crate) fetch_permits: Arc<Semaphore>,
+    /// Buffers that received upload bytes are gathered in (see [`crate::upload`]).
+    pub(crate) upload_runs: Arc<crate::upload::RunPool>,
     reservations: Mutex<Reservations>,
 }
 
@@ -138,6 +140,8 @@ impl State {
             commit_lock: Arc::new(Mutex::new(())),
             store_permits: Arc::new(Semaphore::new(permits)),
             fetch_permits: Arc::new(Semaphore::new(fetch_units)),
+            // Enough idle buffers for a few uploads' worth of runs in flight (16 MiB).
+            upload_runs: Arc::new(crate::upload::RunPool::new(64)),
             reservations: Mutex::default(),
         }
     }
