@@ -2,26 +2,30 @@
 //!
 //! ```text
 //! <dir>/shards/ab/cd/<64-hex id>        shard bytes
-//! <dir>/shards/ab/cd/<64-hex id>.obao   bao outboard (pre-order, 16 KiB blocks)
+//! <dir>/shards/ab/cd/<64-hex id>.obao   bao outboard of a shard stored by a node before 0.1.x
+//!                                       kept its outboard here; now it is in the index
 //! <dir>/tmp/                            writes in progress (emptied on start)
 //! <dir>/quarantine/                     files found inconsistent with the index
 //! ```
 //!
-//! A write streams into `tmp/` while it is received, is verified and fsynced, renamed into place and the directory fsynced; only then
-//! is the shard indexed (see [`crate::store`]). A crash at any point leaves either a file in
-//! `tmp/` or an unindexed file, which the start-up check removes or quarantines: nothing
-//! half-written is ever served.
+//! A write streams into `tmp/` while it is received, is verified and fsynced, renamed into
+//! place and the directory fsynced; only then is the shard indexed, with its outboard, in one
+//! RocksDB write (see [`crate::store`]). A crash at any point leaves either a file in `tmp/` or
+//! an unindexed file, which the start-up check removes or quarantines: nothing half-written is
+//! ever served.
 
 use std::{
     fs::{self, File},
-    io::{self, Write},
+    io,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use granary_protocol::{ShardId, verified::Outboard};
 
-/// Outboard file suffix.
+use crate::store::Store;
+
+/// Suffix of the outboard files of shards stored before outboards moved into the index.
 pub const OUTBOARD_EXT: &str = "obao";
 
 /// The shard file tree.
@@ -38,7 +42,6 @@ pub struct Blobs {
 pub struct Staged {
     id: ShardId,
     data: PathBuf,
-    outboard: PathBuf,
     committed: bool,
 }
 
@@ -46,15 +49,8 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if !self.committed {
             let _ = fs::remove_file(&self.data);
-            let _ = fs::remove_file(&self.outboard);
         }
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -86,7 +82,7 @@ impl Blobs {
         self.dir_of(id).join(id.to_string())
     }
 
-    /// Path of a shard's outboard.
+    /// Path of the outboard file of a shard stored before outboards moved into the index.
     pub fn outboard_path(&self, id: &ShardId) -> PathBuf {
         self.dir_of(id).join(format!("{id}.{OUTBOARD_EXT}"))
     }
@@ -100,44 +96,33 @@ impl Blobs {
     /// removes it on drop unless committed.
     pub fn begin(&self, id: &ShardId) -> io::Result<(Staged, File)> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let base = format!("{id}.{}.{n}", std::process::id());
         let staged = Staged {
             id: *id,
-            data: self.tmp.join(format!("{base}.data")),
-            outboard: self.tmp.join(format!("{base}.{OUTBOARD_EXT}")),
+            data: self
+                .tmp
+                .join(format!("{id}.{}.{n}.data", std::process::id())),
             committed: false,
         };
         let file = File::create(&staged.data)?;
         Ok((staged, file))
     }
 
-    /// Makes a staged shard durable: fsyncs its data file and writes and fsyncs its outboard.
-    pub fn seal(&self, staged: &Staged, data: File, outboard: &Outboard) -> io::Result<()> {
-        data.sync_data()?;
-        write_synced(&staged.outboard, &outboard.data)
-    }
-
-    /// Writes data and outboard to `tmp/` and fsyncs them.
-    pub fn stage(&self, id: &ShardId, data: &[u8], outboard: &Outboard) -> io::Result<Staged> {
-        let (staged, mut file) = self.begin(id)?;
-        file.write_all(data)?;
-        self.seal(&staged, file, outboard)?;
-        Ok(staged)
-    }
-
-    /// Renames a staged shard into place (outboard first, then data) and fsyncs the directory.
+    /// Renames a staged (fsynced) shard into place and fsyncs the directory.
     pub fn commit(&self, mut staged: Staged) -> io::Result<()> {
         let dir = self.dir_of(&staged.id);
         fs::create_dir_all(&dir)?;
-        fs::rename(&staged.outboard, self.outboard_path(&staged.id))?;
         fs::rename(&staged.data, self.data_path(&staged.id))?;
         staged.committed = true;
         sync_dir(&dir)
     }
 
-    /// Reads a shard's outboard.
-    pub fn read_outboard(&self, id: &ShardId, size: u64) -> io::Result<Outboard> {
-        let data = fs::read(self.outboard_path(id))?;
+    /// A shard's outboard: the one stored with its index entry or, for a shard stored before
+    /// outboards moved into the index, its `.obao` file.
+    pub fn outboard(&self, store: &dyn Store, id: &ShardId, size: u64) -> io::Result<Outboard> {
+        let data = match store.outboard(id).map_err(io::Error::other)? {
+            Some(data) => data,
+            None => fs::read(self.outboard_path(id))?,
+        };
         Ok(Outboard {
             root: id.hash(),
             size,

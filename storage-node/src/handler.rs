@@ -166,7 +166,7 @@ pub(crate) async fn store_shard(
     ok(outcome)
 }
 
-/// Makes a received, verified shard durable (fsync, rename) and indexes it.
+/// Makes a received, verified shard durable (fsync, rename) and indexes it with its outboard.
 fn commit_shard(
     st: &State,
     id: ShardId,
@@ -180,7 +180,7 @@ fn commit_shard(
         staged,
         file,
     } = received;
-    st.blobs.seal(&staged, file, &outboard)?;
+    file.sync_data()?;
     let _g = st
         .commit_lock
         .lock()
@@ -189,7 +189,11 @@ fn commit_shard(
     if !was_indexed {
         st.blobs.commit(staged)?;
     }
-    match st.store.add_reference(&id, size, &owner, tag, &st.quota()) {
+    let quota = st.quota();
+    match st
+        .store
+        .add_shard(&id, size, &owner, tag, &quota, Some(&outboard.data))
+    {
         Ok(AddOutcome::NewShard) => Ok(StoreOutcome::Stored),
         Ok(_) => Ok(StoreOutcome::AlreadyHeld),
         Err(e) => {
@@ -229,7 +233,7 @@ pub(crate) async fn fetch_range(st: &Arc<State>, req: FetchRange) -> Result<Resp
     .map_err(|_| Reject::new(ErrorCode::ShuttingDown, "node is shutting down"))?;
     let state = Arc::clone(st);
     let encoded = blocking(move || {
-        let ob = state.blobs.read_outboard(&id, rec.size)?;
+        let ob = state.blobs.outboard(state.store.as_ref(), &id, rec.size)?;
         let mut out = Vec::with_capacity(bound as usize);
         let res = match state.blobs.open_data(&id) {
             Ok(file) => verified::encode_range(&file, &ob, start..end, &mut out),

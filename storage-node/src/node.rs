@@ -98,7 +98,10 @@ pub fn check(store: &dyn Store, blobs: &Blobs) -> Result<CheckReport, StartError
         report.shards_checked += 1;
         let len = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).ok();
         let data = len(blobs.data_path(id));
-        let ob = len(blobs.outboard_path(id));
+        let ob = match store.outboard(id)? {
+            Some(ob) => Some(ob.len() as u64),
+            None => len(blobs.outboard_path(id)),
+        };
         let want_ob = granary_protocol::verified::outboard_len(rec.size);
         // A sealed shard may have no plain file: reads unseal it from its unit.
         let sealed_only = data.is_none() && store.placement(id)?.is_some();
@@ -245,4 +248,68 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
         scrubber,
         sealer_stop,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use granary_protocol::{SecretKey, ShardId, verified};
+
+    use super::*;
+    use crate::store::{Quota, mem::MemStore};
+
+    const Q: Quota = Quota {
+        capacity: 1 << 30,
+        per_owner: 1 << 30,
+    };
+
+    /// Writes `data` into place as a shard would be, returning its id.
+    fn place(blobs: &Blobs, data: &[u8]) -> ShardId {
+        let id = ShardId::from(blake3::hash(data));
+        let (staged, mut file) = blobs.begin(&id).unwrap();
+        std::io::Write::write_all(&mut file, data).unwrap();
+        blobs.commit(staged).unwrap();
+        id
+    }
+
+    #[test]
+    fn outboards_come_from_the_index_or_from_a_file_written_by_an_older_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path()).unwrap();
+        let store = MemStore::new();
+        let owner = SecretKey::generate().public();
+        let (new, old, lost) = (vec![1u8; 70_000], vec![2u8; 50_000], vec![3u8; 40_000]);
+
+        let new_id = place(&blobs, &new);
+        let ob = verified::outboard(&new[..], new.len() as u64).unwrap();
+        store
+            .add_shard(&new_id, 70_000, &owner, &[0; 32], &Q, Some(&ob.data))
+            .unwrap();
+        // An older node kept the outboard in a `.obao` file next to the shard.
+        let old_id = place(&blobs, &old);
+        let old_ob = verified::outboard(&old[..], old.len() as u64).unwrap();
+        std::fs::write(blobs.outboard_path(&old_id), &old_ob.data).unwrap();
+        store
+            .add_reference(&old_id, 50_000, &owner, &[0; 32], &Q)
+            .unwrap();
+        // Indexed without an outboard anywhere: inconsistent, quarantined.
+        let lost_id = place(&blobs, &lost);
+        store
+            .add_reference(&lost_id, 40_000, &owner, &[0; 32], &Q)
+            .unwrap();
+
+        let report = check(&store, &blobs).unwrap();
+        assert_eq!(report.shards_checked, 3);
+        assert_eq!(report.quarantined.len(), 1, "{:?}", report.quarantined);
+        assert!(report.quarantined[0].starts_with(&lost_id.to_string()));
+        assert_eq!(store.shard(&lost_id).unwrap(), None);
+        assert_eq!(
+            blobs.outboard(&store, &new_id, 70_000).unwrap().data,
+            ob.data
+        );
+        assert_eq!(
+            blobs.outboard(&store, &old_id, 50_000).unwrap().data,
+            old_ob.data
+        );
+        assert!(blobs.outboard(&store, &lost_id, 40_000).is_err());
+    }
 }

@@ -86,7 +86,7 @@ pub fn verify_shard(
         }
         Err(e) => Err(e),
     };
-    let stored = blobs.read_outboard(id, size);
+    let stored = blobs.outboard(store, id, size);
     match (fresh, stored) {
         (Ok(f), Ok(s)) if f.root == id.hash() && f.data == s.data => None,
         (Ok(f), Ok(_)) if f.root != id.hash() => Some("bytes do not hash to the id".to_string()),

@@ -195,4 +195,31 @@ pub(crate) fn run(s: &dyn Store) {
         s.remove_reference(&w, &a, &t2).unwrap(),
         RemoveOutcome::LastReference
     );
+
+    // The outboard travels with the index entry: stored when the shard is first indexed, kept
+    // by further references, forgotten with the last one and on quarantine.
+    let (d, e) = (owner(7), owner(8));
+    let v = ShardId([0x0b; 32]);
+    s.add_shard(&v, 10, &d, &T, &q, Some(b"first")).unwrap();
+    assert_eq!(s.outboard(&v).unwrap().as_deref(), Some(&b"first"[..]));
+    s.add_shard(&v, 10, &e, &T, &q, Some(b"second")).unwrap();
+    assert_eq!(
+        s.outboard(&v).unwrap().as_deref(),
+        Some(&b"first"[..]),
+        "an indexed shard keeps its outboard"
+    );
+    s.remove_reference(&v, &d, &T).unwrap();
+    assert!(s.outboard(&v).unwrap().is_some(), "e still holds it");
+    assert_eq!(
+        s.remove_reference(&v, &e, &T).unwrap(),
+        RemoveOutcome::LastReference
+    );
+    assert_eq!(s.outboard(&v).unwrap(), None);
+    s.add_shard(&v, 10, &d, &T, &q, Some(b"again")).unwrap();
+    s.drop_shard(&v).unwrap();
+    assert_eq!(s.outboard(&v).unwrap(), None);
+    // Indexed by a plain reference: no outboard here.
+    s.add_reference(&v, 10, &d, &T, &q).unwrap();
+    assert_eq!(s.outboard(&v).unwrap(), None);
+    s.drop_shard(&v).unwrap();
 }

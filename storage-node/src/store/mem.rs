@@ -21,6 +21,7 @@ struct Inner {
     usage: Usage,
     units: BTreeMap<UnitKey, Vec<u8>>,
     placed: BTreeMap<ShardId, UnitKey>,
+    outboards: HashMap<ShardId, Vec<u8>>,
 }
 
 /// A [`Store`] kept in memory.
@@ -120,6 +121,7 @@ impl MemStore {
         r.refs = r.refs.saturating_sub(1);
         if r.refs == 0 {
             g.shards.remove(id);
+            g.outboards.remove(id);
             g.usage.used -= r.size;
             g.usage.shards -= 1;
             Ok(RemoveOutcome::LastReference)
@@ -139,18 +141,26 @@ impl Store for MemStore {
         Ok(self.lock()?.refs.contains(&(*id, *owner)))
     }
 
-    fn add_reference(
+    fn add_shard(
         &self,
         id: &ShardId,
         size: u64,
         owner: &NodeId,
         tag: &RefTag,
         quota: &Quota,
+        outboard: Option<&[u8]>,
     ) -> Result<AddOutcome, StoreError> {
         let mut g = self.lock()?;
         let out = Self::add_locked(&mut g, id, size, owner, quota)?;
         g.tags.insert((*id, *owner, *tag));
+        if let (AddOutcome::NewShard, Some(ob)) = (out, outboard) {
+            g.outboards.insert(*id, ob.to_vec());
+        }
         Ok(out)
+    }
+
+    fn outboard(&self, id: &ShardId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.outboards.get(id).cloned())
     }
 
     fn remove_reference(

@@ -9,7 +9,8 @@
 //!
 //! Shard bytes are not here: they live in files managed by [`crate::blobs`]. The index says
 //! which shards the node serves; a shard is served only once it is indexed, and indexed only
-//! after its files were written, fsynced and renamed into place.
+//! after its file was written, fsynced and renamed into place. Each shard's verified-streaming
+//! outboard (1/256 of its size) is stored with its index entry, in the same write.
 
 #[cfg(test)]
 mod conformance;
@@ -157,7 +158,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         owner: &NodeId,
         tag: &RefTag,
         quota: &Quota,
+    ) -> Result<AddOutcome, StoreError> {
+        self.add_shard(id, size, owner, tag, quota, None)
+    }
+    /// [`Store::add_reference`]; when this indexes the shard, its verified-streaming
+    /// `outboard` is stored with it in the same atomic write (an already indexed shard keeps
+    /// the outboard it has).
+    fn add_shard(
+        &self,
+        id: &ShardId,
+        size: u64,
+        owner: &NodeId,
+        tag: &RefTag,
+        quota: &Quota,
+        outboard: Option<&[u8]>,
     ) -> Result<AddOutcome, StoreError>;
+    /// The outboard stored with an indexed shard; `None` if it has none here (shards stored
+    /// before outboards moved into the index keep theirs in a file, see [`crate::blobs`]). It
+    /// is forgotten with the shard's last reference.
+    fn outboard(&self, id: &ShardId) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Removes `owner`'s `tag` reference. The owner's hold on the shard ends with its last tag
     /// (or at once for a hold recorded before tags existed); the shard is un-indexed when no

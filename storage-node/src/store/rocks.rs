@@ -37,8 +37,17 @@ const CF_NONCES: &str = "nonces";
 const CF_UNITS: &str = "units";
 const CF_PLACED: &str = "placed";
 const CF_TAGS: &str = "tags";
-const CFS: [&str; 8] = [
-    CF_SHARDS, CF_REFS, CF_OWNERS, CF_META, CF_NONCES, CF_UNITS, CF_PLACED, CF_TAGS,
+const CF_OUTBOARDS: &str = "outboards";
+const CFS: [&str; 9] = [
+    CF_SHARDS,
+    CF_REFS,
+    CF_OWNERS,
+    CF_META,
+    CF_NONCES,
+    CF_UNITS,
+    CF_PLACED,
+    CF_TAGS,
+    CF_OUTBOARDS,
 ];
 const USAGE_KEY: &[u8] = b"usage";
 const V1: u8 = 1;
@@ -222,6 +231,7 @@ impl RocksStore {
         rec.refs = rec.refs.saturating_sub(1);
         if rec.refs == 0 {
             batch.delete_cf(self.cf(CF_SHARDS)?, id.0);
+            batch.delete_cf(self.cf(CF_OUTBOARDS)?, id.0);
             usage.used = usage.used.saturating_sub(rec.size);
             usage.shards = usage.shards.saturating_sub(1);
         } else {
@@ -252,13 +262,14 @@ impl Store for RocksStore {
         Ok(self.get(CF_REFS, &ref_key(id, owner))?.is_some())
     }
 
-    fn add_reference(
+    fn add_shard(
         &self,
         id: &ShardId,
         size: u64,
         owner: &NodeId,
         tag: &RefTag,
         quota: &Quota,
+        outboard: Option<&[u8]>,
     ) -> Result<AddOutcome, StoreError> {
         let _g = self.lock()?;
         let existing = self.shard(id)?;
@@ -317,6 +328,12 @@ impl Store for RocksStore {
                     USAGE_KEY,
                     encode_pair(usage.used, usage.shards),
                 );
+                if let Some(ob) = outboard {
+                    let mut v = Vec::with_capacity(1 + ob.len());
+                    v.push(V1);
+                    v.extend_from_slice(ob);
+                    batch.put_cf(self.cf(CF_OUTBOARDS)?, id.0, v);
+                }
                 ShardRecord { size, refs: 1 }
             }
         };
@@ -327,6 +344,20 @@ impl Store for RocksStore {
         } else {
             AddOutcome::NewShard
         })
+    }
+
+    fn outboard(&self, id: &ShardId) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(mut v) = self.get(CF_OUTBOARDS, &id.0)? else {
+            return Ok(None);
+        };
+        match v.first() {
+            Some(&V1) => {
+                v.remove(0);
+                Ok(Some(v))
+            }
+            Some(other) => Err(corrupt(CF_OUTBOARDS, format!("unknown version {other}"))),
+            None => Err(corrupt(CF_OUTBOARDS, "empty record")),
+        }
     }
 
     fn remove_reference(
@@ -385,6 +416,7 @@ impl Store for RocksStore {
         if rec.refs != 0 {
             // Record said more references than exist: remove the shard anyway.
             batch.delete_cf(self.cf(CF_SHARDS)?, id.0);
+            batch.delete_cf(self.cf(CF_OUTBOARDS)?, id.0);
             usage.used = usage.used.saturating_sub(rec.size);
             usage.shards = usage.shards.saturating_sub(1);
         }
@@ -585,7 +617,7 @@ mod tests {
                 per_owner: 10_000,
             };
             let o = granary_protocol::SecretKey::from_bytes(&[4; 32]).public();
-            s.add_reference(&ShardId([9; 32]), 77, &o, &[0; 32], &q)
+            s.add_shard(&ShardId([9; 32]), 77, &o, &[0; 32], &q, Some(b"ob"))
                 .unwrap();
         }
         let s = RocksStore::open(dir.path()).unwrap();
@@ -600,6 +632,7 @@ mod tests {
                 shards: 1
             }
         );
+        assert_eq!(s.outboard(&ShardId([9; 32])).unwrap(), Some(b"ob".to_vec()));
         let scratch = tempfile::tempdir().unwrap();
         let sec = RocksStore::open_secondary(dir.path(), scratch.path()).unwrap();
         assert_eq!(sec.shards().unwrap().len(), 1);
