@@ -249,21 +249,26 @@ fn encode_segment(
         Ok(set) => set,
         Err(e) => return (Err(e.into()), Vec::new()),
     };
+    // The parity-extended segment buffer becomes shared bytes that the shards slice without
+    // copying; it goes back to the pool once the store has let go of every slice (a network
+    // store's transport may briefly keep unacknowledged data: then a new buffer is made).
+    let shard_len = set.shard_len;
+    let shared = bytes::Bytes::from(set.buf);
     let result = (|| {
-        let outboards: Vec<verified::Outboard> = set
-            .shards()
+        let outboards: Vec<verified::Outboard> = shared
+            .chunks(shard_len)
             .map(|s| verified::outboard(s, s.len() as u64))
             .collect::<Result<_, _>>()
             .map_err(|source| PackError::Read {
                 path: "<memory>".into(),
                 source,
             })?;
-        let puts: Vec<PutShard<'_>> = set
-            .shards()
-            .zip(&outboards)
-            .map(|(bytes, ob)| PutShard {
+        let puts: Vec<PutShard<'_>> = outboards
+            .iter()
+            .enumerate()
+            .map(|(i, ob)| PutShard {
                 id: ob.root.into(),
-                bytes,
+                bytes: shared.slice(i * shard_len..(i + 1) * shard_len),
                 outboard: ob,
             })
             .collect();
@@ -271,13 +276,14 @@ fn encode_segment(
         Ok(SegmentDone {
             seq: job.seq,
             len,
-            shard_len: set.shard_len as u32,
+            shard_len: shard_len as u32,
             shards: puts.iter().map(|p| p.id).collect(),
             hints,
-            shard_bytes: set.buf.len() as u64,
+            shard_bytes: shared.len() as u64,
         })
     })();
-    (result, set.buf)
+    let buf = shared.try_into_mut().map(Vec::from).unwrap_or_default();
+    (result, buf)
 }
 
 /// Cuts the dataset stream into segments and sends them to the encoders.
@@ -1193,6 +1199,6 @@ fn store_manifest(
     };
     let bytes = root.encode();
     let id = DatasetId(*blake3::hash(&bytes).as_bytes());
-    store.put_root(&id, &bytes)?;
+    store.put_root(&id, &bytes, crate::store::root_copies(coder.params()))?;
     Ok((id, blob.len() as u64))
 }

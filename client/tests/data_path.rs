@@ -337,7 +337,7 @@ fn wrong_key_missing_key_and_future_versions_are_clear_errors() {
     let mut future = root.clone();
     future[4] = ROOT_VERSION + 1;
     let fid = granary_client::ids::DatasetId(*blake3::hash(&future).as_bytes());
-    store.put_root(&fid, &future).unwrap();
+    store.put_root(&fid, &future, 3).unwrap();
     let err = Dataset::open(
         &Capability {
             id: fid,
@@ -352,7 +352,7 @@ fn wrong_key_missing_key_and_future_versions_are_clear_errors() {
     let n = bad.len();
     bad.truncate(n - 7);
     let bid = granary_client::ids::DatasetId(*blake3::hash(&bad).as_bytes());
-    store.put_root(&bid, &bad).unwrap();
+    store.put_root(&bid, &bad, 3).unwrap();
     assert!(matches!(
         Dataset::open(
             &Capability {

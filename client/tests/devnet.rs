@@ -564,6 +564,46 @@ fn get_with_m_nodes_killed() {
     );
 }
 
+/// The devnet nodes (indices in the client config) that hold `cap`'s root record, each asked.
+fn root_holders(cfg: &Path, cap: &str) -> Vec<usize> {
+    let client = granary_client::config::load(cfg).expect("client config");
+    let root = granary_client::ids::ShardId(
+        cap.parse::<granary_client::Capability>()
+            .expect("capability")
+            .id
+            .0,
+    );
+    (0..client.nodes.len())
+        .filter(|&i| {
+            let one = granary_client::store::net::NetStore::new(
+                vec![client.nodes[i]],
+                client.key.clone(),
+            )
+            .expect("store");
+            granary_client::store::ShardStore::has_shards(&one, &[root]).expect("has_shards")[0]
+        })
+        .collect()
+}
+
+/// The root record survives whatever the data survives: with m = 3 it has m + 1 = 4 copies,
+/// and killing three of its holders still leaves the dataset readable.
+#[test]
+fn killing_m_root_record_holders_keeps_the_dataset_readable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    small_dataset(&data);
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+    let cfg = net.config();
+
+    let cap = put(&cfg, &data, &["--k", "2", "--m", "3"]);
+    let holders = root_holders(&cfg, &cap);
+    assert_eq!(holders.len(), 4, "root record copies: {holders:?}");
+    for &i in &holders[..3] {
+        net.kill(i);
+    }
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &data);
+}
+
 /// Every shard data file (not outboards) under a node's `shards/` tree.
 fn shard_files(node_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -853,22 +893,7 @@ fn storage_challenges_over_sealed_replicas() {
     };
     // Three nodes are attacked; the root record has three copies, so keep one holder of it out
     // of the attack, or the dataset cannot even be opened (whichever three nodes hold it).
-    let client = granary_client::config::load(&cfg).expect("client config");
-    let root = granary_client::ids::ShardId(
-        cap.parse::<granary_client::Capability>()
-            .expect("capability")
-            .id
-            .0,
-    );
-    let holds_root = |i: usize| {
-        let one =
-            granary_client::store::net::NetStore::new(vec![client.nodes[i]], client.key.clone())
-                .expect("store");
-        granary_client::store::ShardStore::has_shards(&one, &[root]).expect("has_shards")[0]
-    };
-    let keep = (0..net.nodes.len())
-        .find(|&i| holds_root(i))
-        .expect("a root holder");
+    let keep = root_holders(&cfg, &cap)[0];
     let order: Vec<usize> = (0..net.nodes.len())
         .filter(|&i| i != keep)
         .chain([keep])

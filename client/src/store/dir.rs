@@ -95,12 +95,12 @@ impl ShardStore for DirStore {
                 continue;
             }
             self.write_atomic(&self.outboard_path(&s.id), &s.outboard.data)?;
-            self.write_atomic(&path, s.bytes)?;
+            self.write_atomic(&path, &s.bytes)?;
         }
         Ok(vec![None; shards.len()])
     }
 
-    fn put_root(&self, id: &DatasetId, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_root(&self, id: &DatasetId, bytes: &[u8], _copies: usize) -> Result<(), StoreError> {
         let roots = self.root.join("roots");
         fs::create_dir_all(&roots).map_err(|source| StoreError::Io {
             path: roots.clone(),

@@ -32,8 +32,8 @@ pub struct ShardLoc {
 pub struct PutShard<'a> {
     /// Its id.
     pub id: ShardId,
-    /// Its bytes.
-    pub bytes: &'a [u8],
+    /// Its bytes: a slice of the segment buffer, shared (not copied) with the transport.
+    pub bytes: bytes::Bytes,
     /// Its verified-streaming outboard (root = id).
     pub outboard: &'a Outboard,
 }
@@ -91,14 +91,21 @@ pub enum FetchError {
     },
 }
 
+/// Copies kept of a dataset's root record: one more than the parity count m, so that losing any
+/// m nodes (which the data survives) cannot lose the root record, and never fewer than 3.
+pub fn root_copies(params: crate::erasure::ErasureParams) -> usize {
+    (usize::from(params.parity) + 1).max(3)
+}
+
 /// A place to put and get shards.
 pub trait ShardStore: Send + Sync {
     /// Stores the k + m shards of one segment, spread over distinct nodes where the store spans
     /// nodes. Returns, for each shard, the node it went to (a placement hint).
     fn put_segment(&self, shards: &[PutShard<'_>]) -> Result<Vec<Option<[u8; 32]>>, StoreError>;
 
-    /// Stores a small record (a root record) whole, on several nodes, named by its hash.
-    fn put_root(&self, id: &DatasetId, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Stores a small record (a root record) whole, on `copies` nodes where the store spans
+    /// nodes (see [`root_copies`]), named by its hash.
+    fn put_root(&self, id: &DatasetId, bytes: &[u8], copies: usize) -> Result<(), StoreError>;
 
     /// Fetches a root record, verified against its hash.
     fn get_root(&self, id: &DatasetId) -> Result<Vec<u8>, FetchError>;

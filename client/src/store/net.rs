@@ -214,8 +214,9 @@ fn placement_order(
     out
 }
 
-/// Copies of a root record.
-const ROOT_COPIES: usize = 3;
+/// Root-record holders a read asks at once (the best-ranked first: they are where
+/// `put_root` stores the copies).
+const ROOT_FETCH_WIDTH: usize = 3;
 /// Nodes a read asks for a shard, in rendezvous order, once its hinted node failed (where a
 /// repair may have put it), and candidates a repair stores it on.
 const FALLBACK_CANDIDATES: usize = 6;
@@ -776,7 +777,7 @@ impl ShardStore for NetStore {
                     used.push(first.id);
                     domains.push(Self::domain_of(labels, &first.id));
                 }
-                plans.push((s.id, Bytes::copy_from_slice(s.bytes), cands));
+                plans.push((s.id, s.bytes.clone(), cands));
             }
             let futs = plans
                 .iter()
@@ -789,14 +790,14 @@ impl ShardStore for NetStore {
         })
     }
 
-    fn put_root(&self, id: &DatasetId, bytes: &[u8]) -> Result<(), StoreError> {
+    fn put_root(&self, id: &DatasetId, bytes: &[u8], copies: usize) -> Result<(), StoreError> {
         self.rt.block_on(async {
             let ranked = self.ranked(&id.0, &self.dead_set());
             let bytes = Bytes::copy_from_slice(bytes);
             let mut ok = 0;
             let mut last_err = None;
             for node in &ranked {
-                if ok == ROOT_COPIES {
+                if ok == copies {
                     break;
                 }
                 match self
@@ -840,7 +841,7 @@ impl ShardStore for NetStore {
             // The root record is on the best-ranked nodes: ask them at once, take the first
             // answer, so one dead node does not delay opening a dataset.
             let mut reasons = Vec::new();
-            for group in candidates.chunks(ROOT_COPIES) {
+            for group in candidates.chunks(ROOT_FETCH_WIDTH) {
                 match first_ok(group.iter().map(|n| fetch(*n))).await {
                     Ok(b) => return Ok(b),
                     Err(mut r) => reasons.append(&mut r),

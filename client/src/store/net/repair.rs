@@ -14,7 +14,7 @@ use bytes::Bytes;
 use granary_protocol::NodeAddr;
 use serde::Serialize;
 
-use super::{FALLBACK_CANDIDATES, NetStore, ROOT_COPIES};
+use super::{FALLBACK_CANDIDATES, NetStore};
 use crate::{
     erasure::Coder,
     ids::ShardId,
@@ -78,7 +78,8 @@ impl NetStore {
         report.shards = hinted.len() as u64;
         let holder = self.block_on(self.locate(&hinted));
         let root_id = ShardId(ds.capability.id.0);
-        let root_holders = self.block_on(self.locate_all(root_id, ROOT_COPIES + 2));
+        let copies = crate::store::root_copies(ds.manifest().erasure);
+        let root_holders = self.block_on(self.locate_all(root_id, copies + 2));
         report.root_copies = root_holders.len() as u64;
 
         for (n, s) in segs.iter().enumerate() {
@@ -108,11 +109,11 @@ impl NetStore {
                 Err(e) => report.problems.push(format!("segment {n}: {e}")),
             }
         }
-        if !dry_run && (report.root_copies as usize) < ROOT_COPIES && report.root_copies > 0 {
+        if !dry_run && (report.root_copies as usize) < copies && report.root_copies > 0 {
             use crate::store::ShardStore;
             match self.get_root(&ds.capability.id) {
                 Ok(bytes) => {
-                    if let Err(e) = self.put_root(&ds.capability.id, &bytes) {
+                    if let Err(e) = self.put_root(&ds.capability.id, &bytes, copies) {
                         report.problems.push(format!("root record: {e}"));
                     }
                 }
