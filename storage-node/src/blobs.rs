@@ -1,9 +1,10 @@
 //! Shard bytes on disk.
 //!
 //! ```text
-//! <dir>/shards/ab/cd/<64-hex id>        shard bytes
-//! <dir>/shards/ab/cd/<64-hex id>.obao   bao outboard of a shard stored by a node before 0.1.x
-//!                                       kept its outboard here; now it is in the index
+//! <dir>/shards/ab/<64-hex id>           shard bytes (256 directories, made when the tree is)
+//! <dir>/shards/ab/<64-hex id>.obao      outboard of a shard stored by an older node (newer
+//!                                       ones keep it in the index)
+//! <dir>/shards.layout                   "2": the 256 directories above exist
 //! <dir>/tmp/                            writes in progress (emptied on start)
 //! <dir>/quarantine/                     files found inconsistent with the index
 //! ```
@@ -16,7 +17,7 @@
 
 use std::{
     fs::{self, File},
-    io,
+    io::{self, Write},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -24,6 +25,11 @@ use std::{
 use granary_protocol::{ShardId, verified::Outboard};
 
 use crate::store::Store;
+
+/// File beside `shards/` that says its 256 directories exist (see `Blobs::prepare_fanout`).
+pub const LAYOUT_MARKER: &str = "shards.layout";
+/// What [`LAYOUT_MARKER`] holds once the one-level tree is in place.
+const LAYOUT_V2: &[u8] = b"2\n";
 
 /// Suffix of the outboard files of shards stored before outboards moved into the index.
 pub const OUTBOARD_EXT: &str = "obao";
@@ -69,12 +75,51 @@ impl Blobs {
         for d in [&b.root, &b.tmp, &b.quarantine] {
             fs::create_dir_all(d)?;
         }
+        b.prepare_fanout()?;
         Ok(b)
     }
 
+    /// Makes the 256 shard directories once, durably (a shard renamed into a directory whose
+    /// own entry was never fsynced could vanish with it in a crash), so committing a shard
+    /// needs no `mkdir`. A tree from an older node (`shards/ab/cd/<id>`, directories made on
+    /// demand) has its files moved up a level first. [`LAYOUT_MARKER`] records that this is done.
+    fn prepare_fanout(&self) -> io::Result<()> {
+        let marker = self.root.with_file_name(LAYOUT_MARKER);
+        if fs::read(&marker).is_ok_and(|m| m == LAYOUT_V2) {
+            return Ok(());
+        }
+        for byte in 0..=u8::MAX {
+            let dir = self.root.join(hex::encode([byte]));
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    for sub in fs::read_dir(&dir)? {
+                        let sub = sub?.path();
+                        if !sub.is_dir() {
+                            continue;
+                        }
+                        for f in fs::read_dir(&sub)? {
+                            let f = f?.path();
+                            if let Some(name) = f.file_name() {
+                                fs::rename(&f, dir.join(name))?;
+                            }
+                        }
+                        fs::remove_dir(&sub)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            sync_dir(&dir)?;
+        }
+        sync_dir(&self.root)?;
+        let mut f = File::create(&marker)?;
+        f.write_all(LAYOUT_V2)?;
+        f.sync_all()?;
+        sync_dir(self.root.parent().unwrap_or(&self.root))
+    }
+
     fn dir_of(&self, id: &ShardId) -> PathBuf {
-        let h = hex::encode(&id.0[..2]);
-        self.root.join(&h[..2]).join(&h[2..4])
+        self.root.join(hex::encode(&id.0[..1]))
     }
 
     /// Path of a shard's bytes.
@@ -110,7 +155,6 @@ impl Blobs {
     /// Renames a staged (fsynced) shard into place and fsyncs the directory.
     pub fn commit(&self, mut staged: Staged) -> io::Result<()> {
         let dir = self.dir_of(&staged.id);
-        fs::create_dir_all(&dir)?;
         fs::rename(&staged.data, self.data_path(&staged.id))?;
         staged.committed = true;
         sync_dir(&dir)

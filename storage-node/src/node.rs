@@ -312,4 +312,38 @@ mod tests {
         );
         assert!(blobs.outboard(&store, &lost_id, 40_000).is_err());
     }
+
+    #[test]
+    fn a_tree_from_an_older_node_is_moved_to_one_level_and_still_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new();
+        let owner = SecretKey::generate().public();
+        let data = vec![7u8; 60_000];
+        let id = ShardId::from(blake3::hash(&data));
+        let ob = verified::outboard(&data[..], data.len() as u64).unwrap();
+        // The older layout: shards/ab/cd/<id> and its .obao file, made on demand.
+        let hex = id.to_string();
+        let old = dir.path().join("shards").join(&hex[..2]).join(&hex[2..4]);
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join(&hex), &data).unwrap();
+        std::fs::write(old.join(format!("{hex}.obao")), &ob.data).unwrap();
+        store
+            .add_reference(&id, 60_000, &owner, &[0; 32], &Q)
+            .unwrap();
+
+        let blobs = Blobs::open(dir.path()).unwrap();
+        assert!(!old.exists(), "the second level is gone");
+        assert_eq!(std::fs::read(blobs.data_path(&id)).unwrap(), data);
+        let report = check(&store, &blobs).unwrap();
+        assert!(report.quarantined.is_empty(), "{:?}", report.quarantined);
+        assert_eq!(blobs.outboard(&store, &id, 60_000).unwrap().data, ob.data);
+        let dirs = std::fs::read_dir(dir.path().join("shards"))
+            .unwrap()
+            .count();
+        assert_eq!(dirs, 256);
+        // Opening again finds the marker and moves nothing.
+        drop(blobs);
+        let blobs = Blobs::open(dir.path()).unwrap();
+        assert_eq!(std::fs::read(blobs.data_path(&id)).unwrap(), data);
+    }
 }

@@ -364,15 +364,10 @@ async fn crash_leaves_nothing_half_written_served() {
     std::fs::write(dir.join("tmp").join("leftover.data"), b"partial").unwrap();
     let orphan: ShardId = blake3::hash(b"orphan").into();
     let hex = orphan.to_string();
-    let odir = dir.join("shards").join(&hex[..2]).join(&hex[2..4]);
-    std::fs::create_dir_all(&odir).unwrap();
+    let odir = dir.join("shards").join(&hex[..2]);
     std::fs::write(odir.join(&hex), b"orphan").unwrap();
     let bhex = blake3::hash(&broken).to_hex().to_string();
-    let bpath = dir
-        .join("shards")
-        .join(&bhex[..2])
-        .join(&bhex[2..4])
-        .join(&bhex);
+    let bpath = dir.join("shards").join(&bhex[..2]).join(&bhex);
     std::fs::write(&bpath, &broken[..1000]).unwrap();
 
     node.start();
@@ -418,12 +413,7 @@ async fn corrupt_bytes_on_disk_are_never_served() {
     let id = blake3::hash(&data);
     c.store_shard(&owner, TAG, id, data.clone()).await.unwrap();
     let hex = id.to_hex().to_string();
-    let path = node
-        .path()
-        .join("shards")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(&hex);
+    let path = node.path().join("shards").join(&hex[..2]).join(&hex);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[60_000] ^= 1;
     std::fs::write(&path, bytes).unwrap();
@@ -554,12 +544,7 @@ async fn scrub_finds_rot_nobody_read() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("verified 2 shards, 140000 bytes"));
 
     let hex = blake3::hash(&bad).to_hex().to_string();
-    let path = node
-        .path()
-        .join("shards")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(&hex);
+    let path = node.path().join("shards").join(&hex[..2]).join(&hex);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[69_999] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
@@ -595,12 +580,7 @@ async fn background_scrub_quarantines_rot() {
         .unwrap();
     assert!(node.stop());
     let hex = blake3::hash(&bad).to_hex().to_string();
-    let path = node
-        .path()
-        .join("shards")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(&hex);
+    let path = node.path().join("shards").join(&hex[..2]).join(&hex);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[123] ^= 1;
     std::fs::write(&path, bytes).unwrap();
