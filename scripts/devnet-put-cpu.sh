@@ -4,7 +4,8 @@
 # (start-up included). Caches are dropped first when running as root.
 # Usage: scripts/devnet-put-cpu.sh DIR
 #   PERF=1 also records the nodes with `perf record --call-graph dwarf` into $work/perf.data
-#   (kept); NODE_ENV="VAR=value" sets environment variables for the nodes.
+#   (kept); NODE_ENV="VAR=value" sets environment variables for the nodes; PUT_ARGS="..." adds
+#   flags to the put (e.g. "--shard-size 1M").
 set -euo pipefail
 src=${1:?usage: $0 DIR}
 bin=${CARGO_TARGET_DIR:-$HOME/.cache/granary-target}/debug
@@ -23,9 +24,9 @@ if [ "${PERF:-0}" = 1 ]; then
     >/dev/null 2>&1 &
   perf_pid=$!
 fi
-out=$(python3 - "$bin/granary" "$src" <<'PY'
+out=$(python3 - "$bin/granary" "$src" ${PUT_ARGS:-} <<'PY'
 import json, resource, subprocess, sys
-p = subprocess.run([sys.argv[1], "put", "--json", "-q", sys.argv[2]], stdout=subprocess.PIPE, check=True)
+p = subprocess.run([sys.argv[1], "put", "--json", "-q", *sys.argv[2:]], stdout=subprocess.PIPE, check=True)
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 d = json.loads(p.stdout)
 print(f"put {d['bytes'] / d['seconds'] / 1e6:.0f} MB/s; client CPU {r.ru_utime + r.ru_stime:.2f} s")

@@ -23,7 +23,7 @@ const SHARD: u32 = 4096;
 fn opts(k: u8, m: u8) -> PackOptions {
     PackOptions {
         erasure: ErasureParams { data: k, parity: m },
-        shard_size: SHARD,
+        shard_size: Some(SHARD),
         workers: 2,
         ..PackOptions::default()
     }
@@ -440,7 +440,7 @@ fn one_percent_change_reencodes_under_three_percent() {
     write_tree(&src, &files);
     let store = DirStore::open(t.path().join("store"), false).unwrap();
     let o = PackOptions {
-        shard_size: 64 * 1024,
+        shard_size: Some(64 * 1024),
         ..opts(4, 2)
     };
     let v1 = pack(Source::Path(src.clone()), &store, &o).unwrap();
@@ -510,7 +510,7 @@ fn a_file_changing_during_pack_is_detected() {
     });
     let o = PackOptions {
         progress: Some(progress),
-        shard_size: 1 << 20,
+        shard_size: Some(1 << 20),
         ..opts(2, 1)
     };
     let err = pack(Source::Path(src), &store, &o).unwrap_err();
@@ -693,7 +693,7 @@ fn flipped_bytes_in_large_segments_are_caught_and_rebuilt() {
         );
         let o = PackOptions {
             encrypt,
-            shard_size: 64 * 1024,
+            shard_size: Some(64 * 1024),
             ..opts(3, 2)
         };
         let (cap, store, _) = round_trip(t.path(), &o);

@@ -984,7 +984,11 @@ fn read_is_hedged_around_a_node_that_freezes() {
     big_dataset(&data.join("big"), 12, 1_000_000);
     let net = Devnet::up_with(&tmp.path().join("net"), 6, &["--seal-idle-secs=3600"]);
     let cfg = net.config();
-    let cap = put(&cfg, &data, &["--k", "4", "--m", "2"]);
+    let cap = put(
+        &cfg,
+        &data,
+        &["--k", "4", "--m", "2", "--shard-size", "256K"],
+    );
 
     let client = config::load(&cfg).expect("client config");
     let store = NetStore::new(client.nodes, client.key).expect("store");
@@ -1196,7 +1200,11 @@ fn one_connection_per_node_however_many_requests() {
         &[],
     );
     let cfg = net.config();
-    let cap = put(&cfg, &data, &["--k", "2", "--m", "2"]);
+    let cap = put(
+        &cfg,
+        &data,
+        &["--k", "2", "--m", "2", "--shard-size", "256K"],
+    );
     let handshakes = || -> Vec<usize> {
         net.nodes
             .iter()
@@ -1251,7 +1259,11 @@ fn shards_of_a_segment_go_to_distinct_failure_domains() {
         &["--zones", "3"],
     );
     let cfg = net.config();
-    let cap = put(&cfg, &data, &["--k", "2", "--m", "1"]);
+    let cap = put(
+        &cfg,
+        &data,
+        &["--k", "2", "--m", "1", "--shard-size", "256K"],
+    );
     let client = config::load(&cfg).expect("client config");
     let store = NetStore::new(client.nodes, client.key).expect("store");
     let ds = Dataset::open(&cap.parse().expect("capability"), &store).expect("open");

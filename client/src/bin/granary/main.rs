@@ -112,6 +112,10 @@ enum Cmd {
         /// Parity shards per segment (m): up to m shards of any segment may be lost.
         #[arg(long, default_value_t = 2)]
         m: u8,
+        /// Largest shard, in bytes (`K`/`M` suffixes: 1024-based); default 8 MiB / k rounded up
+        /// to 64 KiB, at least 1 MiB (2 MiB for 4+2, 1 MiB for 10+4). A segment holds k shards.
+        #[arg(long, value_name = "BYTES", value_parser = parse_shard_size)]
+        shard_size: Option<u32>,
         /// Store unencrypted (anyone with the id can read it).
         #[arg(long)]
         public: bool,
@@ -368,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
             store,
             k,
             m,
+            shard_size,
             public,
             update,
             skip_unreadable,
@@ -399,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let mut opts = PackOptions {
                 erasure: ErasureParams { data: k, parity: m },
+                shard_size,
                 encrypt: !public,
                 skip_unreadable,
                 // Uploads wait on the network: more segments in flight than cores.
@@ -871,4 +877,22 @@ pub(crate) fn audit_table(results: &[audit::NodeAudit], opts: &audit::AuditOptio
         opts.deadline.as_millis()
     );
     out
+}
+
+/// `--shard-size`: bytes with an optional `K` or `M` (1024-based) suffix, 4 KiB to 64 MiB.
+fn parse_shard_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1u64 << 20),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 256K, 4M)"))?;
+    let bytes = n.saturating_mul(mult);
+    if !(4 << 10..=64 << 20).contains(&bytes) {
+        return Err(format!("{s:?}: a shard size must be 4K ..= 64M"));
+    }
+    u32::try_from(bytes).map_err(|_| format!("{s:?} is too large"))
 }
