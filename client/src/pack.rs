@@ -57,6 +57,7 @@ pub fn default_shard_size(params: ErasureParams) -> u32 {
         .next_multiple_of(64 << 10)
         .max(MIN_DEFAULT_SHARD_SIZE)
 }
+
 /// Files up to this size are read once, into memory, by the reader thread; larger ones are read
 /// twice in blocks (hash first, then encrypt while re-hashing), so memory stays bounded.
 pub const READ_ONCE_MAX: u64 = 16 << 20;

@@ -2,10 +2,11 @@
 //! arrives, so that when the last byte lands only the fsyncs and the index write remain.
 //!
 //! The async side reads QUIC chunks, gathers them into runs (pooled buffers), and hands the runs
-//! through a bounded channel to one blocking task, which writes each run to the file and feeds it to the outboard
-//! builder, and starts the kernel's write-back of what it wrote every MiB (Linux
-//! `sync_file_range`), so the final fsync has little left to do. The outboard's root is the BLAKE3 hash of the body; the caller compares it with the
-//! shard id before anything is renamed into place.
+//! through a bounded channel to one blocking task. That task writes each run to the file, feeds
+//! it to the outboard builder, and starts the kernel's write-back of what it wrote every MiB
+//! (Linux `sync_file_range`), so the final fsync has little left to do. The outboard's root is
+//! the BLAKE3 hash of the body; the caller compares it with the shard id before anything is
+//! renamed into place.
 
 use std::{
     fs::File,
@@ -58,8 +59,8 @@ impl Run {
 const COALESCE: usize = 256 << 10;
 
 /// Run buffers shared by every upload on the node, so a run costs neither an allocation nor,
-/// once warm, page faults on fresh memory (at 1.5 GB received per GB put, faulting in new
-/// 256 KiB buffers and growing them was a fifth of the node's upload CPU).
+/// once warm, page faults on fresh memory (faulting in a new 256 KiB buffer per run, and
+/// regrowing it, took about a tenth of a node's CPU during a put).
 #[derive(Debug)]
 pub(crate) struct RunPool {
     free: Mutex<Vec<Vec<u8>>>,
