@@ -22,6 +22,7 @@ pub mod frame;
 pub mod identity;
 pub mod message;
 pub mod sealing;
+pub mod size;
 pub mod tls;
 pub mod udp;
 pub mod verified;

@@ -4,8 +4,9 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use granary_node::{Config, config::parse_size, node, status};
+use granary_node::{Config, node, status};
 use granary_protocol::SecretKey;
+use granary_protocol::size::parse_size;
 
 #[derive(Parser, Debug)]
 #[command(name = "granary-node", version, about = "Granary storage node")]

@@ -879,18 +879,10 @@ pub(crate) fn audit_table(results: &[audit::NodeAudit], opts: &audit::AuditOptio
     out
 }
 
-/// `--shard-size`: bytes with an optional `K` or `M` (1024-based) suffix, 4 KiB to 64 MiB.
+/// `--shard-size`: a byte count as `granary_protocol::size::parse_size` reads it (digits and an
+/// optional 1024-based suffix), from 4 KiB to 64 MiB.
 fn parse_shard_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 1u64 << 20),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 256K, 4M)"))?;
-    let bytes = n.saturating_mul(mult);
+    let bytes = granary_protocol::size::parse_size(s)?;
     if !(4 << 10..=64 << 20).contains(&bytes) {
         return Err(format!("{s:?}: a shard size must be 4K ..= 64M"));
     }
