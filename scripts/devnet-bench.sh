@@ -26,17 +26,7 @@ PY
 }
 last_cpu() { tail -n 1 "$work/cpu"; }
 # CPU seconds the devnet's node processes have used so far.
-nodes_cpu() {
-  python3 - "$work/devnet/devnet.toml" <<'PY'
-import os, re, sys
-tick = os.sysconf("SC_CLK_TCK"); total = 0
-for pid in re.findall(r"pid = (\d+)", open(sys.argv[1]).read()):
-    try: f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError: continue
-    total += int(f[11]) + int(f[12])
-print(total / tick)
-PY
-}
+nodes_cpu() { python3 "$(dirname "$0")/devnet-nodes-cpu.py" "$work/devnet/devnet.toml"; }
 "$bin/granary" demo --help >/dev/null
 python3 - "$work/src" "$mb" <<'PY'
 import os, sys, random

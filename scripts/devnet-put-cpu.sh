@@ -33,15 +33,7 @@ print(f"put {d['bytes'] / d['seconds'] / 1e6:.0f} MB/s; client CPU {r.ru_utime +
 PY
 )
 if [ "${PERF:-0}" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
-nodes=$(python3 - "$pids" <<'PY'
-import os, sys
-t = 0
-for pid in sys.argv[1].split(","):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    t += int(f[11]) + int(f[12])
-print(f"{t / os.sysconf('SC_CLK_TCK'):.2f}")
-PY
-)
+nodes=$(python3 "$(dirname "$0")/devnet-nodes-cpu.py" "$work/devnet/devnet.toml")
 echo "$out; nodes CPU $nodes s"
 [ "${PERF:-0}" = 1 ] && echo "perf data: $work/perf.data"
 exit 0
