@@ -297,7 +297,10 @@ fn page_cache_floor(base: &std::path::Path) {
 /// The whole pack pipeline (walk, read, hash, encrypt, RS, outboards, write to tmpfs) and the
 /// healthy reassembly, against raw single-core BLAKE3 of the same bytes.
 fn pipeline_ratios() {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
+    let only_pack = std::env::var("DATA_PATH_ONLY").as_deref() == Ok("pack");
+    let base = if let Ok(dir) = std::env::var("DATA_PATH_DIR") {
+        tempfile::tempdir_in(dir).unwrap()
+    } else if std::path::Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm").unwrap()
     } else {
         tempfile::tempdir().unwrap()
@@ -307,7 +310,11 @@ fn pipeline_ratios() {
         &src,
         SampleSpec {
             files: 400,
-            total_bytes: 256 << 20,
+            total_bytes: std::env::var("DATA_PATH_MB")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(256)
+                << 20,
             seed: 7,
         },
     )
@@ -344,6 +351,9 @@ fn pipeline_ratios() {
         if p == ErasureParams::DEVNET {
             cpu_profile(&format!("pack pipeline {p}"), bytes, 5, &mut pack_once);
         }
+        if only_pack {
+            continue;
+        }
         let store = DirStore::open(&store_root, false).unwrap();
         let cap = last.clone().unwrap();
         let out = base.path().join("out");
@@ -363,6 +373,9 @@ fn pipeline_ratios() {
         if p == ErasureParams::DEVNET {
             cpu_profile(&format!("reassembly {p}"), bytes, 5, &mut unpack_once);
         }
+    }
+    if only_pack {
+        return;
     }
     page_cache_floor(base.path());
     // Stage sum for 4+2: hashing twice-equivalent work is bounded by these stages.
@@ -390,8 +403,9 @@ fn pipeline_ratios() {
 criterion_group!(benches, micro);
 
 fn main() {
-    // `DATA_PATH_ONLY=pipeline` runs just the pipeline ratios (for quick iterations).
-    if std::env::var("DATA_PATH_ONLY").as_deref() != Ok("pipeline") {
+    // `DATA_PATH_ONLY=pipeline` runs just the pipeline ratios, `DATA_PATH_ONLY=pack` just the
+    // pack pipeline (for quick iterations and profiles); `DATA_PATH_DIR` sets where they write.
+    if std::env::var("DATA_PATH_ONLY").is_err() {
         benches();
         primitive_ratios();
     }
