@@ -40,7 +40,11 @@ pub(crate) fn run(s: &dyn Store) {
     ));
     assert_eq!(
         s.shard(&x).unwrap(),
-        Some(ShardRecord { size: 300, refs: 2 })
+        Some(ShardRecord {
+            size: 300,
+            refs: 2,
+            outboard_indexed: false
+        })
     );
     assert_eq!(
         s.usage().unwrap(),
@@ -120,7 +124,11 @@ pub(crate) fn run(s: &dyn Store) {
     s.add_reference(&y, 300, &b, &T, &q).unwrap();
     assert_eq!(
         s.drop_shard(&y).unwrap(),
-        Some(ShardRecord { size: 300, refs: 2 })
+        Some(ShardRecord {
+            size: 300,
+            refs: 2,
+            outboard_indexed: false
+        })
     );
     assert_eq!(s.usage().unwrap(), Usage::default());
     assert_eq!(s.owner_usage(&a).unwrap(), OwnerUsage::default());
@@ -200,14 +208,21 @@ pub(crate) fn run(s: &dyn Store) {
     // by further references, forgotten with the last one and on quarantine.
     let (d, e) = (owner(7), owner(8));
     let v = ShardId([0x0b; 32]);
+    let flagged = |s: &dyn Store| s.shard(&v).unwrap().map(|r| r.outboard_indexed);
     s.add_shard(&v, 10, &d, &T, &q, Some(b"first")).unwrap();
     assert_eq!(s.outboard(&v).unwrap().as_deref(), Some(&b"first"[..]));
+    assert_eq!(
+        flagged(s),
+        Some(true),
+        "the record says its outboard is indexed"
+    );
     s.add_shard(&v, 10, &e, &T, &q, Some(b"second")).unwrap();
     assert_eq!(
         s.outboard(&v).unwrap().as_deref(),
         Some(&b"first"[..]),
         "an indexed shard keeps its outboard"
     );
+    assert_eq!(flagged(s), Some(true), "and its flag");
     s.remove_reference(&v, &d, &T).unwrap();
     assert!(s.outboard(&v).unwrap().is_some(), "e still holds it");
     assert_eq!(
@@ -218,8 +233,11 @@ pub(crate) fn run(s: &dyn Store) {
     s.add_shard(&v, 10, &d, &T, &q, Some(b"again")).unwrap();
     s.drop_shard(&v).unwrap();
     assert_eq!(s.outboard(&v).unwrap(), None);
-    // Indexed by a plain reference: no outboard here.
+    // Indexed by a plain reference: no outboard here, and a later store with one keeps it so.
     s.add_reference(&v, 10, &d, &T, &q).unwrap();
     assert_eq!(s.outboard(&v).unwrap(), None);
+    s.add_shard(&v, 10, &e, &T, &q, Some(b"late")).unwrap();
+    assert_eq!(s.outboard(&v).unwrap(), None);
+    assert_eq!(flagged(s), Some(false));
     s.drop_shard(&v).unwrap();
 }

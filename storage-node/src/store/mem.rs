@@ -22,6 +22,7 @@ struct Inner {
     units: BTreeMap<UnitKey, Vec<u8>>,
     placed: BTreeMap<ShardId, UnitKey>,
     outboards: HashMap<ShardId, Vec<u8>>,
+    outboard_reads: u64,
 }
 
 /// A [`Store`] kept in memory.
@@ -32,6 +33,11 @@ impl MemStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many times [`Store::outboard`] was called: tests check who reads outboards.
+    pub fn outboard_reads(&self) -> u64 {
+        self.lock().map_or(0, |g| g.outboard_reads)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -89,7 +95,14 @@ impl MemStore {
                 AddOutcome::NewReference
             }
             None => {
-                g.shards.insert(*id, ShardRecord { size, refs: 1 });
+                g.shards.insert(
+                    *id,
+                    ShardRecord {
+                        size,
+                        refs: 1,
+                        outboard_indexed: false,
+                    },
+                );
                 g.usage.used += size;
                 g.usage.shards += 1;
                 AddOutcome::NewShard
@@ -155,12 +168,17 @@ impl Store for MemStore {
         g.tags.insert((*id, *owner, *tag));
         if let (AddOutcome::NewShard, Some(ob)) = (out, outboard) {
             g.outboards.insert(*id, ob.to_vec());
+            if let Some(r) = g.shards.get_mut(id) {
+                r.outboard_indexed = true;
+            }
         }
         Ok(out)
     }
 
     fn outboard(&self, id: &ShardId) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock()?.outboards.get(id).cloned())
+        let mut g = self.lock()?;
+        g.outboard_reads += 1;
+        Ok(g.outboards.get(id).cloned())
     }
 
     fn remove_reference(

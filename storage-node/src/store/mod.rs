@@ -26,6 +26,10 @@ pub struct ShardRecord {
     pub size: u64,
     /// Number of owners referencing it.
     pub refs: u32,
+    /// Its outboard was stored in the index in the same write as this record, so it is there
+    /// without being read (the start-up check relies on this). `false` for shards stored before
+    /// outboards moved into the index (theirs is a file) and for references without one.
+    pub outboard_indexed: bool,
 }
 
 /// Node-wide totals.

@@ -86,17 +86,43 @@ fn versioned<'a>(table: &'static str, v: &'a [u8], len: usize) -> Result<&'a [u8
     }
 }
 
+/// Shard records: v1 is `size u64, refs u32`; v2 adds a flags byte (bit 0: the outboard is in
+/// the `outboards` family, written in the same batch). v1 records are read as having no flags.
+const SHARD_V2: u8 = 2;
+const FLAG_OUTBOARD_INDEXED: u8 = 1;
+
 fn decode_shard(v: &[u8]) -> Result<ShardRecord, StoreError> {
-    let r = versioned(CF_SHARDS, v, 12)?;
+    let (r, flags) = match v.split_first() {
+        Some((&SHARD_V2, rest)) if rest.len() == 13 => (&rest[..12], rest[12]),
+        Some((&SHARD_V2, rest)) => {
+            return Err(corrupt(
+                CF_SHARDS,
+                format!("v2 record of {} bytes", rest.len()),
+            ));
+        }
+        _ => (versioned(CF_SHARDS, v, 12)?, 0),
+    };
+    if flags & !FLAG_OUTBOARD_INDEXED != 0 {
+        return Err(corrupt(CF_SHARDS, format!("unknown flags {flags:#04x}")));
+    }
     let size = u64_at(r, 0).ok_or_else(|| corrupt(CF_SHARDS, "size"))?;
     let refs = u32::from_le_bytes([r[8], r[9], r[10], r[11]]);
-    Ok(ShardRecord { size, refs })
+    Ok(ShardRecord {
+        size,
+        refs,
+        outboard_indexed: flags & FLAG_OUTBOARD_INDEXED != 0,
+    })
 }
 
 fn encode_shard(r: &ShardRecord) -> Vec<u8> {
-    let mut v = vec![V1];
+    let mut v = vec![SHARD_V2];
     v.extend_from_slice(&r.size.to_le_bytes());
     v.extend_from_slice(&r.refs.to_le_bytes());
+    v.push(if r.outboard_indexed {
+        FLAG_OUTBOARD_INDEXED
+    } else {
+        0
+    });
     v
 }
 
@@ -334,7 +360,11 @@ impl Store for RocksStore {
                     v.extend_from_slice(ob);
                     batch.put_cf(self.cf(CF_OUTBOARDS)?, id.0, v);
                 }
-                ShardRecord { size, refs: 1 }
+                ShardRecord {
+                    size,
+                    refs: 1,
+                    outboard_indexed: outboard.is_some(),
+                }
             }
         };
         batch.put_cf(self.cf(CF_SHARDS)?, id.0, encode_shard(&rec));
@@ -347,14 +377,15 @@ impl Store for RocksStore {
     }
 
     fn outboard(&self, id: &ShardId) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(mut v) = self.get(CF_OUTBOARDS, &id.0)? else {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_OUTBOARDS)?, id.0)
+            .map_err(backend)?;
+        let Some(v) = v else {
             return Ok(None);
         };
         match v.first() {
-            Some(&V1) => {
-                v.remove(0);
-                Ok(Some(v))
-            }
+            Some(&V1) => Ok(Some(v[1..].to_vec())),
             Some(other) => Err(corrupt(CF_OUTBOARDS, format!("unknown version {other}"))),
             None => Err(corrupt(CF_OUTBOARDS, "empty record")),
         }
@@ -623,7 +654,11 @@ mod tests {
         let s = RocksStore::open(dir.path()).unwrap();
         assert_eq!(
             s.shard(&ShardId([9; 32])).unwrap(),
-            Some(ShardRecord { size: 77, refs: 1 })
+            Some(ShardRecord {
+                size: 77,
+                refs: 1,
+                outboard_indexed: true
+            })
         );
         assert_eq!(
             s.usage().unwrap(),
@@ -637,5 +672,36 @@ mod tests {
         let sec = RocksStore::open_secondary(dir.path(), scratch.path()).unwrap();
         assert_eq!(sec.shards().unwrap().len(), 1);
         assert!(matches!(sec.expire_nonces(0), Err(StoreError::ReadOnly)));
+    }
+
+    #[test]
+    fn shard_records_of_both_versions_decode_and_bad_ones_are_corrupt() {
+        // v1, written by nodes before the flags byte: no outboard in the index.
+        let mut v1 = vec![V1];
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        let r = decode_shard(&v1).unwrap();
+        assert_eq!((r.size, r.refs, r.outboard_indexed), (5, 2, false));
+        for flag in [false, true] {
+            let r = ShardRecord {
+                size: 1 << 40,
+                refs: 3,
+                outboard_indexed: flag,
+            };
+            assert_eq!(decode_shard(&encode_shard(&r)).unwrap(), r);
+        }
+        let mut unknown_flag = encode_shard(&ShardRecord {
+            size: 1,
+            refs: 1,
+            outboard_indexed: true,
+        });
+        *unknown_flag.last_mut().unwrap() |= 0x80;
+        let short = &unknown_flag[..12];
+        for bad in [&unknown_flag[..], short, &[9u8, 0, 0][..], &[][..]] {
+            assert!(
+                matches!(decode_shard(bad), Err(StoreError::Corrupt { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }
