@@ -5,6 +5,7 @@
 #   10,000 files of 4 KiB put and got back (files/s).
 # Usage: scripts/devnet-bench.sh [MB] (default 1024). Prints one line per figure.
 # NODE_ARGS="..." passes flags to each `granary-node init`.
+# ROUNDS=N repeats pack, put and get N times, interleaved, and prints medians.
 # SEALED=1 also waits for the nodes to seal (slow by design) and measures the get again.
 set -euo pipefail
 mb=${1:-1024}
@@ -45,38 +46,77 @@ cp_s=$(python3 -c "print($t1-$t0)")
 # The copy stays until the end: deleting a GB of files right before the put would make the
 # nodes' file creations slower for ~30 s on ext4 without a journal (it skips recently freed
 # inodes), charging the cp baseline's clean-up to the put.
-local_put=$(timed "$bin/granary" put --json -q --store "$work/local" "$work/src")
-pack_cpu=$(last_cpu)
 # NODE_ARGS: extra `granary-node init` flags, e.g. "--seal-idle-secs=3600 --seal-unit=16G" to
 # measure without background sealing competing for the cores.
 init_args=()
 for a in ${NODE_ARGS:-}; do init_args+=("--init-arg=$a"); done
 "$bin/granary" devnet up --no-auditor --nodes 6 --dir "$work/devnet" "${init_args[@]}" >/dev/null 2>&1
 export GRANARY_CONFIG="$work/devnet/client.toml"
-n0=$(nodes_cpu)
-put=$(timed "$bin/granary" put --json -q "$work/src")
-put_cpu=$(last_cpu); n1=$(nodes_cpu)
-cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["capability"])' "$put")
-get=$(timed "$bin/granary" get --json -q "$cap" "$work/out")
-get_cpu=$(last_cpu); n2=$(nodes_cpu)
-python3 - "$bytes" "$cp_s" "$(secs "$local_put")" "$(secs "$put")" "$(secs "$get")" \
-  "$pack_cpu" "$put_cpu" "$get_cpu" "$n0" "$n1" "$n2" <<'PY'
-import os, sys
-b, cp, pack, put, get, pack_c, put_c, get_c, n0, n1, n2 = int(sys.argv[1]), *map(float, sys.argv[2:])
+# Shards the devnet's nodes hold but have not sealed yet.
+pending() {
+  local n=0 d
+  for d in "$work"/devnet/node-*/; do
+    n=$((n + $("$bin/granary-node" status --json --limit 0 --dir "$d" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_shards"])')))
+  done
+  echo "$n"
+}
+# Waits (up to 10 min) until the nodes have sealed everything and used under 0.05 core-s in a
+# second: the previous round's sealing must not be charged to the next round.
+settle() {
+  local a b
+  for _ in $(seq 600); do
+    a=$(nodes_cpu); sleep 1; b=$(nodes_cpu)
+    [ "$(pending)" = 0 ] && python3 -c "import sys; sys.exit(0 if $b - $a < 0.05 else 1)" && return
+  done
+}
+# ROUNDS=N runs pack, put and get N times, interleaved, so that each ratio compares steps a few
+# seconds apart; round r > 1 puts a hard-linked copy of the dataset under another path (so
+# another dataset key: nothing is deduplicated against earlier rounds).
+rounds=${ROUNDS:-1}
+: >"$work/rounds"
+for r in $(seq "$rounds"); do
+  src="$work/src"
+  if [ "$r" -gt 1 ]; then src="$work/src-$r"; cp -al "$work/src" "$src"; settle; fi
+  sync
+  local_put=$(timed "$bin/granary" put --json -q --store "$work/local-$r" "$src")
+  pack_cpu=$(last_cpu)
+  n0=$(nodes_cpu)
+  put=$(timed "$bin/granary" put --json -q "$src")
+  put_cpu=$(last_cpu); n1=$(nodes_cpu)
+  cap=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["capability"])' "$put")
+  get=$(timed "$bin/granary" get --json -q "$cap" "$work/out-$r")
+  get_cpu=$(last_cpu); n2=$(nodes_cpu)
+  echo "$(secs "$local_put") $(secs "$put") $(secs "$get") $pack_cpu $put_cpu $get_cpu $n0 $n1 $n2" >>"$work/rounds"
+done
+python3 - "$bytes" "$cp_s" "$work/rounds" <<'PY'
+import os, statistics, sys
+b, cp = int(sys.argv[1]), float(sys.argv[2])
+rounds = [list(map(float, l.split())) for l in open(sys.argv[3])]
 mbs = lambda s: b / s / 1e6
 gb = b / 1e9
-print(f"dataset {b/1e6:.0f} MB: cp -r + sync {mbs(cp):.0f} MB/s, pack pipeline alone {mbs(pack):.0f} MB/s")
-print(f"put {mbs(put):.0f} MB/s = {cp/put:.2f}x cp, {pack/put:.2f}x pack pipeline")
-print(f"get {mbs(get):.0f} MB/s = {cp/get:.2f}x cp, {pack/get:.2f}x pack pipeline")
-# CPU budget: core-seconds per GB of dataset, and the rate that many core-seconds allow on
-# this machine's cores if nothing else ran.
 cores = os.cpu_count()
-for name, wall, client, nodes in [("pack alone", pack, pack_c, 0.0),
-                                  ("put", put, put_c, n1 - n0), ("get", get, get_c, n2 - n1)]:
-    per_gb = (client + nodes) / gb
-    print(f"cpu {name}: client {client/gb:.2f} + nodes {nodes/gb:.2f} = {per_gb:.2f} core-s/GB; "
-          f"{(client + nodes) / wall:.2f} of {cores} cores busy; "
-          f"all {cores} cores at this cost: {cores / per_gb * 1e3:.0f} MB/s")
+print(f"dataset {b/1e6:.0f} MB: cp -r + sync {mbs(cp):.0f} MB/s")
+for i, (pack, put, get, pack_c, put_c, get_c, n0, n1, n2) in enumerate(rounds, 1):
+    tag = f"round {i}: " if len(rounds) > 1 else ""
+    print(f"{tag}pack pipeline alone {mbs(pack):.0f} MB/s")
+    print(f"{tag}put {mbs(put):.0f} MB/s = {cp/put:.2f}x cp, {pack/put:.2f}x pack pipeline")
+    print(f"{tag}get {mbs(get):.0f} MB/s = {cp/get:.2f}x cp, {pack/get:.2f}x pack pipeline")
+    # CPU budget: core-seconds per GB of dataset, and the rate that many core-seconds allow
+    # on this machine's cores if nothing else ran.
+    for name, wall, client, nodes in [("pack alone", pack, pack_c, 0.0),
+                                      ("put", put, put_c, n1 - n0), ("get", get, get_c, n2 - n1)]:
+        per_gb = (client + nodes) / gb
+        print(f"{tag}cpu {name}: client {client/gb:.2f} + nodes {nodes/gb:.2f} = {per_gb:.2f} core-s/GB; "
+              f"{(client + nodes) / wall:.2f} of {cores} cores busy; "
+              f"all {cores} cores at this cost: {cores / per_gb * 1e3:.0f} MB/s")
+if len(rounds) > 1:
+    med = lambda xs: statistics.median(xs)
+    put_r = [r[0] / r[1] for r in rounds]
+    get_r = [r[0] / r[2] for r in rounds]
+    print(f"median of {len(rounds)} rounds: pack {mbs(med([r[0] for r in rounds])):.0f} MB/s, "
+          f"put {mbs(med([r[1] for r in rounds])):.0f} MB/s, get {mbs(med([r[2] for r in rounds])):.0f} MB/s; "
+          f"put/pack {med(put_r):.2f}x (min {min(put_r):.2f}), get/pack {med(get_r):.2f}x (min {min(get_r):.2f})")
 PY
 if [ "${SEALED:-0}" = 1 ]; then
   # Reads once the nodes have sealed and dropped their plain copies: every range is unsealed.
