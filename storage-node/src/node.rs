@@ -60,6 +60,39 @@ pub fn identity_path(dir: &Path) -> PathBuf {
     dir.join("identity.key")
 }
 
+/// Path of the marker a node writes when it has shut down cleanly (every request finished).
+/// The next start takes it away before serving and, finding it, skips comparing every shard
+/// file with the index: only a crash can leave them out of step. Remove it to force the full
+/// check.
+pub fn clean_shutdown_path(dir: &Path) -> PathBuf {
+    dir.join("clean-shutdown")
+}
+
+/// Takes away the clean-shutdown marker, durably, and says whether it was there.
+fn take_clean_shutdown(dir: &Path) -> Result<bool, StartError> {
+    let path = clean_shutdown_path(dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {
+            // A crash from here on must find no marker at the next start.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_at(dir))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_at(&path)(e)),
+    }
+}
+
+/// Writes the clean-shutdown marker, durably.
+fn mark_clean_shutdown(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(clean_shutdown_path(dir))?;
+    f.write_all(b"shut down cleanly; the next start skips the shard check\n")?;
+    f.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Path of the file recording the bound address of a running node.
 pub fn addr_path(dir: &Path) -> PathBuf {
     dir.join("node.addr")
@@ -84,6 +117,9 @@ pub struct CheckReport {
     pub tmp_removed: usize,
     /// What was quarantined and why.
     pub quarantined: Vec<String>,
+    /// The node had shut down cleanly, so shard files were not compared with the index (only
+    /// `tmp/` was cleared and sealed units checked).
+    pub after_clean_shutdown: bool,
 }
 
 /// Compares the index with the files: indexed shards with missing or wrong-sized files are
@@ -143,9 +179,10 @@ pub fn check(store: &dyn Store, blobs: &Blobs) -> Result<CheckReport, StartError
 pub struct RunningNode {
     id: NodeId,
     addr: SocketAddr,
+    dir: PathBuf,
     report: CheckReport,
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: JoinHandle<bool>,
     janitor: JoinHandle<()>,
     scrubber: JoinHandle<()>,
     sealer_stop: Arc<std::sync::atomic::AtomicBool>,
@@ -168,13 +205,22 @@ impl RunningNode {
     }
 
     /// Stops accepting, lets in-flight requests finish (within the grace period), and closes.
+    /// If every request finished, writes the clean-shutdown marker (see
+    /// [`clean_shutdown_path`]).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         self.sealer_stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.janitor.abort();
         self.scrubber.abort();
-        let _ = self.task.await;
+        if let Ok(true) = self.task.await {
+            match mark_clean_shutdown(&self.dir) {
+                Ok(()) => info!("clean shutdown recorded"),
+                Err(e) => {
+                    warn!(%e, "could not record the clean shutdown; the next start checks every shard")
+                }
+            }
+        }
     }
 
     /// Waits until the node stops (after [`RunningNode::shutdown`] from elsewhere, or a crash).
@@ -193,7 +239,15 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
     let blobs = Arc::new(Blobs::open(dir).map_err(io_at(dir))?);
     let units = sealing::Units::open(dir).map_err(io_at(dir))?;
     let unit_report = sealing::check_units(store.as_ref(), &units, &blobs).map_err(io_at(dir))?;
-    let mut report = check(store.as_ref(), &blobs)?;
+    let mut report = if take_clean_shutdown(dir)? {
+        CheckReport {
+            tmp_removed: blobs.clear_tmp().map_err(io_at(blobs.tmp_dir()))?,
+            after_clean_shutdown: true,
+            ..Default::default()
+        }
+    } else {
+        check(store.as_ref(), &blobs)?
+    };
     report.quarantined.extend(unit_report);
     for q in &report.quarantined {
         warn!(%q, "quarantined");
@@ -202,7 +256,13 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
         checked = report.shards_checked,
         tmp_removed = report.tmp_removed,
         quarantined = report.quarantined.len(),
-        "start-up check done"
+        after_clean_shutdown = report.after_clean_shutdown,
+        "start-up check done{}",
+        if report.after_clean_shutdown {
+            " (clean shutdown before: shard files not compared with the index)"
+        } else {
+            ""
+        }
     );
 
     let st = Arc::new(State::new(key.clone(), config, store, blobs, units));
@@ -248,6 +308,7 @@ pub async fn start(dir: &Path) -> Result<RunningNode, StartError> {
     Ok(RunningNode {
         id,
         addr,
+        dir: dir.to_path_buf(),
         report,
         shutdown: tx,
         task,

@@ -42,8 +42,13 @@ pub(crate) fn server_config(
     Ok(cfg)
 }
 
-/// Accepts connections until `shutdown` turns true, then drains.
-pub(crate) async fn serve(endpoint: Endpoint, st: Arc<State>, shutdown: watch::Receiver<bool>) {
+/// Accepts connections until `shutdown` turns true, then drains. Returns whether every
+/// request finished within the grace period (none was cut short).
+pub(crate) async fn serve(
+    endpoint: Endpoint,
+    st: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+) -> bool {
     let mut conns = JoinSet::new();
     let mut stop = shutdown.clone();
     let max = st.config.limits.max_connections as usize;
@@ -69,10 +74,10 @@ pub(crate) async fn serve(endpoint: Endpoint, st: Arc<State>, shutdown: watch::R
     );
     endpoint.set_server_config(None);
     let grace = Duration::from_millis(st.config.limits.shutdown_grace_ms);
-    if timeout(grace, async { while conns.join_next().await.is_some() {} })
+    let drained = timeout(grace, async { while conns.join_next().await.is_some() {} })
         .await
-        .is_err()
-    {
+        .is_ok();
+    if !drained {
         warn!("grace period over; aborting remaining requests");
         conns.abort_all();
         while conns.join_next().await.is_some() {}
@@ -80,6 +85,7 @@ pub(crate) async fn serve(endpoint: Endpoint, st: Arc<State>, shutdown: watch::R
     endpoint.close(0u32.into(), b"shutdown");
     let _ = timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     info!("stopped");
+    drained
 }
 
 fn peer_of(conn: &Connection) -> Option<NodeId> {

@@ -220,3 +220,51 @@ async fn pool_reuses_and_replaces_connections() {
     pool.close_all();
     assert!(pool.is_empty());
 }
+
+/// A node that shut down cleanly skips comparing every shard file with the index at its next
+/// start; after a crash (no marker) the next start compares them all again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_skips_the_shard_check_and_a_crash_does_not() {
+    let mut node = started(&[], "");
+    let owner = SecretKey::generate();
+    let data = Bytes::from(random_bytes(100_000, 21));
+    let id = blake3::hash(&data);
+    client(&node, &owner)
+        .await
+        .store_shard(&owner, TAG, id, data.clone())
+        .await
+        .unwrap();
+    let marker = node.path().join("clean-shutdown");
+    assert!(!marker.exists());
+    assert!(node.stop(), "graceful shutdown; log: {}", node.log());
+    assert!(
+        marker.exists(),
+        "a clean stop records it; log: {}",
+        node.log()
+    );
+
+    node.start();
+    assert!(!marker.exists(), "taken away before serving");
+    let log = node.log();
+    assert!(
+        log.contains("checked=0") && log.contains("after_clean_shutdown=true"),
+        "{log}"
+    );
+    assert_eq!(
+        client(&node, &owner).await.fetch_shard(id).await.unwrap(),
+        data
+    );
+
+    node.kill9();
+    assert!(!marker.exists(), "a crash leaves no marker");
+    node.start();
+    let log = node.log();
+    assert!(
+        log.contains("checked=1") && log.contains("after_clean_shutdown=false"),
+        "{log}"
+    );
+    assert_eq!(
+        client(&node, &owner).await.fetch_shard(id).await.unwrap(),
+        data
+    );
+}
