@@ -824,6 +824,14 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Output into a pipe whose reader has gone (`granary cat CAP F | head`) ends the process
+    // quietly, as it does for `cat`, instead of failing every write with EPIPE (an error message,
+    // or a panic in `println!`). Rust starts programs with SIGPIPE ignored; restore the default.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
