@@ -36,8 +36,12 @@ use crate::{
 
 /// How long a node that failed is skipped.
 pub const DEAD_FOR: Duration = Duration::from_secs(30);
-/// Bound on connecting to a node.
+/// Bound on connecting to a node (until [`ConnectClock`] knows better).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Never give up on a connect sooner than this.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Connects that must succeed before [`ConnectClock`] shortens the bound.
+const CONNECT_WARMUP: u32 = 2;
 /// Bound on one shard request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one shard read before the node is treated as down and the read routed around it
@@ -98,6 +102,33 @@ impl ReadClock {
         self.samples[c] = self.samples[c].saturating_add(1);
     }
 }
+/// How long connecting to a node may take: [`CONNECT_TIMEOUT`] until [`CONNECT_WARMUP`]
+/// connects have succeeded, then [`SLOW_FACTOR`] times the slowest of them (at least
+/// [`MIN_CONNECT_TIMEOUT`], at most [`CONNECT_TIMEOUT`]). A node that is gone (its UDP port
+/// silent) then costs a quarter of a second, not two, at the start of a read; taking the slowest
+/// success, not the typical one, keeps a far but live node from being taken for dead.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnectClock {
+    successes: u32,
+    slowest: Duration,
+}
+
+impl ConnectClock {
+    fn timeout(&self) -> Duration {
+        if self.successes < CONNECT_WARMUP {
+            return CONNECT_TIMEOUT;
+        }
+        self.slowest
+            .mul_f64(SLOW_FACTOR)
+            .clamp(MIN_CONNECT_TIMEOUT, CONNECT_TIMEOUT)
+    }
+
+    fn record(&mut self, took: Duration) {
+        self.successes = self.successes.saturating_add(1);
+        self.slowest = self.slowest.max(took);
+    }
+}
+
 /// What a hedged read must gather.
 #[derive(Debug, Clone, Copy)]
 enum Goal {
@@ -234,6 +265,7 @@ pub struct NetStore {
     /// The reference tag new shards are stored under until the dataset is committed.
     upload_tag: RefTag,
     read_clock: Mutex<ReadClock>,
+    connect_clock: Mutex<ConnectClock>,
     /// Each node's failure-domain label, asked once (on the first put) for placement.
     labels: std::sync::OnceLock<HashMap<NodeId, String>>,
     /// Hedged reads abandoned in a row per node; at [`STRIKES_TO_SKIP`] the node is skipped.
@@ -284,6 +316,7 @@ impl NetStore {
             owner,
             upload_tag: [0; 32],
             read_clock: Mutex::new(ReadClock::default()),
+            connect_clock: Mutex::new(ConnectClock::default()),
             labels: std::sync::OnceLock::new(),
             strikes: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
@@ -372,13 +405,35 @@ impl NetStore {
     }
 
     async fn client(&self, node: &NodeAddr) -> Result<NodeClient, String> {
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get(node.addr, node.id)).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => {
+        let clock = || *self.connect_clock.lock().unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let connect = self.pool.get(node.addr, node.id);
+        tokio::pin!(connect);
+        // The bound is looked at again while waiting: connects to other nodes finishing
+        // meanwhile may shorten it.
+        let result = loop {
+            let left = clock().timeout().saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break None;
+            }
+            match tokio::time::timeout(left.min(Duration::from_millis(50)), &mut connect).await {
+                Ok(r) => break Some(r),
+                Err(_) => continue,
+            }
+        };
+        match result {
+            Some(Ok(c)) => {
+                self.connect_clock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(started.elapsed());
+                Ok(c)
+            }
+            Some(Err(e)) => {
                 self.mark_dead(node.id);
                 Err(format!("{}: {e}", node.id.fmt_short()))
             }
-            Err(_) => {
+            None => {
                 self.mark_dead(node.id);
                 Err(format!("{}: connect timed out", node.id.fmt_short()))
             }
@@ -1107,6 +1162,23 @@ mod tests {
         top_up(&mut plan, &mut next, &mut running, &out);
         answer(&mut running, &mut out, 0, false);
         assert_eq!(top_up(&mut plan, &mut next, &mut running, &out), 4);
+    }
+
+    #[test]
+    fn connect_clock_bounds_by_the_slowest_success() {
+        let mut c = ConnectClock::default();
+        assert_eq!(c.timeout(), CONNECT_TIMEOUT, "no guess before warm-up");
+        c.record(Duration::from_millis(3));
+        assert_eq!(c.timeout(), CONNECT_TIMEOUT, "one success is not enough");
+        c.record(Duration::from_millis(5));
+        assert_eq!(c.timeout(), MIN_CONNECT_TIMEOUT, "10 x 5 ms, floored");
+        // Pooled connections come back at once: they never shorten the bound.
+        c.record(Duration::ZERO);
+        c.record(Duration::from_millis(60));
+        assert_eq!(c.timeout(), Duration::from_millis(600));
+        // One far node (a 400 ms handshake) keeps the full bound for everyone.
+        c.record(Duration::from_millis(400));
+        assert_eq!(c.timeout(), CONNECT_TIMEOUT);
     }
 
     #[test]
