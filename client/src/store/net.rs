@@ -87,8 +87,7 @@ impl ReadClock {
         if self.samples[c] < WARMUP_READS {
             return READ_TIMEOUT / 4;
         }
-        Duration::from_secs_f64(self.typical[c] * 3.0)
-            .clamp(Duration::from_millis(100), READ_TIMEOUT / 2)
+        Duration::from_secs_f64(self.typical[c] * 3.0).clamp(MIN_HEDGE, READ_TIMEOUT / 2)
     }
 
     fn record(&mut self, len: u64, took: Duration) {
@@ -102,6 +101,31 @@ impl ReadClock {
         self.samples[c] = self.samples[c].saturating_add(1);
     }
 }
+/// Never hedge a read sooner than this.
+const MIN_HEDGE: Duration = Duration::from_millis(100);
+/// How often a wait bounded by a learning clock looks at the bound again.
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// Awaits `fut` until `bound()` has passed since `started`, or `None` if it did first. The bound
+/// is looked at again every [`RECHECK`], so a clock that learns meanwhile (other nodes
+/// answering) shortens a wait already running.
+async fn within<F: Future>(
+    started: Instant,
+    bound: impl Fn() -> Duration,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        let left = bound().saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        if let Ok(r) = tokio::time::timeout(left.min(RECHECK), &mut fut).await {
+            return Some(r);
+        }
+    }
+}
+
 /// How long connecting to a node may take: [`CONNECT_TIMEOUT`] until [`CONNECT_WARMUP`]
 /// connects have succeeded, then [`SLOW_FACTOR`] times the slowest of them (at least
 /// [`MIN_CONNECT_TIMEOUT`], at most [`CONNECT_TIMEOUT`]). A node that is gone (its UDP port
@@ -405,23 +429,14 @@ impl NetStore {
     }
 
     async fn client(&self, node: &NodeAddr) -> Result<NodeClient, String> {
-        let clock = || *self.connect_clock.lock().unwrap_or_else(|e| e.into_inner());
-        let started = Instant::now();
-        let connect = self.pool.get(node.addr, node.id);
-        tokio::pin!(connect);
-        // The bound is looked at again while waiting: connects to other nodes finishing
-        // meanwhile may shorten it.
-        let result = loop {
-            let left = clock().timeout().saturating_sub(started.elapsed());
-            if left.is_zero() {
-                break None;
-            }
-            match tokio::time::timeout(left.min(Duration::from_millis(50)), &mut connect).await {
-                Ok(r) => break Some(r),
-                Err(_) => continue,
-            }
+        let bound = || {
+            self.connect_clock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .timeout()
         };
-        match result {
+        let started = Instant::now();
+        match within(started, bound, self.pool.get(node.addr, node.id)).await {
             Some(Ok(c)) => {
                 self.connect_clock
                     .lock()
@@ -546,17 +561,14 @@ impl NetStore {
         // costs one timeout, not a stalled read: the reader rebuilds from parity.
         let len = range.end.min(shard.len).saturating_sub(range.start);
         let clock = || self.read_clock.lock().unwrap_or_else(|e| e.into_inner());
-        let limit = clock().timeout(len);
         let started = Instant::now();
-        let fetched = match tokio::time::timeout(
-            limit,
+        let fetched = within(
+            started,
+            || clock().timeout(len),
             client.fetch_range(shard.id.as_hash(), range.clone()),
         )
         .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(RequestError::Timeout),
-        };
+        .unwrap_or(Err(RequestError::Timeout));
         if fetched.is_ok() {
             clock().record(len, started.elapsed());
             self.strikes
@@ -602,12 +614,22 @@ impl NetStore {
         let len = reqs
             .first()
             .map_or(0, |(l, r)| r.end.min(l.len) - r.start.min(l.len));
-        let hedge_after = self
-            .read_clock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .hedge_after(len);
-        let mut hedge = Box::pin(tokio::time::sleep(hedge_after));
+        // The hedge delay is looked at again every [`RECHECK`]: reads finishing meanwhile teach
+        // the clock, and the first answer of this read bounds it at 3x its time (at least
+        // [`MIN_HEDGE`]), so the first reads of a job do not wait out the warm-up delay for a
+        // node that is gone while its siblings have long answered.
+        let wave = Instant::now();
+        let mut first_answer: Option<Duration> = None;
+        let hedge_after = |first_answer: Option<Duration>| {
+            let learnt = self
+                .read_clock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hedge_after(len);
+            first_answer.map_or(learnt, |t| learnt.min((t * 3).max(MIN_HEDGE)))
+        };
+        let mut since = wave;
+        let mut hedge = Box::pin(tokio::time::sleep(hedge_after(None).min(RECHECK)));
         let mut plan = Plan::new(goal);
         loop {
             while next < reqs.len() && plan.wants_more(next, &running_set(&running), &out) {
@@ -632,11 +654,20 @@ impl NetStore {
             match event {
                 Some((k, i, r)) => {
                     drop(running.swap_remove(k));
+                    if r.is_ok() && first_answer.is_none() {
+                        first_answer = Some(wave.elapsed());
+                    }
                     out[i] = Some(r);
                 }
                 None => {
-                    plan.hedge();
-                    hedge = Box::pin(tokio::time::sleep(hedge_after));
+                    if since.elapsed() >= hedge_after(first_answer) {
+                        plan.hedge();
+                        since = Instant::now();
+                    }
+                    let left = hedge_after(first_answer).saturating_sub(since.elapsed());
+                    hedge = Box::pin(tokio::time::sleep(
+                        left.clamp(Duration::from_millis(1), RECHECK),
+                    ));
                 }
             }
         }
