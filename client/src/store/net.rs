@@ -103,6 +103,12 @@ impl ReadClock {
 }
 /// Never hedge a read sooner than this.
 const MIN_HEDGE: Duration = Duration::from_millis(100);
+/// The hedge delay of a read: what the read clock learnt, bounded by 3x the time its first
+/// answer took (at least [`MIN_HEDGE`]) once it has one.
+fn hedge_bound(learnt: Duration, first_answer: Option<Duration>) -> Duration {
+    first_answer.map_or(learnt, |t| learnt.min((t * 3).max(MIN_HEDGE)))
+}
+
 /// How often a wait bounded by a learning clock looks at the bound again.
 const RECHECK: Duration = Duration::from_millis(50);
 
@@ -626,7 +632,7 @@ impl NetStore {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .hedge_after(len);
-            first_answer.map_or(learnt, |t| learnt.min((t * 3).max(MIN_HEDGE)))
+            hedge_bound(learnt, first_answer)
         };
         let mut since = wave;
         let mut hedge = Box::pin(tokio::time::sleep(hedge_after(None).min(RECHECK)));
@@ -1193,6 +1199,22 @@ mod tests {
         top_up(&mut plan, &mut next, &mut running, &out);
         answer(&mut running, &mut out, 0, false);
         assert_eq!(top_up(&mut plan, &mut next, &mut running, &out), 4);
+    }
+
+    #[test]
+    fn a_first_answer_shortens_the_hedge_delay_never_below_the_floor() {
+        let warmup = ReadClock::default().hedge_after(4 << 20);
+        assert_eq!(hedge_bound(warmup, None), warmup, "nothing answered yet");
+        assert_eq!(
+            hedge_bound(warmup, Some(Duration::from_millis(60))),
+            Duration::from_millis(180)
+        );
+        assert_eq!(
+            hedge_bound(warmup, Some(Duration::from_millis(5))),
+            MIN_HEDGE
+        );
+        // A slow first answer never lengthens what the clock learnt.
+        assert_eq!(hedge_bound(warmup, Some(Duration::from_secs(1))), warmup);
     }
 
     #[test]
