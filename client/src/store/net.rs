@@ -101,6 +101,7 @@ impl ReadClock {
         self.samples[c] = self.samples[c].saturating_add(1);
     }
 }
+
 /// Never hedge a read sooner than this.
 const MIN_HEDGE: Duration = Duration::from_millis(100);
 /// The hedge delay of a read: what the read clock learnt, bounded by 3x the time its first
