@@ -29,6 +29,28 @@ fn put(dir: &std::path::Path, data: &[u8]) -> (std::path::PathBuf, String) {
     (store, v["capability"].as_str().unwrap().to_string())
 }
 
+/// Starts `granary ARGS… PATHS…` with its stdout and stderr piped.
+fn spawn(args: &[&str], paths: &[&std::path::Path], rest: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_granary"))
+        .args(args)
+        .args(paths)
+        .args(rest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The process was ended by SIGPIPE and said nothing on stderr.
+fn assert_quiet_sigpipe(out: &std::process::Output) {
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_reader_that_stops_early_ends_the_cli_quietly() {
     let t = tempfile::tempdir().unwrap();
@@ -36,44 +58,18 @@ fn a_reader_that_stops_early_ends_the_cli_quietly() {
     let (store, cap) = put(t.path(), &data);
 
     // `granary cat` read for 10 bytes, then the pipe is closed.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_granary"))
-        .args(["cat", "--store"])
-        .arg(&store)
-        .args([&cap, "a.bin"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["cat", "--store"], &[&store], &[&cap, "a.bin"]);
     let mut head = [0u8; 10];
     child.stdout.take().unwrap().read_exact(&mut head).unwrap();
     assert_eq!(head, data[..10]);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_quiet_sigpipe(&child.wait_with_output().unwrap());
 
     // `granary put --json` whose reader is gone before it prints: the put itself completes.
     let src = t.path().join("src");
     let store2 = t.path().join("store2");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_granary"))
-        .args(["put", "--json", "-q", "--store"])
-        .arg(&store2)
-        .arg(&src)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&["put", "--json", "-q", "--store"], &[&store2, &src], &[]);
     drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_quiet_sigpipe(&child.wait_with_output().unwrap());
     // Its capability went into the closed pipe, but the shards are all there: as many files,
     // as many bytes, as the first put of the same file wrote.
     let tree = |root: &std::path::Path| {

@@ -59,8 +59,17 @@ impl Drop for Staged {
     }
 }
 
-fn sync_dir(path: &Path) -> io::Result<()> {
+/// Fsyncs a directory, so entries made or removed in it survive a crash.
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
+}
+
+/// Writes a small file whole and fsyncs it and the directory holding it.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 impl Blobs {
@@ -112,10 +121,7 @@ impl Blobs {
             sync_dir(&dir)?;
         }
         sync_dir(&self.root)?;
-        let mut f = File::create(&marker)?;
-        f.write_all(LAYOUT_V2)?;
-        f.sync_all()?;
-        sync_dir(self.root.parent().unwrap_or(&self.root))
+        write_durably(&marker, LAYOUT_V2)
     }
 
     fn dir_of(&self, id: &ShardId) -> PathBuf {

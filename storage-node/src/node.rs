@@ -74,9 +74,7 @@ fn take_clean_shutdown(dir: &Path) -> Result<bool, StartError> {
     match std::fs::remove_file(&path) {
         Ok(()) => {
             // A crash from here on must find no marker at the next start.
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_at(dir))?;
+            crate::blobs::sync_dir(dir).map_err(io_at(dir))?;
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -86,11 +84,10 @@ fn take_clean_shutdown(dir: &Path) -> Result<bool, StartError> {
 
 /// Writes the clean-shutdown marker, durably.
 fn mark_clean_shutdown(dir: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(clean_shutdown_path(dir))?;
-    f.write_all(b"shut down cleanly; the next start skips the shard check\n")?;
-    f.sync_all()?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::blobs::write_durably(
+        &clean_shutdown_path(dir),
+        b"shut down cleanly; the next start skips the shard check\n",
+    )
 }
 
 /// Path of the file recording the bound address of a running node.

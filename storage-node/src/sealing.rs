@@ -139,7 +139,7 @@ impl Units {
             }
             fs::rename(&tmp_t, self.tree_path(key))?;
             fs::rename(&tmp_r, self.replica_path(key))?;
-            File::open(&self.dir)?.sync_all()
+            crate::blobs::sync_dir(&self.dir)
         })();
         if res.is_err() {
             let _ = fs::remove_file(&tmp_r);
