@@ -276,12 +276,8 @@ fn encode_segment(
     let result = (|| {
         let outboards: Vec<verified::Outboard> = shared
             .chunks(shard_len)
-            .map(|s| verified::outboard(s, s.len() as u64))
-            .collect::<Result<_, _>>()
-            .map_err(|source| PackError::Read {
-                path: "<memory>".into(),
-                source,
-            })?;
+            .map(verified::outboard_of)
+            .collect();
         let puts: Vec<PutShard<'_>> = outboards
             .iter()
             .enumerate()
@@ -895,10 +891,10 @@ fn produce(
                 (fp.out.read_bytes, fp.out.progress.clone(), fp.out.abort);
             let skip = opts.skip_unreadable;
             let done = std::thread::scope(|s| {
-                s.spawn(move || {
+                spawn_named(s, "pack-read", move || {
                     read_files(&to_read, skip, &batch_tx, &recycle_rx, abort, &|n| {
                         note_read(read_bytes, &progress, n)
-                    })
+                    });
                 });
                 let mut incoming = Incoming {
                     rx: batch_rx,
@@ -954,6 +950,18 @@ fn produce(
         dedup_files,
         new_bytes: out.stream_pos - start_pos,
     }))
+}
+
+/// Spawns a scoped thread with a name (shown by `top -H`, `perf` and panics).
+pub(crate) fn spawn_named<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(s, f)
+        .expect("spawning a thread")
 }
 
 fn now_ns() -> i64 {
@@ -1018,7 +1026,7 @@ fn collect_segments(
             let jobs = jobs.clone();
             let done_tx = done_tx.clone();
             let recycle = recycle.clone();
-            s.spawn(move || {
+            spawn_named(s, "pack-encode", move || {
                 for job in jobs {
                     if abort.load(Ordering::Relaxed) {
                         // Still hand the buffer back: the producer may be waiting for one.
@@ -1122,7 +1130,7 @@ pub fn pack(
         };
         let key_ref = key.as_ref();
         let abort_ref = &abort;
-        let handle = s.spawn(move || {
+        let handle = spawn_named(s, "pack-seal", move || {
             let r = produce(source, opts, key_ref, producer);
             if r.is_err() {
                 abort_ref.store(true, Ordering::Relaxed);

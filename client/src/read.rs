@@ -1132,7 +1132,7 @@ impl Dataset {
             for _ in 0..threads {
                 let (tx, pool_rx, reader, taken, stop, outs) =
                     (tx.clone(), pool_rx.clone(), &reader, &taken, &stop, &outs);
-                scope.spawn(move || {
+                crate::pack::spawn_named(scope, "get-segments", move || {
                     let mut scratch = Vec::new();
                     while let Ok(mut buf) = pool_rx.recv() {
                         let pos = taken.fetch_add(1, Ordering::Relaxed);

@@ -15,8 +15,9 @@ use bao_tree::{
         DecodeError, EncodeError as BaoEncodeError,
         outboard::PreOrderOutboard,
         round_up_to_chunks,
-        sync::{CreateOutboard, DecodeResponseIter, encode_ranges_validated},
+        sync::{DecodeResponseIter, OutboardMut, encode_ranges_validated},
     },
+    iter::{BaoChunk, PostOrderChunkIter},
 };
 pub use positioned_io::ReadAt;
 
@@ -45,13 +46,191 @@ impl Outboard {
 }
 
 /// Computes the outboard of `size` bytes read from `data`; its root equals `blake3::hash(data)`.
-pub fn outboard(data: impl io::Read, size: u64) -> io::Result<Outboard> {
-    let ob = PreOrderOutboard::<Vec<u8>>::create_sized(data, size, BLOCK_SIZE)?;
-    Ok(Outboard {
-        root: ob.root,
-        size,
-        data: ob.data,
-    })
+pub fn outboard(mut data: impl io::Read, size: u64) -> io::Result<Outboard> {
+    let mut builder = OutboardBuilder::new(size);
+    let mut buf = vec![0u8; (256 << 10).min(size as usize).max(1)];
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        builder.push(&buf[..n])?;
+        if builder.received() == size {
+            break;
+        }
+    }
+    builder.finish()
+}
+
+/// The outboard of bytes already in memory, hashed in place (no copy).
+pub fn outboard_of(data: &[u8]) -> Outboard {
+    let mut builder = OutboardBuilder::new(data.len() as u64);
+    builder
+        .push(data)
+        .and_then(|()| builder.finish())
+        .expect("exactly `size` bytes were pushed")
+}
+
+/// Builds the outboard of a `size`-byte shard from its bytes as they arrive, in pieces of any
+/// length. Whole blocks are hashed straight from the caller's slices; only a block split
+/// between two pieces is copied. Same tree and layout as `bao-tree`'s own outboards (the tests
+/// hold the two equal).
+pub struct OutboardBuilder {
+    outboard: PreOrderOutboard<Vec<u8>>,
+    chunks: PostOrderChunkIter,
+    /// Hashes of finished subtrees waiting for their parent.
+    stack: Vec<blake3::Hash>,
+    /// The next block to hash, once its bytes are here.
+    next: Option<Leaf>,
+    /// The first bytes of `next` when they arrived split over pieces.
+    partial: Vec<u8>,
+    received: u64,
+}
+
+impl std::fmt::Debug for OutboardBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboardBuilder")
+            .field("size", &self.outboard.tree.size())
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Leaf {
+    start_chunk: u64,
+    size: usize,
+    is_root: bool,
+}
+
+impl OutboardBuilder {
+    /// A builder for a shard of `size` bytes.
+    pub fn new(size: u64) -> Self {
+        let tree = BaoTree::new(size, BLOCK_SIZE);
+        let mut b = Self {
+            outboard: PreOrderOutboard {
+                root: blake3::Hash::from_bytes([0; 32]),
+                tree,
+                data: vec![0; tree.outboard_size() as usize],
+            },
+            chunks: tree.post_order_chunks_iter(),
+            stack: Vec::new(),
+            next: None,
+            partial: Vec::new(),
+            received: 0,
+        };
+        b.advance();
+        b
+    }
+
+    /// Bytes pushed so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Adds the next `data` bytes of the shard. More bytes than the size given to
+    /// [`OutboardBuilder::new`] is an error.
+    pub fn push(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let size = self.outboard.tree.size();
+        if self.received + data.len() as u64 > size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than the {size} bytes announced"),
+            ));
+        }
+        self.received += data.len() as u64;
+        while let (false, Some(leaf)) = (data.is_empty(), self.next) {
+            if self.partial.is_empty() && data.len() >= leaf.size {
+                let (block, rest) = data.split_at(leaf.size);
+                self.hash_leaf(leaf, block);
+                data = rest;
+            } else {
+                let take = (leaf.size - self.partial.len()).min(data.len());
+                self.partial.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.partial.len() == leaf.size {
+                    let block = std::mem::take(&mut self.partial);
+                    self.hash_leaf(leaf, &block);
+                    self.partial = block;
+                    self.partial.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The finished outboard; an error unless exactly `size` bytes were pushed.
+    pub fn finish(mut self) -> io::Result<Outboard> {
+        let size = self.outboard.tree.size();
+        if self.received != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} of {size} bytes", self.received),
+            ));
+        }
+        if let Some(leaf) = self.next {
+            // Only the single empty block of an empty shard is still open here.
+            debug_assert_eq!(leaf.size, 0);
+            self.hash_leaf(leaf, &[]);
+        }
+        let root = self.stack.pop().expect("the tree has a root");
+        Ok(Outboard {
+            root,
+            size,
+            data: self.outboard.data,
+        })
+    }
+
+    fn hash_leaf(&mut self, leaf: Leaf, block: &[u8]) {
+        use blake3::hazmat::HasherExt;
+        let hash = if leaf.is_root {
+            blake3::hash(block)
+        } else {
+            let mut h = blake3::Hasher::new();
+            h.set_input_offset(leaf.start_chunk * 1024);
+            h.update(block);
+            blake3::Hash::from(h.finalize_non_root())
+        };
+        self.stack.push(hash);
+        self.advance();
+    }
+
+    /// Combines finished subtrees up to the next block (or to the root).
+    fn advance(&mut self) {
+        use blake3::hazmat::{Mode, merge_subtrees_non_root, merge_subtrees_root};
+        self.next = None;
+        for item in self.chunks.by_ref() {
+            match item {
+                BaoChunk::Parent { node, is_root, .. } => {
+                    let right = self.stack.pop().expect("post order: right child first");
+                    let left = self.stack.pop().expect("post order: left child first");
+                    // Writing into a Vec of the outboard's size cannot fail.
+                    let _ = self.outboard.save(node, &(left, right));
+                    let (l, r) = (left.as_bytes(), right.as_bytes());
+                    self.stack.push(if is_root {
+                        merge_subtrees_root(l, r, Mode::Hash)
+                    } else {
+                        blake3::Hash::from(merge_subtrees_non_root(l, r, Mode::Hash))
+                    });
+                }
+                BaoChunk::Leaf {
+                    start_chunk,
+                    size,
+                    is_root,
+                    ..
+                } => {
+                    self.next = Some(Leaf {
+                        start_chunk: start_chunk.0,
+                        size,
+                        is_root,
+                    });
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Length in bytes of the outboard of a `size`-byte shard.
@@ -276,6 +455,51 @@ mod tests {
         assert!(encode_range(&d[..], &ob, 65_000..75_000, &mut enc).is_err());
     }
 
+    /// `bao-tree`'s own outboard of `d`: the reference the builder is held to.
+    fn reference(d: &[u8]) -> Outboard {
+        use bao_tree::io::sync::CreateOutboard;
+        let ob = PreOrderOutboard::<Vec<u8>>::create_sized(d, d.len() as u64, BLOCK_SIZE).unwrap();
+        Outboard {
+            root: ob.root,
+            size: d.len() as u64,
+            data: ob.data,
+        }
+    }
+
+    #[test]
+    fn builder_matches_bao_tree_at_block_edges() {
+        for len in [
+            0usize,
+            1,
+            1023,
+            1024,
+            16 * 1024 - 1,
+            16 * 1024,
+            16 * 1024 + 1,
+            48 * 1024 + 5,
+        ] {
+            let d = data(len, 1);
+            assert_eq!(outboard_of(&d), reference(&d), "len {len}");
+        }
+    }
+
+    #[test]
+    fn builder_refuses_too_many_or_too_few_bytes() {
+        let mut b = OutboardBuilder::new(10);
+        b.push(&[0; 6]).unwrap();
+        assert_eq!(
+            b.push(&[0; 5]).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(b.received(), 6);
+        assert_eq!(b.finish().unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let short: &[u8] = &[1, 2, 3];
+        assert_eq!(
+            outboard(short, 4).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
+
     proptest! {
         #[test]
         fn any_range_round_trips(len in 0usize..300_000, a in any::<u64>(), b in any::<u64>(), seed in any::<u8>()) {
@@ -292,6 +516,20 @@ mod tests {
                 let other = blake3::hash(b"other");
                 prop_assert!(decode_range(&other, len as u64, s..e, &enc).is_err());
             }
+        }
+
+        #[test]
+        fn builder_matches_bao_tree_however_split(len in 0usize..200_000, cuts in proptest::collection::vec(any::<u32>(), 0..8), seed in any::<u8>()) {
+            let d = data(len, seed);
+            let mut at: Vec<usize> = cuts.iter().map(|c| *c as usize % (len + 1)).collect();
+            at.sort_unstable();
+            let mut b = OutboardBuilder::new(len as u64);
+            let mut prev = 0;
+            for c in at.into_iter().chain([len]) {
+                b.push(&d[prev..c]).unwrap();
+                prev = c;
+            }
+            prop_assert_eq!(b.finish().unwrap(), reference(&d));
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read, Write},
+    io::{self, Write},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -18,7 +18,7 @@ use std::{
 use bytes::Bytes;
 use granary_protocol::{
     ErrorCode, ShardId,
-    verified::{self, Outboard},
+    verified::{Outboard, OutboardBuilder},
 };
 use quinn::RecvStream;
 use tokio::{
@@ -91,13 +91,9 @@ impl RunPool {
     }
 }
 
-/// Pulls runs from the channel, writing each to `file` as it passes through, and hands their
-/// bytes to the outboard builder reading from it.
-struct ChannelReader {
-    rx: mpsc::Receiver<Run>,
-    pool: Arc<RunPool>,
-    cur: Option<Run>,
-    pos: usize,
+/// The blocking side of a receive: writes each run to the staged file as it arrives and hashes
+/// it into the outboard straight from the run's buffer.
+struct RunWriter {
     file: File,
     written: u64,
     flushed: u64,
@@ -106,8 +102,10 @@ struct ChannelReader {
 /// Start write-back every this many bytes, so the final fsync has little left to do.
 const WRITEBACK_STEP: u64 = 1 << 20;
 
-impl ChannelReader {
-    fn kick_writeback(&mut self) {
+impl RunWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.written += bytes.len() as u64;
         #[cfg(target_os = "linux")]
         if self.written - self.flushed >= WRITEBACK_STEP {
             use std::os::fd::AsRawFd;
@@ -123,38 +121,7 @@ impl ChannelReader {
             }
             self.flushed = self.written;
         }
-    }
-
-    /// Returns the finished run's buffer to the pool.
-    fn recycle(&mut self) {
-        if let Some(Run::Gathered(v)) = self.cur.take() {
-            self.pool.give(v);
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(run) = &self.cur {
-                let rest = &run.bytes()[self.pos..];
-                if !rest.is_empty() {
-                    let n = buf.len().min(rest.len());
-                    buf[..n].copy_from_slice(&rest[..n]);
-                    self.pos += n;
-                    return Ok(n);
-                }
-            }
-            self.recycle();
-            let Some(run) = self.rx.blocking_recv() else {
-                return Ok(0);
-            };
-            self.file.write_all(run.bytes())?;
-            self.written += run.bytes().len() as u64;
-            self.kick_writeback();
-            self.cur = Some(run);
-            self.pos = 0;
-        }
+        Ok(())
     }
 }
 
@@ -244,26 +211,28 @@ pub(crate) async fn receive(
     let allowance = Duration::from_secs_f64(size as f64 / st.config.limits.min_upload_rate as f64);
     let deadline = Instant::now() + read_timeout + allowance;
 
-    let (tx, rx) = mpsc::channel::<Run>(16);
+    let (tx, mut rx) = mpsc::channel::<Run>(16);
     let blobs = Arc::clone(&st.blobs);
     let pool = Arc::clone(&st.upload_runs);
     let worker = tokio::task::spawn_blocking(move || -> io::Result<Received> {
         let (staged, file) = blobs.begin(&id)?;
-        let mut reader = ChannelReader {
-            rx,
-            pool,
-            cur: None,
-            pos: 0,
+        let mut writer = RunWriter {
             file,
             written: 0,
             flushed: 0,
         };
-        let outboard = verified::outboard(&mut reader, size)?;
-        reader.recycle();
+        let mut outboard = OutboardBuilder::new(size);
+        while let Some(run) = rx.blocking_recv() {
+            writer.write(run.bytes())?;
+            outboard.push(run.bytes())?;
+            if let Run::Gathered(v) = run {
+                pool.give(v);
+            }
+        }
         Ok(Received {
-            outboard,
+            outboard: outboard.finish()?,
             staged,
-            file: reader.file,
+            file: writer.file,
         })
     });
     let pumped = pump(recv, size, deadline, read_timeout, &st.upload_runs, &tx).await;
