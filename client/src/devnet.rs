@@ -4,7 +4,8 @@
 //! its own process group, so it outlives the command that started it), waits until each has
 //! bound its port, and writes `dir/client.toml` listing them and `dir/devnet.toml` with their
 //! pids. [`up_full`] also starts an auditor (`dir/auditor`) that the nodes trust. `down` stops
-//! them with SIGTERM (then SIGKILL after a grace period).
+//! them with SIGTERM (then SIGKILL after a grace period); [`start`] brings back nodes that were
+//! killed, on the ports they had.
 
 use std::{
     os::unix::process::CommandExt,
@@ -224,25 +225,8 @@ pub fn up_full(
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     for node in &mut nodes {
-        loop {
-            let out = Command::new(node_bin)
-                .args(["id", "--addr", "--dir"])
-                .arg(&node.dir)
-                .output()
-                .map_err(|e| fail(e.to_string()))?;
-            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if out.status.success() && text.parse::<NodeAddr>().is_ok() {
-                node.addr = text;
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(fail(format!(
-                    "node in {} did not start; see its node.log",
-                    node.dir.display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        node.addr = wait_addr(node_bin, &node.dir, deadline)?;
+        pin_port(&node.dir, &node.addr)?;
     }
     let auditor = match (auditor, auditor_id) {
         (Some(a), Some(id)) => {
@@ -267,8 +251,7 @@ pub fn up_full(
         _ => None,
     };
     let net = Devnet { nodes, auditor };
-    let text = toml::to_string_pretty(&net).map_err(|e| fail(e.to_string()))?;
-    std::fs::write(dir.join("devnet.toml"), text).map_err(|e| fail(e.to_string()))?;
+    write_devnet(dir, &net)?;
     save(
         &dir.join("client.toml"),
         &ClientConfig {
@@ -278,6 +261,94 @@ pub fn up_full(
     )
     .map_err(|e| fail(e.to_string()))?;
     Ok(net)
+}
+
+/// Waits (until `deadline`) for the node in `dir` to bind its port; its `<id>@<addr>`.
+fn wait_addr(node_bin: &Path, dir: &Path, deadline: Instant) -> Result<String, DevnetError> {
+    loop {
+        let out = Command::new(node_bin)
+            .args(["id", "--addr", "--dir"])
+            .arg(dir)
+            .output()
+            .map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && text.parse::<NodeAddr>().is_ok() {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            return Err(fail(format!(
+                "node in {} did not start; see its node.log",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node initialised to listen on port 0 gets whatever port is free on its first start; this
+/// writes that port into its config, so a restarted node is found where the clients expect it.
+fn pin_port(dir: &Path, addr: &str) -> Result<(), DevnetError> {
+    let bound = addr
+        .parse::<NodeAddr>()
+        .map_err(|e| fail(format!("{addr}: {e}")))?
+        .addr;
+    let path = dir.join("config.toml");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let mut changed = false;
+    let pinned: Vec<String> = text
+        .lines()
+        .map(|l| match l.strip_prefix("listen = ") {
+            Some(v) if v.trim_matches('"').ends_with(":0") => {
+                changed = true;
+                format!("listen = \"{bound}\"")
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    if changed {
+        let tmp = dir.join("config.toml.tmp");
+        std::fs::write(&tmp, pinned.join("\n") + "\n")
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+fn write_devnet(dir: &Path, net: &Devnet) -> Result<(), DevnetError> {
+    let text = toml::to_string_pretty(net).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(dir.join("devnet.toml"), text).map_err(|e| fail(e.to_string()))
+}
+
+/// Starts again the nodes of the devnet in `dir` whose process is gone (killed or crashed), on
+/// their old ports, and records their new pids; returns their indexes.
+pub fn start(dir: &Path, node_bin: &Path) -> Result<Vec<usize>, DevnetError> {
+    let mut net = load(dir)?;
+    let mut started = Vec::new();
+    for (i, node) in net.nodes.iter_mut().enumerate() {
+        reap(node.pid);
+        if alive(node.pid) {
+            continue;
+        }
+        let _ = std::fs::remove_file(node.dir.join("node.addr"));
+        node.pid = run_logged(node_bin, &node.dir, &node.dir.join("node.log"))
+            .map_err(|e| fail(format!("starting node {i}: {e}")))?;
+        started.push(i);
+    }
+    // Record the pids before waiting, so that `down` stops them even if one fails to start.
+    write_devnet(dir, &net)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for &i in &started {
+        let node = &net.nodes[i];
+        let addr = wait_addr(node_bin, &node.dir, deadline)?;
+        if addr != node.addr {
+            return Err(fail(format!(
+                "node {i} came back as {addr}, not {}; its config.toml changed",
+                node.addr
+            )));
+        }
+    }
+    Ok(started)
 }
 
 /// Reads `dir/devnet.toml`.

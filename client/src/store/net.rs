@@ -17,14 +17,17 @@
 use std::{
     collections::HashMap,
     ops::Range,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed},
+    },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use granary_protocol::{
     NodeAddr, NodeId, SecretKey,
-    message::{DeleteOutcome, NodeInfo, RefTag, TagOutcome},
+    message::{DeleteOutcome, NodeInfo, RefTag, StoreOutcome, TagOutcome},
 };
 
 use super::{Answers, FetchError, PutShard, ShardLoc, ShardStore, StoreError};
@@ -302,6 +305,71 @@ pub struct NetStore {
     /// Hedged reads abandoned in a row per node; at [`STRIKES_TO_SKIP`] the node is skipped.
     strikes: Mutex<HashMap<NodeId, u32>>,
     dead: Mutex<HashMap<NodeId, Instant>>,
+    /// Whether puts ask a node if it holds a shard before sending it (see [`Probe`]).
+    probe: Probe,
+    upload: UploadCounters,
+}
+
+/// Whether to ask a node if it already holds a shard before sending the shard's bytes.
+///
+/// Sending a shard to a node that holds it wastes its bytes: the node says so only once the
+/// request arrives, and by then the body is on its way. Asking first (`TagShards`, which also
+/// records the owner's reference when the node holds it) costs a round trip per shard instead.
+/// A put starts out asking, because it may be resuming an interrupted one; after
+/// [`PROBE_OFF_AFTER`] new shards in a row it stops (fresh data: no round trips wasted), and a
+/// node answering `AlreadyHeld` to a body turns asking back on.
+#[derive(Debug)]
+struct Probe {
+    on: AtomicBool,
+    new_in_a_row: AtomicU32,
+}
+
+/// New shards in a row after which a put stops asking before sending.
+const PROBE_OFF_AFTER: u32 = 16;
+
+impl Probe {
+    fn new() -> Self {
+        Self {
+            on: AtomicBool::new(true),
+            new_in_a_row: AtomicU32::new(0),
+        }
+    }
+
+    fn asking(&self) -> bool {
+        self.on.load(Relaxed)
+    }
+
+    /// A node already held a shard: keep (or start) asking.
+    fn held(&self) {
+        self.new_in_a_row.store(0, Relaxed);
+        self.on.store(true, Relaxed);
+    }
+
+    /// A node did not hold a shard.
+    fn new_shard(&self) {
+        if self.new_in_a_row.fetch_add(1, Relaxed) + 1 >= PROBE_OFF_AFTER {
+            self.on.store(false, Relaxed);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct UploadCounters {
+    sent_shards: AtomicU64,
+    sent_bytes: AtomicU64,
+    held_shards: AtomicU64,
+}
+
+/// What a [`NetStore`]'s puts have sent so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadStats {
+    /// Shards whose bytes were sent to a node.
+    pub sent_shards: u64,
+    /// Bytes of those shards (whether or not the node then kept them).
+    pub sent_bytes: u64,
+    /// Shards a node already held: it recorded the owner's reference and kept its copy (found
+    /// by asking first, no bytes sent, or by the node's answer to bytes sent anyway).
+    pub held_shards: u64,
 }
 
 /// Rendezvous score of `node` for `key`.
@@ -351,6 +419,8 @@ impl NetStore {
             labels: std::sync::OnceLock::new(),
             strikes: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
+            probe: Probe::new(),
+            upload: UploadCounters::default(),
         })
     }
 
@@ -359,6 +429,15 @@ impl NetStore {
     pub fn with_upload_tag(mut self, tag: RefTag) -> Self {
         self.upload_tag = tag;
         self
+    }
+
+    /// What this store's puts have sent so far.
+    pub fn upload_stats(&self) -> UploadStats {
+        UploadStats {
+            sent_shards: self.upload.sent_shards.load(Relaxed),
+            sent_bytes: self.upload.sent_bytes.load(Relaxed),
+            held_shards: self.upload.held_shards.load(Relaxed),
+        }
     }
 
     /// The key this store writes as.
@@ -462,7 +541,8 @@ impl NetStore {
         }
     }
 
-    /// Stores one shard on the first node of `candidates` that takes it.
+    /// Stores one shard on the first node of `candidates` that takes it (asking first whether
+    /// it holds it while [`Probe`] says so).
     async fn put_one(
         &self,
         id: ShardId,
@@ -478,14 +558,43 @@ impl NetStore {
                     continue;
                 }
             };
-            // Always ask the node to store: it answers `AlreadyHeld` before taking the body when it
-            // holds the bytes (a resumed upload costs a round trip per shard, not its bytes), and
-            // it records this owner's reference, so another owner's `rm` cannot delete our data.
+            // Either way the node records this owner's reference, so another owner's `rm`
+            // cannot delete our data.
+            if self.probe.asking() {
+                match client
+                    .tag_shards(&self.owner, self.upload_tag, &[id.as_hash()])
+                    .await
+                {
+                    Ok(o) if o.first() == Some(&TagOutcome::Tagged) => {
+                        self.probe.held();
+                        self.upload.held_shards.fetch_add(1, Relaxed);
+                        return Ok(node.id);
+                    }
+                    Ok(_) => self.probe.new_shard(),
+                    Err(e) if e.is_unreachable() => {
+                        self.mark_dead(node.id);
+                        errors.push(format!("{}: {e}", node.id.fmt_short()));
+                        continue;
+                    }
+                    // Not fatal: storing says what is wrong, or works.
+                    Err(_) => {}
+                }
+            }
+            self.upload.sent_shards.fetch_add(1, Relaxed);
+            self.upload
+                .sent_bytes
+                .fetch_add(bytes.len() as u64, Relaxed);
             match client
                 .store_shard(&self.owner, self.upload_tag, id.as_hash(), bytes.clone())
                 .await
             {
-                Ok(_) => return Ok(node.id),
+                Ok(outcome) => {
+                    if outcome == StoreOutcome::AlreadyHeld {
+                        self.probe.held();
+                        self.upload.held_shards.fetch_add(1, Relaxed);
+                    }
+                    return Ok(node.id);
+                }
                 Err(e) if e.is_unreachable() => {
                     self.mark_dead(node.id);
                     errors.push(format!("{}: {e}", node.id.fmt_short()));

@@ -269,6 +269,13 @@ enum DevnetCmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Start again the nodes of the devnet in DIR that are not running (killed or crashed), on
+    /// the ports they had.
+    Start {
+        /// Devnet directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// Opens `cap` and groups its shards by the node holding them now; an error if the manifest
@@ -473,8 +480,9 @@ fn run(cli: Cli) -> Result<()> {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
+            let sent = net.as_ref().map(|n| n.upload_stats());
             if out.json {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "capability": report.capability.to_string(),
                     "files": report.files, "dirs": report.dirs, "symlinks": report.symlinks,
                     "bytes": report.bytes, "new_bytes": report.new_bytes,
@@ -483,8 +491,21 @@ fn run(cli: Cli) -> Result<()> {
                     "seconds": secs, "peak_rss_kib": peak_rss_kib(),
                     "warnings": warnings,
                 });
+                if let Some(u) = sent {
+                    v["sent_shards"] = u.sent_shards.into();
+                    v["sent_bytes"] = u.sent_bytes.into();
+                    v["held_shards"] = u.held_shards.into();
+                }
                 println!("{v}");
             } else {
+                if let Some(u) = sent.filter(|u| u.held_shards > 0) {
+                    eprintln!(
+                        "{} shards were already on the nodes (not sent again); {} sent, {:.1} MB",
+                        u.held_shards,
+                        u.sent_shards,
+                        u.sent_bytes as f64 / 1e6
+                    );
+                }
                 eprintln!(
                     "stored {} files, {} dirs, {} symlinks: {:.1} MB ({:.1} MB new, {} files unchanged, {} duplicates) in {:.2}s ({:.0} MB/s), erasure {}",
                     report.files,
@@ -817,6 +838,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Devnet(DevnetCmd::Down { dir }) => {
             let n = devnet::down(&dir)?;
             eprintln!("stopped {n} nodes");
+            Ok(())
+        }
+        Cmd::Devnet(DevnetCmd::Start { dir }) => {
+            let started = devnet::start(&dir, &devnet::node_binary())?;
+            let names: Vec<String> = started.iter().map(|i| format!("node-{i}")).collect();
+            eprintln!(
+                "started {} nodes{}{}",
+                started.len(),
+                if names.is_empty() { "" } else { ": " },
+                names.join(", ")
+            );
             Ok(())
         }
         Cmd::Demo(args) => demo::run(args),
