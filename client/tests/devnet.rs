@@ -36,45 +36,50 @@ fn cli_bin() -> PathBuf {
 /// `granary-node` next to the CLI binary; built with the same target dir and profile if missing.
 fn node_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cli = cli_bin();
-        let out_dir = cli.parent().expect("CLI binary has a directory");
-        let node = out_dir.join("granary-node");
-        if !node.is_file() {
-            // <target>/<profile dir>/granary: the target dir is two levels up.
-            let profile_dir = out_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("debug")
-                .to_string();
-            let target = out_dir
-                .parent()
-                .expect("binary directory has a parent (the target dir)");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "granary-node", "--bin", "granary-node"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .env("CARGO_TARGET_DIR", target);
-            match profile_dir.as_str() {
-                "debug" => {}
-                "release" => {
-                    cmd.arg("--release");
-                }
-                other => {
-                    cmd.args(["--profile", other]);
-                }
-            }
-            let out = run_with_timeout(cmd, BUILD_TIMEOUT);
-            assert!(
-                out.status.success() && node.is_file(),
-                "granary-node is missing at {} and building it failed; build it first with \
-                 `cargo build -p granary-node --bin granary-node` (same CARGO_TARGET_DIR).\n{}",
-                node.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    BIN.get_or_init(|| workspace_bin("granary-node"))
+}
+
+/// The workspace binary `name` (its package has the same name) next to the CLI binary; built
+/// with the same target dir and profile if missing.
+fn workspace_bin(name: &str) -> PathBuf {
+    let cli = cli_bin();
+    let out_dir = cli.parent().expect("CLI binary has a directory");
+    let bin = out_dir.join(name);
+    if bin.is_file() {
+        return bin;
+    }
+    // <target>/<profile dir>/granary: the target dir is two levels up.
+    let profile_dir = out_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let target = out_dir
+        .parent()
+        .expect("binary directory has a parent (the target dir)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", name, "--bin", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", target);
+    match profile_dir.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
         }
-        node
-    })
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = run_with_timeout(cmd, BUILD_TIMEOUT);
+    assert!(
+        out.status.success() && bin.is_file(),
+        "{name} is missing at {} and building it failed; build it first with \
+         `cargo build -p {name} --bin {name}` (same CARGO_TARGET_DIR).\n{}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
 }
 
 /// Runs `cmd` to completion with its output captured; kills it and panics after `timeout`.
@@ -553,7 +558,17 @@ fn put_get_cat_ls_rm_round_trip() {
     get_exact(&cfg, &cap, &tmp.path().join("got-after-foreign-rm"), &data);
 
     // rm by the owner; then the dataset cannot be got.
-    ok(&cfg, &["rm", &cap]);
+    let rm = parse_json_lines(&ok(&cfg, &["rm", &cap, "--json"]));
+    assert_eq!(rm.len(), 1, "rm --json prints one object");
+    assert!(cap.starts_with(&format!(
+        "granary:{}",
+        rm[0]["dataset"].as_str().expect("dataset")
+    )));
+    assert!(
+        rm[0]["removed_references"].as_u64().expect("count") > 0,
+        "{}",
+        rm[0]
+    );
     let gone = tmp.path().join("gone");
     let args = ["get", &cap, gone.to_str().expect("utf-8"), "-q"];
     let out = run_cli(&cfg, &args);
@@ -885,6 +900,51 @@ fn node_killed_during_put_then_put_again() {
         return;
     }
     panic!("put always finished before 10 MB were stored; could not kill a node during it");
+}
+
+/// The README's main job, smaller: `granary demo` starts a 6-node devnet and an auditor, puts a
+/// sample dataset, kills 2 nodes, gets it back verified, runs a round of storage challenges and
+/// shows the verified rewards ledger; then stops every process it started.
+#[test]
+fn the_demo_runs_end_to_end() {
+    node_bin();
+    workspace_bin("granary-auditor");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let mut cmd = granary();
+    cmd.args(["demo", "--files", "300", "--mb", "20", "--dir"])
+        .arg(&dir);
+    let out = run_with_timeout(cmd, Duration::from_secs(300));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo: {}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "started 6 granary-node processes",
+        "killed 2 of 6 nodes with SIGKILL",
+        "verified: the retrieved copy is byte-for-byte identical",
+        "4 nodes passed, 2 offline (killed), 0 live nodes did not pass",
+        "ledger verified",
+    ] {
+        assert!(text.contains(step), "no `{step}` in:\n{text}");
+    }
+    // `devnet down` ran: its record is gone and no node it listed is alive.
+    let net = dir.join("devnet");
+    assert!(!net.join("devnet.toml").exists(), "devnet.toml left behind");
+    for i in 0..6 {
+        let log = fs::read_to_string(net.join(format!("node-{i}/node.log"))).unwrap_or_default();
+        assert!(!log.is_empty(), "node {i} logged nothing");
+    }
+    let left: Vec<String> = fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(net.to_str().expect("utf-8")))
+        .collect();
+    assert!(left.is_empty(), "processes still running: {left:?}");
 }
 
 #[test]

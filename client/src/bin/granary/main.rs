@@ -170,6 +170,9 @@ enum Cmd {
         cap: String,
         #[command(flatten)]
         store: StoreArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Challenge every node holding the dataset's shards to prove it stores its sealed replica:
     /// per node pass / pending / late / fail / offline, with timings.
@@ -619,7 +622,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Rm { cap, store } => {
+        Cmd::Rm { cap, store, json } => {
             let net = store.net()?;
             let ds = open(&cap, &net)?;
             let ids = granary_client::store::net::dataset_shards(&ds);
@@ -630,7 +633,14 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .context(exit_tag(exit::NOT_FOUND)));
             }
-            eprintln!("removed {removed} shard references of {}", ds.capability.id);
+            if json {
+                let v = serde_json::json!({
+                    "dataset": ds.capability.id.to_string(), "removed_references": removed,
+                });
+                println!("{v}");
+            } else {
+                eprintln!("removed {removed} shard references of {}", ds.capability.id);
+            }
             Ok(())
         }
         Cmd::Verify {
