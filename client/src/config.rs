@@ -41,8 +41,9 @@ pub enum ConfigError {
     /// No config was given and none exists in the default place.
     #[error("no client config: pass --config FILE, set GRANARY_CONFIG, or create {0}")]
     Missing(String),
-    /// Reading or parsing failed.
-    #[error("{path}: {detail}")]
+    /// Reading or parsing failed (a file named by `--config` or `$GRANARY_CONFIG` that does not
+    /// exist is this too: it never falls back to the next place).
+    #[error("client config {path}: {detail}")]
     Bad {
         /// The file.
         path: String,
@@ -51,7 +52,9 @@ pub enum ConfigError {
     },
 }
 
-/// The config file to use: `flag`, else `$GRANARY_CONFIG`, else the platform default.
+/// The config file to use: `flag`, else `$GRANARY_CONFIG` (if not empty), else the platform
+/// default, `dirs::config_dir()/granary/client.toml` (on Linux `$XDG_CONFIG_HOME` if absolute,
+/// else `$HOME/.config`). Only the default is checked for existence here.
 pub fn locate(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(p) = flag {
         return Ok(p.to_path_buf());

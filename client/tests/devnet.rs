@@ -83,16 +83,35 @@ fn workspace_bin(name: &str) -> PathBuf {
 }
 
 /// Runs `cmd` to completion with its output captured; kills it and panics after `timeout`.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+fn run_with_timeout(cmd: Command, timeout: Duration) -> Output {
+    run_with_stdin(cmd, None, timeout)
+}
+
+/// `run_with_timeout`, with `input` (if any) written to the child's stdin, which is then closed.
+fn run_with_stdin(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let desc = format!("{cmd:?}");
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
+    let writer = input.map(|data| {
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A child that exits without reading it all makes this fail; its status tells why.
+        thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &data);
+        })
+    });
     let (out, err) = drain(&mut child);
     let status = wait_with_timeout(&mut child, timeout, &desc);
+    if let Some(w) = writer {
+        w.join().expect("stdin writer");
+    }
     Output {
         status,
         stdout: out.join().expect("stdout reader"),
@@ -282,9 +301,17 @@ impl Devnet {
         );
     }
 
-    /// `status --json`, one object per node, in config order.
+    /// `status --json`, one object per node, in config order (exit 0 or 3, see [`status_of`]).
     fn status(&self) -> Vec<serde_json::Value> {
-        parse_json_lines(&ok(&self.config(), &["status", "--json"]))
+        self.status_code().1
+    }
+
+    /// `status --json`: its exit code and one object per node, in config order.
+    fn status_code(&self) -> (i32, Vec<serde_json::Value>) {
+        let mut cmd = granary();
+        cmd.args(["status", "--json", "--config"])
+            .arg(self.config());
+        status_of(cmd)
     }
 
     /// Bytes stored over all nodes (the `used` of every reachable node).
@@ -294,6 +321,30 @@ impl Devnet {
             .map(|s| s["used"].as_u64().unwrap_or(0))
             .sum()
     }
+}
+
+/// Runs `cmd`, a `granary status --json …`: its exit code and one object per node. The code
+/// must be 0 when every node answered and 3 when any did not; anything else fails the test.
+fn status_of(cmd: Command) -> (i32, Vec<serde_json::Value>) {
+    let desc = format!("{cmd:?}");
+    let out = run_with_timeout(cmd, TIMEOUT);
+    let describe = || {
+        format!(
+            "{desc}: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let st = parse_json_lines(&out.stdout);
+    let all_up = st.iter().all(|s| s["ok"] == true);
+    let code = out.status.code();
+    assert!(
+        code == Some(if all_up { 0 } else { 3 }) && !st.is_empty(),
+        "{}",
+        describe()
+    );
+    (code.unwrap_or_default(), st)
 }
 
 /// Stops devnets concurrently.
@@ -947,30 +998,205 @@ fn the_demo_runs_end_to_end() {
     assert!(left.is_empty(), "processes still running: {left:?}");
 }
 
+/// `status` reports every node, up or down, and exits 0 when all answer, 3 when one does not
+/// (both forms, still listing every node).
 #[test]
 fn status_reports_up_and_down_nodes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let net = Devnet::up(&tmp.path().join("net"), 6);
 
-    let st = net.status();
+    let (code, st) = net.status_code();
+    assert_eq!(code, 0, "{st:?}");
     assert_eq!(st.len(), 6, "{st:?}");
     for (s, n) in st.iter().zip(&net.nodes) {
         assert_eq!(s["node"].as_str(), Some(n.addr.as_str()), "{s}");
         assert_eq!(s["ok"], serde_json::Value::Bool(true), "{s}");
     }
+    let text = String::from_utf8(ok(&net.config(), &["status"])).expect("utf-8");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("up")).count(),
+        6,
+        "{text}"
+    );
 
     net.kill(3);
-    let st = net.status();
+    let (code, st) = net.status_code();
+    assert_eq!(code, 3, "{st:?}");
     assert_eq!(st.len(), 6, "{st:?}");
     for (i, (s, n)) in st.iter().zip(&net.nodes).enumerate() {
         assert_eq!(s["node"].as_str(), Some(n.addr.as_str()), "{s}");
         assert_eq!(s["ok"], serde_json::Value::Bool(i != 3), "node {i}: {s}");
     }
-    // The plain form says the same.
-    let text = String::from_utf8(ok(&net.config(), &["status"])).expect("utf-8");
+    // The plain form says the same, and why it exits 3.
+    let out = fails_with(&net.config(), &["status"], 3);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(text.lines().count(), 6, "{text}");
     let down: Vec<&str> = text.lines().filter(|l| l.starts_with("down")).collect();
     assert_eq!(down.len(), 1, "{text}");
     assert!(down[0].contains(&net.nodes[3].addr), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 of 6 nodes unreachable"), "{err}");
+}
+
+/// Writes a client config at `path` listing `nodes` (the key is created next to it on first use).
+fn write_config(path: &Path, nodes: &[&str]) -> PathBuf {
+    fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+    let cfg = granary_client::config::ClientConfig {
+        key_file: "client.key".into(),
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+    };
+    granary_client::config::save(path, &cfg).expect("write client config");
+    path.to_path_buf()
+}
+
+/// Which config `granary status` uses: `--config` over `$GRANARY_CONFIG` over the platform
+/// config dir (`$XDG_CONFIG_HOME/granary/client.toml`, else `$HOME/.config/granary/…`), each
+/// config naming a different node; `--node` adds to the configured nodes. The child's `HOME`
+/// and `XDG_CONFIG_HOME` are temporary directories, never the user's.
+#[test]
+fn config_precedence_and_extra_nodes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let net = Devnet::up(&tmp.path().join("net"), 3);
+    let addr = |i: usize| net.nodes[i].addr.as_str();
+    let flag_cfg = write_config(&tmp.path().join("flag/client.toml"), &[addr(0)]);
+    let env_cfg = write_config(&tmp.path().join("env/client.toml"), &[addr(1)]);
+    let home = tmp.path().join("home");
+    let xdg = tmp.path().join("xdg");
+    write_config(&xdg.join("granary/client.toml"), &[addr(2)]);
+    // Only HOME has a config: used when XDG_CONFIG_HOME is unset.
+    let home_only = tmp.path().join("home-only");
+    write_config(&home_only.join(".config/granary/client.toml"), &[addr(1)]);
+
+    // The nodes `status` lists with `args`, `$GRANARY_CONFIG` = `env` (unset if None) and the
+    // platform dir under `home` (and `xdg`, if given).
+    let nodes = |args: &[&str], env: Option<&Path>, home: &Path, xdg: Option<&Path>| {
+        let mut cmd = granary();
+        cmd.args(["status", "--json"]).args(args).env("HOME", home);
+        match xdg {
+            Some(x) => cmd.env("XDG_CONFIG_HOME", x),
+            None => cmd.env_remove("XDG_CONFIG_HOME"),
+        };
+        if let Some(e) = env {
+            cmd.env("GRANARY_CONFIG", e);
+        }
+        let (code, st) = status_of(cmd);
+        assert_eq!(code, 0, "{st:?}");
+        st.iter()
+            .map(|s| s["node"].as_str().expect("node").to_string())
+            .collect::<Vec<_>>()
+    };
+    let flag = flag_cfg.to_str().expect("utf-8");
+    let (x, h) = (Some(xdg.as_path()), home.as_path());
+    assert_eq!(
+        nodes(&["--config", flag], Some(&env_cfg), h, x),
+        [addr(0)],
+        "--config first"
+    );
+    assert_eq!(
+        nodes(&[], Some(&env_cfg), h, x),
+        [addr(1)],
+        "then $GRANARY_CONFIG"
+    );
+    assert_eq!(nodes(&[], None, h, x), [addr(2)], "then $XDG_CONFIG_HOME");
+    assert_eq!(
+        nodes(&[], Some(Path::new("")), h, x),
+        [addr(2)],
+        "an empty $GRANARY_CONFIG is unset"
+    );
+    assert_eq!(
+        nodes(&[], None, &home_only, None),
+        [addr(1)],
+        "then $HOME/.config"
+    );
+    // `--node` adds to the configured nodes, after them.
+    assert_eq!(
+        nodes(&["--config", flag, "--node", addr(2)], Some(&env_cfg), h, x),
+        [addr(0), addr(2)],
+        "--node adds"
+    );
+    assert!(!home.join(".config").exists(), "nothing written to HOME");
+}
+
+/// `put -` stores stdin as one file named by `--name`, read back byte-exact by `cat` and `get`;
+/// `get` without DEST writes into a new directory named after the dataset id in the current
+/// directory, and refuses to write into it again once it holds files.
+#[test]
+fn put_from_stdin_and_get_into_the_default_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let net = Devnet::up(&tmp.path().join("net"), 6);
+    let cfg = net.config();
+    // Several segments (1 MiB each at 4 x 256 KiB), the last one partial.
+    let data = bytes(3_500_000, 7);
+    let mut cmd = granary();
+    cmd.args([
+        "put",
+        "-",
+        "--name",
+        "from-stdin.bin",
+        "--shard-size",
+        "256K",
+    ])
+    .args(["--json", "-q", "--config"])
+    .arg(&cfg);
+    let out = run_with_stdin(cmd, Some(data.clone()), TIMEOUT);
+    assert!(out.status.success(), "{}", describe(&["put", "-"], &out));
+    let put = parse_json_lines(&out.stdout);
+    assert_eq!(put[0]["files"], 1, "{put:?}");
+    assert_eq!(put[0]["bytes"], data.len(), "{put:?}");
+    let cap = put[0]["capability"].as_str().expect("capability");
+
+    assert_eq!(ok(&cfg, &["cat", cap, "from-stdin.bin"]), data, "cat");
+    let listed = parse_json_lines(&ok(&cfg, &["ls", cap, "--json"]));
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["path"], "from-stdin.bin", "{listed:?}");
+
+    // `granary:<id>#<key>`: the default destination is `<id>` in the current directory.
+    let id = cap
+        .strip_prefix("granary:")
+        .and_then(|c| c.split('#').next())
+        .expect("granary:<id>#<key>");
+    let cwd = tmp.path().join("cwd");
+    fs::create_dir_all(&cwd).expect("mkdir");
+    let get = |json: bool| {
+        let mut cmd = granary();
+        cmd.args(["get", cap, "-q", "--config"])
+            .arg(&cfg)
+            .current_dir(&cwd);
+        if json {
+            cmd.arg("--json");
+        }
+        run_with_timeout(cmd, TIMEOUT)
+    };
+    let out = get(true);
+    assert!(out.status.success(), "{}", describe(&["get", cap], &out));
+    assert_eq!(
+        parse_json_lines(&out.stdout)[0]["dest"],
+        id,
+        "reported dest"
+    );
+    let entries: Vec<PathBuf> = fs::read_dir(&cwd)
+        .expect("read cwd")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(
+        entries,
+        [cwd.join(id)],
+        "one new directory, named after the id"
+    );
+    let got = tree(&cwd.join(id));
+    let names: Vec<&PathBuf> = got.iter().map(|(p, _)| p).collect();
+    assert_eq!(names, [Path::new("from-stdin.bin")], "get");
+    assert!(got[0].1 == Item::File(data), "get: the file's bytes differ");
+    // Again into the same, now non-empty, directory: refused (exit 1), nothing changed.
+    let before = tree(&cwd);
+    let out = get(false);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        describe(&["get", cap], &out)
+    );
+    assert!(tree(&cwd) == before, "the first copy is untouched");
 }
 
 /// Two owners store identical public content; the first owner's `rm` must not delete the

@@ -33,7 +33,8 @@ pub(crate) const NET_WORKERS: usize = 4;
 
 /// Exit codes that scripts can rely on.
 pub(crate) mod exit {
-    /// Data could not be read back intact (too many shards lost, verification failed).
+    /// Data could not be read back intact (too many shards lost, verification failed); for
+    /// `verify`, a node did not pass; for `status`, a node is unreachable.
     pub(crate) const DATA: u8 = 3;
     /// The capability, key or path is wrong.
     pub(crate) const NOT_FOUND: u8 = 4;
@@ -226,7 +227,8 @@ enum Cmd {
         #[arg(long)]
         withdraw: bool,
     },
-    /// The nodes this client knows and their health.
+    /// The nodes this client knows and their health: one line (or JSON object) per node, up
+    /// or down. Exits 3 if any node is unreachable, 0 if all answer.
     Status {
         #[command(flatten)]
         store: StoreArgs,
@@ -801,8 +803,13 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+            let total = net.nodes().len();
+            if healthy < total {
+                return Err(anyhow!("{} of {total} nodes unreachable", total - healthy)
+                    .context(exit_tag(exit::DATA)));
+            }
             if !json {
-                eprintln!("{healthy} of {} nodes reachable", net.nodes().len());
+                eprintln!("{healthy} of {total} nodes reachable");
             }
             Ok(())
         }
