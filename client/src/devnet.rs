@@ -223,6 +223,14 @@ pub fn up_full(
             addr: String::new(),
         });
     }
+    // Record the pids before waiting, so that `down` stops them even if one fails to start.
+    write_devnet(
+        dir,
+        &Devnet {
+            nodes: nodes.clone(),
+            auditor: None,
+        },
+    )?;
     let deadline = Instant::now() + Duration::from_secs(60);
     for node in &mut nodes {
         node.addr = wait_addr(node_bin, &node.dir, deadline)?;

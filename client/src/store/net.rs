@@ -699,10 +699,16 @@ impl NetStore {
                 node.id.fmt_short(),
                 b.len()
             ))),
-            Err(RequestError::Verify(v)) => Err(Err(FetchError::Corrupt {
-                id: shard.id,
-                source: v,
-            })),
+            Err(RequestError::Verify(v)) => {
+                // QUIC authenticates every packet, so these bytes left the node wrong, and a
+                // node re-verifies what it reads before serving it: it is lying or broken. Not
+                // asked again for a while (the reader rebuilds from parity instead).
+                self.mark_dead(node.id);
+                Err(Err(FetchError::Corrupt {
+                    id: shard.id,
+                    source: v,
+                }))
+            }
             Err(e) if e.is_unreachable() => {
                 self.mark_dead(node.id);
                 Err(Ok(format!("{}: {e}", node.id.fmt_short())))
