@@ -145,12 +145,17 @@ struct Setup {
     id: blake3::Hash,
 }
 
-fn setup() -> Setup {
+/// A node and a raw server with their data under a fresh directory in `base` (the system's
+/// temporary directory if `None`).
+fn setup(base: Option<&std::path::Path>) -> Setup {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = match base {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let cfg = granary_node::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         capacity: 1 << 40,
@@ -194,7 +199,7 @@ fn setup() -> Setup {
 }
 
 fn transport(c: &mut Criterion) {
-    let s = setup();
+    let s = setup(None);
     let mut g = c.benchmark_group("transport");
     g.throughput(Throughput::Bytes(SHARD as u64));
     g.sample_size(10)
@@ -249,9 +254,31 @@ fn transport(c: &mut Criterion) {
             s.rt.block_on(raw_download(&s.raw));
         },
     );
-    let ids = std::cell::RefCell::new(Vec::new());
-    let store_n = |k: usize| {
-        let batch: Vec<_> = (0..k).map(|_| fresh()).collect();
+    store_ratios(&s, "", &mut fresh);
+    // The same node with its data on tmpfs, where fsync costs nothing: what the protocol,
+    // the verification and the index cost on top of the raw transfer.
+    if std::path::Path::new("/dev/shm").is_dir() {
+        let t = setup(Some(std::path::Path::new("/dev/shm")));
+        store_ratios(&t, " (node on tmpfs)", &mut fresh);
+    }
+}
+
+/// The store ratios against `s`'s node; each store sends a shard the node does not hold yet
+/// (made by `fresh`, untimed), and deletes run untimed between stores.
+fn store_ratios(s: &Setup, suffix: &str, fresh: &mut impl FnMut() -> (blake3::Hash, Bytes)) {
+    let next = std::cell::RefCell::new(Vec::new());
+    let stored = std::cell::RefCell::new(Vec::new());
+    // Untimed: delete what earlier stores left (every 16 shards), make the next `k` shards.
+    let mut prepare = |k: usize| {
+        if stored.borrow().len() >= 16 {
+            let old: Vec<_> = stored.borrow_mut().drain(..).collect();
+            s.rt.block_on(s.client.delete_shards(&s.owner, TAG, &old))
+                .unwrap();
+        }
+        *next.borrow_mut() = (0..k).map(|_| fresh()).collect::<Vec<_>>();
+    };
+    let store = || {
+        let batch = std::mem::take(&mut *next.borrow_mut());
         s.rt.block_on(async {
             let calls = batch
                 .iter()
@@ -260,12 +287,7 @@ fn transport(c: &mut Criterion) {
                 r.unwrap();
             }
         });
-        ids.borrow_mut().extend(batch.iter().map(|(id, _)| *id));
-        if ids.borrow().len() >= 16 {
-            let old: Vec<_> = ids.borrow_mut().drain(..).collect();
-            s.rt.block_on(s.client.delete_shards(&s.owner, TAG, &old))
-                .unwrap();
-        }
+        stored.borrow_mut().extend(batch.iter().map(|(id, _)| *id));
     };
     let raw_n = |k: usize, kind: &'static [u8]| {
         s.rt.block_on(async {
@@ -273,25 +295,34 @@ fn transport(c: &mut Criterion) {
             futures_join_all(calls).await;
         })
     };
-    let store_n = std::cell::RefCell::new(store_n);
-    granary_benches::ratio(
-        "transport store_shard 4 MiB (hash, outboard, fsync, index) / raw quinn upload [target >= 0.6]",
+    let prepare = std::cell::RefCell::new(&mut prepare);
+    granary_benches::ratio_after(
+        &format!(
+            "transport store_shard 4 MiB (hash, outboard, fsync, index){suffix} / raw quinn upload [target >= 0.6]"
+        ),
         SHARD as u64,
-        || (store_n.borrow_mut())(1),
+        || (prepare.borrow_mut())(1),
+        store,
         "raw quinn",
         || raw_n(1, b"u"),
     );
-    granary_benches::ratio(
-        "transport store_shard 4 MiB / raw quinn upload + write, fsync, rename, dir fsync",
+    granary_benches::ratio_after(
+        &format!(
+            "transport store_shard 4 MiB{suffix} / raw quinn upload + write, fsync, rename, dir fsync"
+        ),
         SHARD as u64,
-        || (store_n.borrow_mut())(1),
+        || (prepare.borrow_mut())(1),
+        store,
         "raw durable",
         || raw_n(1, b"w"),
     );
-    granary_benches::ratio(
-        "transport 4 concurrent store_shard 4 MiB / 4 concurrent raw quinn uploads",
+    granary_benches::ratio_after(
+        &format!(
+            "transport 4 concurrent store_shard 4 MiB{suffix} / 4 concurrent raw quinn uploads"
+        ),
         4 * SHARD as u64,
-        || (store_n.borrow_mut())(4),
+        || (prepare.borrow_mut())(4),
+        store,
         "raw quinn x4",
         || raw_n(4, b"u"),
     );
