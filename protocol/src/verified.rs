@@ -45,21 +45,20 @@ impl Outboard {
     }
 }
 
-/// Computes the outboard of `size` bytes read from `data`; its root equals `blake3::hash(data)`.
+/// Computes the outboard of the first `size` bytes read from `data` (an error if it has
+/// fewer); its root equals `blake3::hash` of those bytes.
 pub fn outboard(mut data: impl io::Read, size: u64) -> io::Result<Outboard> {
     let mut builder = OutboardBuilder::new(size);
     let mut buf = vec![0u8; (256 << 10).min(size as usize).max(1)];
-    loop {
-        let n = match data.read(&mut buf) {
+    while builder.received() < size {
+        let want = (size - builder.received()).min(buf.len() as u64) as usize;
+        let n = match data.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         builder.push(&buf[..n])?;
-        if builder.received() == size {
-            break;
-        }
     }
     builder.finish()
 }
@@ -497,6 +496,12 @@ mod tests {
         assert_eq!(
             outboard(short, 4).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
+        );
+        // Only the first `size` bytes of a longer reader count, as with bao-tree's own.
+        let long = data(40_000, 5);
+        assert_eq!(
+            outboard(&long[..], 30_000).unwrap(),
+            reference(&long[..30_000])
         );
     }
 
