@@ -129,6 +129,36 @@ impl NodeProc {
         child.wait().unwrap().success()
     }
 
+    /// Sends `signal` (e.g. `libc::SIGINT`) to the running node.
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().unwrap();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
+    /// Whether the started node's process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_some()
+    }
+
+    /// Waits for the node to exit, at most `limit` (a bound that only catches hangs: past it
+    /// the node is killed and the test fails), and returns its exit status.
+    pub async fn wait_exit(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node still running after {limit:?}; log: {}", self.log());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// SIGKILL: crash.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().unwrap();
