@@ -72,11 +72,19 @@ pub(crate) async fn serve(
         connections = conns.len(),
         "shutting down: no new connections"
     );
-    endpoint.set_server_config(None);
+    // Refuse new connections at once (a client then tries another node) rather than leaving
+    // their handshakes to time out.
     let grace = Duration::from_millis(st.config.limits.shutdown_grace_ms);
-    let drained = timeout(grace, async { while conns.join_next().await.is_some() {} })
-        .await
-        .is_ok();
+    let drained = timeout(grace, async {
+        loop {
+            tokio::select! {
+                joined = conns.join_next() => if joined.is_none() { break },
+                Some(inc) = endpoint.accept() => inc.refuse(),
+            }
+        }
+    })
+    .await
+    .is_ok();
     if !drained {
         warn!("grace period over; aborting remaining requests");
         conns.abort_all();
@@ -108,11 +116,22 @@ async fn connection(inc: Incoming, st: Arc<State>, mut shutdown: watch::Receiver
     async move {
         debug!("connected");
         let mut streams = JoinSet::new();
+        // Once stopping, requests already running finish (the node-level grace timeout bounds
+        // this) and new ones get `ShuttingDown` at once, so the client goes elsewhere.
+        let mut stopping = false;
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|s| *s) => break,
+                _ = shutdown.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    if streams.is_empty() {
+                        break;
+                    }
+                }
                 s = conn.accept_bi() => match s {
+                    Ok((send, recv)) if stopping => {
+                        streams.spawn(refuse(send, recv, st.read_timeout()).in_current_span());
+                    }
                     Ok((send, recv)) => {
                         let st = Arc::clone(&st);
                         streams.spawn(stream(st, peer, send, recv).in_current_span());
@@ -122,15 +141,26 @@ async fn connection(inc: Incoming, st: Arc<State>, mut shutdown: watch::Receiver
                         break;
                     }
                 },
-                Some(_) = streams.join_next(), if !streams.is_empty() => {}
+                Some(_) = streams.join_next(), if !streams.is_empty() => {
+                    if stopping && streams.is_empty() {
+                        break;
+                    }
+                }
             }
         }
-        // Finish requests already running; the node-level grace timeout bounds this.
         while streams.join_next().await.is_some() {}
         conn.close(0u32.into(), b"bye");
     }
     .instrument(span)
     .await;
+}
+
+/// Answers a request that arrived while the node is stopping with `ShuttingDown`, unread.
+async fn refuse(mut send: SendStream, mut recv: RecvStream, limit: Duration) {
+    let code = ErrorCode::ShuttingDown;
+    wire::write_error(&mut send, code, "the node is shutting down".into(), limit).await;
+    let _ = recv.stop((code as u32).into());
+    let _ = send.finish();
 }
 
 async fn stream(st: Arc<State>, peer: NodeId, mut send: SendStream, mut recv: RecvStream) {

@@ -127,7 +127,8 @@ fn is_refused(attempt: &Result<net::NodeClient, net::ConnectError>) -> bool {
 }
 
 /// SIGINT (Ctrl-C) takes the same graceful path as SIGTERM. A store has sent its header and
-/// 600 KB of a 1 MiB body when SIGINT arrives; once the node says it is shutting down, the
+/// 600 KB of a 1 MiB body when SIGINT arrives; once the node says it is shutting down, a new
+/// request on the same connection gets `ShuttingDown` and a new connection is refused; then the
 /// client sends the rest, and the store completes and is acknowledged. The process exits 0 and
 /// records the clean-shutdown marker, and the next start trusts the marker (compares no shard
 /// files) and serves both the earlier shard and the one that was in flight.
@@ -151,6 +152,20 @@ async fn sigint_lets_the_store_in_flight_finish_and_shuts_down_cleanly() {
         node.log().contains("shutting down: no new connections") || node.exited()
     })
     .await;
+    // While it stops, a new request on an open connection gets a typed `ShuttingDown`, and a
+    // new connection is refused outright: clients go elsewhere without waiting for a timeout.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let info = Message::NodeInfo(granary_protocol::message::NodeInfoRequest);
+    send.write_all(&info.to_frame().unwrap()).await.unwrap();
+    let _ = send.finish();
+    let refused = read_reply(&mut recv).await;
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::ShuttingDown as u16),
+        "{refused:?}"
+    );
+    let attempt = connect_fresh(node.addr, node.id).await;
+    assert!(is_refused(&attempt), "{:?}", attempt.err());
     let reply = stalled.complete().await;
     assert!(is_stored(&reply), "{reply:?}; log: {}", node.log());
     let exit = node.wait_exit(HANG).await;
