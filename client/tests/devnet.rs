@@ -879,6 +879,11 @@ fn client_killed_during_put_then_put_again() {
         // client died, a few segments' worth).
         let sent = again["sent_bytes"].as_u64().expect("sent_bytes");
         let missing = clean_used.saturating_sub(partial);
+        eprintln!(
+            "attempt {attempt}: the second put sent {sent} bytes ({} shards; {} held); \
+             {missing} were missing, a clean put sent {clean_sent}",
+            again["sent_shards"], again["held_shards"]
+        );
         assert!(
             sent <= missing + clean_used / 10,
             "the second put sent {sent} bytes; {missing} were missing: {again}"
@@ -936,6 +941,10 @@ fn node_killed_during_put_then_put_again() {
         assert!(held > 0, "the first put's shards are found: {again}");
         let shard_bytes = again["shard_bytes"].as_u64().expect("shard_bytes");
         let sent = again["sent_bytes"].as_u64().expect("sent_bytes");
+        eprintln!(
+            "attempt {attempt}: the second put sent {sent} of {shard_bytes} shard bytes \
+             ({held} shards held)"
+        );
         assert!(
             sent < shard_bytes * 3 / 4,
             "the second put sent {sent} of {shard_bytes} shard bytes: {again}"
