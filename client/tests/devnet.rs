@@ -1007,6 +1007,30 @@ fn the_demo_runs_end_to_end() {
     assert!(left.is_empty(), "processes still running: {left:?}");
 }
 
+/// A put over every node's owner quota fails with a message naming the quota, and leaves the
+/// nodes healthy: they all answer `status`, and a put within the quota then works.
+#[test]
+fn a_put_over_the_owner_quota_fails_clearly_and_the_nodes_stay_healthy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let net = Devnet::up_with(&tmp.path().join("net"), 6, &["--owner-quota=2000000"]);
+    let cfg = net.config();
+    let big = tmp.path().join("big");
+    big_dataset(&big, 20, 1_000_000);
+    let out = fails_with(&cfg, &["put", big.to_str().expect("utf-8"), "-q"], 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OwnerQuotaExceeded") || err.contains("quota"),
+        "{err}"
+    );
+
+    let (code, st) = net.status_code();
+    assert_eq!(code, 0, "every node still answers: {st:?}");
+    let small = tmp.path().join("small");
+    big_dataset(&small, 2, 100_000);
+    let cap = put(&cfg, &small, &[]);
+    get_exact(&cfg, &cap, &tmp.path().join("got"), &small);
+}
+
 /// `status` reports every node, up or down, and exits 0 when all answer, 3 when one does not
 /// (both forms, still listing every node).
 #[test]
