@@ -192,6 +192,56 @@ async fn sigint_lets_the_store_in_flight_finish_and_shuts_down_cleanly() {
     assert_eq!(c.info().await.unwrap().shard_count, 2);
 }
 
+/// A second signal stops a node that is waiting for a stalled request at once (exit code 1, as
+/// the operator asked), where one signal would wait out the grace period: no clean-shutdown
+/// marker is written, and the next start removes the staged file, checks every shard and serves
+/// the complete ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once() {
+    let mut node = started(&[], "");
+    let owner = SecretKey::generate();
+    let c = client(&node, &owner).await;
+    let kept = Bytes::from(random_bytes(70_000, 50));
+    c.store_shard(&owner, TAG, blake3::hash(&kept), kept.clone())
+        .await
+        .unwrap();
+    let conn = raw_conn(&node).await;
+    let stalled = StalledStore::begin(
+        &conn,
+        &node,
+        &owner,
+        Bytes::from(random_bytes(1 << 20, 51)),
+        600_000,
+    )
+    .await;
+    let stalled_id = stalled.id();
+    wait_until("the body streams into tmp/", || !staged(&node).is_empty()).await;
+
+    node.signal(libc::SIGTERM);
+    wait_until("the node starts shutting down", || {
+        node.log().contains("shutting down: no new connections")
+    })
+    .await;
+    node.signal(libc::SIGINT);
+    let exit = node.wait_exit(HANG).await;
+    assert_eq!(exit.code(), Some(1), "{exit}; log: {}", node.log());
+    assert!(node.log().contains("second signal"), "{}", node.log());
+    assert!(!clean_marker(&node).exists(), "not a clean shutdown");
+    drop(stalled);
+
+    node.start();
+    let log = node.log();
+    assert!(log.contains("after_clean_shutdown=false"), "{log}");
+    assert!(staged(&node).is_empty(), "{:?}", staged(&node));
+    let c = client(&node, &owner).await;
+    assert_eq!(c.fetch_shard(blake3::hash(&kept)).await.unwrap(), kept);
+    assert!(
+        c.fetch_shard(stalled_id).await.is_err(),
+        "the stalled shard is not served"
+    );
+    assert_eq!(c.info().await.unwrap().shard_count, 1);
+}
+
 /// A store still receiving its body when the grace period ends is rolled back. The client sends
 /// the header and 600 KB of a 1 MiB body, then nothing (its stream stays open); the node gets
 /// SIGTERM with `shutdown_grace_ms = 500` (the 10 s read timeout cannot end the request first).

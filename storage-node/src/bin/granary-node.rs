@@ -50,7 +50,7 @@ enum Cmd {
         #[arg(long = "auditor")]
         auditors: Vec<granary_protocol::NodeId>,
     },
-    /// Run the node until SIGINT/SIGTERM.
+    /// Run the node until SIGINT/SIGTERM (a second one stops it at once, exit code 1).
     Run {
         /// Node directory.
         #[arg(long, env = "GRANARY_NODE_DIR")]
@@ -254,8 +254,16 @@ fn run(dir: PathBuf) -> anyhow::Result<()> {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        tracing::info!("signal received; shutting down");
-        node.shutdown().await;
+        tracing::info!("signal received; shutting down (a second signal stops at once)");
+        tokio::select! {
+            () = node.shutdown() => {}
+            _ = async { tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} } } => {
+                // As after a crash: unfinished uploads leave only tmp/ files, which the next
+                // start removes, and without the clean-shutdown marker it checks every shard.
+                tracing::warn!("second signal: stopping at once");
+                std::process::exit(1);
+            }
+        }
         anyhow::Ok(())
     })
 }
