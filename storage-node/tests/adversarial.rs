@@ -214,6 +214,34 @@ async fn quotas_give_typed_errors_and_node_stays_healthy() {
     assert_eq!(c.info().await.unwrap().used, 200_000);
 }
 
+/// An unauthenticated store costs the node no body read and no disk write: a forged 8 MiB
+/// `StoreShard` header, sent with no body at all (the stream left open), is answered
+/// `BadSignature` straight away (a node that read the body first would wait for it and answer
+/// `Timeout` after its read timeout), and nothing appears in `tmp/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_store_is_refused_before_its_body_is_read() {
+    let node = started(&[], "");
+    let conn = raw_conn(&node).await;
+    let (owner, thief) = (SecretKey::generate(), SecretKey::generate());
+    let id: ShardId = blake3::hash(b"never sent").into();
+    let mut forged = StoreShard::signed(&thief, node.id, id, 8 << 20, TAG, now_ms());
+    forged.owner = owner.public();
+    let header = Message::StoreShard(forged).to_frame().unwrap();
+    let reply = raw_request(&conn, &header, false).await;
+    assert_eq!(
+        reply.error_code(),
+        code(ErrorCode::BadSignature),
+        "{reply:?}"
+    );
+    let staged: Vec<_> = std::fs::read_dir(node.path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+    still_serving(&node).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_stale_misaddressed_and_replayed_requests_are_refused() {
     let node = started(&[], "");
