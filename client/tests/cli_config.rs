@@ -2,13 +2,17 @@
 //! progress bars that stay off a stderr that is not a terminal.
 //!
 //! Every child gets temporary `HOME` and `XDG_CONFIG_HOME` (never the user's config) and no
-//! `GRANARY_*` variables unless a test sets them. Hangs are bounded by nextest's slow-timeout.
+//! `GRANARY_*` variables unless a test sets them. Each child is bounded by a timeout (hangs only).
 
 use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
+
+mod common;
+
+use common::{TIMEOUT, run_with_timeout};
 
 /// A `granary` command isolated from the user's environment: `HOME` and `XDG_CONFIG_HOME` under
 /// `root`, no `GRANARY_CONFIG` / `GRANARY_STORE`, a capable `TERM` (so that only the missing
@@ -26,8 +30,9 @@ fn granary(root: &Path) -> Command {
     cmd
 }
 
-fn run(mut cmd: Command) -> Output {
-    cmd.output().expect("run granary")
+/// Runs `cmd` to completion (bounded by [`TIMEOUT`]).
+fn run(cmd: Command) -> Output {
+    run_with_timeout(cmd, TIMEOUT)
 }
 
 fn stderr(out: &Output) -> String {

@@ -34,16 +34,15 @@
 use std::{
     collections::HashSet,
     fs,
-    io::Read,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    process::Command,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use granary_client::{
@@ -59,10 +58,10 @@ use granary_protocol::{
 };
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream};
 
-/// Bound on any one child process (catches hangs only).
-const TIMEOUT: Duration = Duration::from_secs(120);
-/// Bound on building the node binary when it is missing.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(900);
+mod common;
+
+use common::{TIMEOUT, cli_bin, node_bin, run_with_timeout};
+
 /// Nodes in the devnet; with k + m = 6, every segment has one shard on each.
 const NODES: usize = 6;
 /// The devnet node the proxy impersonates.
@@ -75,104 +74,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
-
-/// The `granary` CLI under test.
-fn cli_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_granary"))
-}
-
-/// The `granary-node` binary: where [`devnet::node_binary`] finds it (next to this test binary or
-/// one directory up), else built next to the CLI binary with the same target dir and profile.
-fn node_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let found = devnet::node_binary();
-        if found.is_file() {
-            return found;
-        }
-        let out_dir = cli_bin()
-            .parent()
-            .expect("CLI binary has a directory")
-            .to_path_buf();
-        let bin = out_dir.join("granary-node");
-        if bin.is_file() {
-            return bin;
-        }
-        let profile = out_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_string();
-        let target = out_dir.parent().expect("binary directory has a parent");
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args(["build", "-p", "granary-node", "--bin", "granary-node"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", target);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        let out = run_with_timeout(cmd, BUILD_TIMEOUT);
-        assert!(
-            out.status.success() && bin.is_file(),
-            "granary-node is missing at {} and building it failed; build it first with \
-             `cargo build -p granary-node --bin granary-node`.\n{}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        bin
-    })
-}
-
-/// Runs `cmd` to completion with its output captured; kills it and panics after `timeout`.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
-    // Read both pipes on threads, so that a full pipe never blocks the child.
-    let out = drain(child.stdout.take().expect("stdout is piped"));
-    let err = drain(child.stderr.take().expect("stderr is piped"));
-    let status = wait_with_timeout(&mut child, timeout, &desc);
-    Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-/// Reads `r` to its end on a thread.
-fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        v
-    })
-}
-
-/// Waits for `child`; kills it and panics after `timeout`.
-fn wait_with_timeout(child: &mut Child, timeout: Duration, desc: &str) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(s) = child.try_wait().expect("waiting for a child") {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{desc} did not finish within {timeout:?}; killed it");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Runs `granary args… --config config`, which must succeed; its stdout.
 fn granary(config: &Path, args: &[&str]) -> Vec<u8> {
