@@ -333,7 +333,10 @@ fn page_cache_floor(base: &std::path::Path) {
 /// The whole pack pipeline (walk, read, hash, encrypt, RS, outboards, write to tmpfs) and the
 /// healthy reassembly, against raw single-core BLAKE3 of the same bytes.
 fn pipeline_ratios() {
-    let only_pack = std::env::var("DATA_PATH_ONLY").as_deref() == Ok("pack");
+    let only = std::env::var("DATA_PATH_ONLY");
+    let only_pack = only.as_deref() == Ok("pack");
+    // Packs once (untimed) for the data, then measures the reassembly alone.
+    let only_reassembly = only.as_deref() == Ok("reassembly");
     let base = if let Ok(dir) = std::env::var("DATA_PATH_DIR") {
         tempfile::tempdir_in(dir).unwrap()
     } else if std::path::Path::new("/dev/shm").is_dir() {
@@ -382,15 +385,20 @@ fn pipeline_ratios() {
                     .capability,
             );
         };
-        ratio_after(
-            &format!("pack pipeline {p} vs raw blake3 (1 core)"),
-            bytes,
-            clear_store,
-            &mut pack_once,
-            "blake3",
-            blake,
-        );
-        if p == ErasureParams::DEVNET {
+        if only_reassembly {
+            clear_store();
+            pack_once();
+        } else {
+            ratio_after(
+                &format!("pack pipeline {p} vs raw blake3 (1 core)"),
+                bytes,
+                clear_store,
+                &mut pack_once,
+                "blake3",
+                blake,
+            );
+        }
+        if p == ErasureParams::DEVNET && !only_reassembly {
             cpu_profile(
                 &format!("pack pipeline {p}"),
                 bytes,
@@ -431,7 +439,7 @@ fn pipeline_ratios() {
             );
         }
     }
-    if only_pack {
+    if only_pack || only_reassembly {
         return;
     }
     page_cache_floor(base.path());
@@ -460,8 +468,9 @@ fn pipeline_ratios() {
 criterion_group!(benches, micro);
 
 fn main() {
-    // `DATA_PATH_ONLY=pipeline` runs just the pipeline ratios, `DATA_PATH_ONLY=pack` just the
-    // pack pipeline (for quick iterations and profiles); `DATA_PATH_DIR` sets where they write.
+    // `DATA_PATH_ONLY=pipeline` runs just the pipeline ratios, `DATA_PATH_ONLY=pack` (or
+    // `reassembly`) just that pipeline (for quick iterations and profiles); `DATA_PATH_DIR` sets
+    // where they write.
     if std::env::var("DATA_PATH_ONLY").is_err() {
         benches();
         primitive_ratios();
