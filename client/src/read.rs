@@ -9,7 +9,7 @@
 
 use std::{
     fs,
-    io::Write,
+    io::{self, Write},
     ops::Range,
     os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
@@ -84,7 +84,7 @@ pub enum ReadError {
         /// What was being written.
         path: String,
         /// Why.
-        source: std::io::Error,
+        source: io::Error,
     },
 }
 
@@ -737,6 +737,51 @@ struct Plan<'a> {
     encrypted: bool,
 }
 
+/// Writes `pieces` one after another at `offset` (at the file's position if `None`) in as few
+/// system calls as the kernel allows (`pwritev`/`writev`, up to 1,024 pieces each): a
+/// segment's 64 KiB chunks take one call instead of one each, and two threads writing pieces of
+/// the same file take its lock once per run rather than once per chunk.
+fn write_pieces(file: &fs::File, pieces: &[&[u8]], mut offset: Option<u64>) -> io::Result<()> {
+    use std::{io::IoSlice, os::fd::AsRawFd};
+    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = rest.len().min(1024);
+        let written = match offset {
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the n slices borrow
+            // live buffers, and the fd belongs to `file`.
+            Some(at) => unsafe {
+                libc::pwritev(
+                    file.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    n as libc::c_int,
+                    at as libc::off_t,
+                )
+            },
+            None => match (&*file).write_vectored(&rest[..n]) {
+                Ok(w) => w as isize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        if written < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if let Some(at) = offset.as_mut() {
+            *at += written as u64;
+        }
+        IoSlice::advance_slices(&mut rest, written as usize);
+    }
+    Ok(())
+}
+
 /// A file being written: final path, temporary path, the open file.
 struct OutFile {
     path: PathBuf,
@@ -787,7 +832,7 @@ impl SegmentFeed {
                         }
                         return Err(ReadError::Io {
                             path: "<segment readers>".into(),
-                            source: std::io::Error::other("the segment reader threads stopped"),
+                            source: io::Error::other("the segment reader threads stopped"),
                         });
                     }
                 }
@@ -800,7 +845,7 @@ impl SegmentFeed {
     }
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ReadError + use<> {
+fn io_err(path: &Path) -> impl Fn(io::Error) -> ReadError + use<> {
     let path = path.display().to_string();
     move |source| ReadError::Io {
         path: path.clone(),
@@ -1035,13 +1080,14 @@ impl Dataset {
                     create_outs(g, target, &mut files)?;
                     let mut hasher = blake3::Hasher::new();
                     let mut n = 0u64;
-                    for (_, r) in pieces {
-                        let p = &buf[r.start..r.end - tag];
+                    let plain: Vec<&[u8]> =
+                        pieces.map(|(_, r)| &buf[r.start..r.end - tag]).collect();
+                    for p in &plain {
                         hasher.update(p);
                         n += p.len() as u64;
-                        for o in &mut files {
-                            o.file.write_all(p).map_err(io_err(&o.path))?;
-                        }
+                    }
+                    for o in &files {
+                        write_pieces(&o.file, &plain, None).map_err(io_err(&o.path))?;
                     }
                     if n != g.size {
                         return Err(ReadError::ContentMismatch(g.entries[0].display_path()));
@@ -1054,6 +1100,8 @@ impl Dataset {
                 result?;
             } else {
                 let files = self.outs_of(gi, g, target, outs)?;
+                // Runs of pieces that are contiguous in the file, each written in one call.
+                let mut runs: Vec<(u64, Vec<&[u8]>)> = Vec::new();
                 for (j, r) in pieces {
                     let at = if plan.encrypted {
                         j * chunk
@@ -1061,9 +1109,18 @@ impl Dataset {
                         seg_start + r.start as u64 - g.offset
                     };
                     let p = &buf[r.start..r.end - tag];
+                    match runs.last_mut() {
+                        Some((start, run))
+                            if *start + run.iter().map(|x| x.len() as u64).sum::<u64>() == at =>
+                        {
+                            run.push(p)
+                        }
+                        _ => runs.push((at, vec![p])),
+                    }
+                }
+                for (at, run) in &runs {
                     for o in files.iter() {
-                        std::os::unix::fs::FileExt::write_all_at(&o.file, p, at)
-                            .map_err(io_err(&o.path))?;
+                        write_pieces(&o.file, run, Some(*at)).map_err(io_err(&o.path))?;
                     }
                 }
             }
@@ -1292,5 +1349,26 @@ impl Dataset {
             return Err(ReadError::ContentMismatch(g.entries[0].display_path()));
         }
         Ok(hasher.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pieces of all sizes, more than one system call's worth (1,024), land where they belong,
+    /// positioned or at the file's position.
+    #[test]
+    fn write_pieces_writes_every_piece_in_order() {
+        let data: Vec<u8> = (0..3_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let pieces: Vec<&[u8]> = data.chunks(5).collect(); // 2,400 pieces
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = fs::File::create(&path).unwrap();
+        write_pieces(&file, &pieces[..1000], None).unwrap();
+        write_pieces(&file, &pieces[1000..], Some(5_000)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
+        write_pieces(&file, &[], Some(0)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), data);
     }
 }
