@@ -91,8 +91,8 @@ impl RunPool {
     }
 }
 
-/// The blocking side of a receive: writes each run to the staged file as it arrives and hashes
-/// it into the outboard straight from the run's buffer.
+/// Writes the runs of a receive to its staged file as they arrive, starting the kernel's
+/// write-back every [`WRITEBACK_STEP`] bytes (the worker hashes each run from the same buffer).
 struct RunWriter {
     file: File,
     written: u64,
