@@ -99,6 +99,34 @@ impl StalledStore {
     }
 }
 
+/// Stores each of `kept` whole as `owner`, then starts a 1 MiB store (random bytes from `seed`)
+/// on a connection of its own that stalls after 600 KB, and waits until part of its body is in
+/// a staged file. Returns the connection (keep it open) and the stalled store.
+async fn kept_then_stalled(
+    node: &NodeProc,
+    owner: &SecretKey,
+    kept: &[Bytes],
+    seed: u64,
+) -> (quinn::Connection, StalledStore) {
+    let c = client(node, owner).await;
+    for s in kept {
+        c.store_shard(owner, TAG, blake3::hash(s), s.clone())
+            .await
+            .unwrap();
+    }
+    let conn = raw_conn(node).await;
+    let data = Bytes::from(random_bytes(1 << 20, seed));
+    let stalled = StalledStore::begin(&conn, node, owner, data, 600_000).await;
+    let hex = stalled.id().to_hex().to_string();
+    wait_until("part of the body is written to a staged file", || {
+        staged(node)
+            .iter()
+            .any(|(name, len)| name.starts_with(&hex) && *len > 0)
+    })
+    .await;
+    (conn, stalled)
+}
+
 /// Connects a fresh client (its own key and endpoint, so its own UDP socket) to the node `id`
 /// at `addr`.
 async fn connect_fresh(addr: SocketAddr, id: NodeId) -> Result<net::NodeClient, net::ConnectError> {
@@ -136,16 +164,10 @@ fn is_refused(attempt: &Result<net::NodeClient, net::ConnectError>) -> bool {
 async fn sigint_lets_the_store_in_flight_finish_and_shuts_down_cleanly() {
     let mut node = started(&[], "");
     let owner = SecretKey::generate();
-    let c = client(&node, &owner).await;
     let earlier = Bytes::from(random_bytes(50_000, 30));
-    c.store_shard(&owner, TAG, blake3::hash(&earlier), earlier.clone())
-        .await
-        .unwrap();
-    let in_flight = Bytes::from(random_bytes(1 << 20, 31));
-    let conn = raw_conn(&node).await;
-    let stalled = StalledStore::begin(&conn, &node, &owner, in_flight.clone(), 600_000).await;
-    let in_flight_id = stalled.id();
-    wait_until("the body streams into tmp/", || !staged(&node).is_empty()).await;
+    let (conn, stalled) =
+        kept_then_stalled(&node, &owner, std::slice::from_ref(&earlier), 31).await;
+    let (in_flight, in_flight_id) = (stalled.data.clone(), stalled.id());
 
     node.signal(libc::SIGINT);
     wait_until("the node stops accepting (or exits)", || {
@@ -200,22 +222,9 @@ async fn sigint_lets_the_store_in_flight_finish_and_shuts_down_cleanly() {
 async fn a_second_signal_stops_at_once() {
     let mut node = started(&[], "");
     let owner = SecretKey::generate();
-    let c = client(&node, &owner).await;
     let kept = Bytes::from(random_bytes(70_000, 50));
-    c.store_shard(&owner, TAG, blake3::hash(&kept), kept.clone())
-        .await
-        .unwrap();
-    let conn = raw_conn(&node).await;
-    let stalled = StalledStore::begin(
-        &conn,
-        &node,
-        &owner,
-        Bytes::from(random_bytes(1 << 20, 51)),
-        600_000,
-    )
-    .await;
+    let (_conn, stalled) = kept_then_stalled(&node, &owner, std::slice::from_ref(&kept), 51).await;
     let stalled_id = stalled.id();
-    wait_until("the body streams into tmp/", || !staged(&node).is_empty()).await;
 
     node.signal(libc::SIGTERM);
     wait_until("the node starts shutting down", || {
@@ -253,27 +262,12 @@ async fn a_second_signal_stops_at_once() {
 async fn a_store_stalled_past_the_grace_period_is_rolled_back() {
     let mut node = started(&[], "shutdown_grace_ms = 500");
     let owner = SecretKey::generate();
-    let c = client(&node, &owner).await;
     let kept: Vec<Bytes> = (0..2u64)
         .map(|i| Bytes::from(random_bytes(60_000 + i as usize, 40 + i)))
         .collect();
-    for s in &kept {
-        c.store_shard(&owner, TAG, blake3::hash(s), s.clone())
-            .await
-            .unwrap();
-    }
-
-    let partial = Bytes::from(random_bytes(1 << 20, 42));
-    let conn = raw_conn(&node).await;
-    let stalled = StalledStore::begin(&conn, &node, &owner, partial.clone(), 600_000).await;
-    let partial_id = stalled.id();
+    let (_conn, stalled) = kept_then_stalled(&node, &owner, &kept, 42).await;
+    let (partial, partial_id) = (stalled.data.clone(), stalled.id());
     let hex = partial_id.to_hex().to_string();
-    wait_until("part of the body is written to a staged file", || {
-        staged(&node)
-            .iter()
-            .any(|(name, len)| name.starts_with(&hex) && *len > 0)
-    })
-    .await;
 
     node.signal(libc::SIGTERM);
     let exit = node.wait_exit(HANG).await;
