@@ -4,7 +4,10 @@
 //! * Each file is encrypted under its own key, `derive(K, content hash)` (or a random seed for
 //!   stdin streams, which cannot be hashed before they are sent). Identical files under one
 //!   dataset key therefore encrypt identically and are stored once, and two different files
-//!   never share a key, so the nonce — the chunk index — never repeats under one key.
+//!   never share a key, so the nonce — the chunk index — never repeats under one key. A file
+//!   larger than one [`parts::PART`] has a key per 16 MiB part instead,
+//!   `derive(K, part chaining value ‖ part index)`, so that it is read and hashed only once
+//!   (see [`crate::parts`]); the same argument holds part by part.
 //! * A file's stored form is its chunks in order, each `ciphertext ‖ 16-byte tag`; chunk *i*
 //!   covers plaintext bytes `[i·64 KiB, (i+1)·64 KiB)`. A byte range needs only the chunks that
 //!   cover it, so range reads stay cheap; each chunk is authenticated on its own.
@@ -25,7 +28,10 @@ use chacha20::{
 };
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
-use crate::ids::{ContentHash, DatasetKey};
+use crate::{
+    ids::{ContentHash, DatasetKey},
+    parts,
+};
 
 /// Plaintext bytes per encrypted chunk.
 pub const CHUNK: usize = 64 * 1024;
@@ -35,6 +41,9 @@ pub const TAG_LEN: usize = 16;
 pub const STORED_CHUNK: usize = CHUNK + TAG_LEN;
 
 const FILE_KEY_CONTEXT: &str = "granary 2026-11 file key v1";
+const PART_KEY_CONTEXT: &str = "granary 2026-11 file part key v1";
+/// Chunks per part of a large file: chunk `i` is sealed under the key of part `i / this`.
+pub const CHUNKS_PER_PART: u64 = parts::PART / CHUNK as u64;
 const MANIFEST_KEY_CONTEXT: &str = "granary 2026-11 manifest key v1";
 const KEY_CHECK_CONTEXT: &str = "granary 2026-11 key check v1";
 
@@ -63,9 +72,10 @@ pub enum CryptoError {
     },
 }
 
-/// The cipher of one file; without a key (public datasets) it stores plaintext as is.
+/// The cipher of one file; without a key (public datasets) it stores plaintext as is. A file
+/// has one key, or one per [`parts::PART`] (chunk `i` uses key `i / CHUNKS_PER_PART`).
 #[derive(Clone)]
-pub struct FileCipher(Option<Arc<LessSafeKey>>);
+pub struct FileCipher(Option<Arc<[LessSafeKey]>>);
 
 impl std::fmt::Debug for FileCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,13 +101,33 @@ pub struct StoredSpan {
 impl FileCipher {
     /// The cipher for a file whose key material is `seed` (its content hash, or a random seed).
     pub fn new(key: Option<&DatasetKey>, seed: &ContentHash) -> Self {
+        Self(key.map(|k| Arc::from([aes_key(&derive(FILE_KEY_CONTEXT, k, &seed.0))])))
+    }
+
+    /// The cipher of a file split into parts, from its parts' chaining values.
+    pub fn of_parts(key: Option<&DatasetKey>, cvs: &[ContentHash]) -> Self {
         Self(key.map(|k| {
-            let bytes = derive(FILE_KEY_CONTEXT, k, &seed.0);
-            // A 32-byte key is always valid for AES-256.
-            #[allow(clippy::expect_used)]
-            let unbound = UnboundKey::new(&AES_256_GCM, &bytes).expect("AES-256 key length");
-            Arc::new(LessSafeKey::new(unbound))
+            cvs.iter()
+                .enumerate()
+                .map(|(i, cv)| aes_key(&part_key(k, i as u64, cv)))
+                .collect()
         }))
+    }
+
+    /// The cipher of part `index` alone (sealing chunks `index * CHUNKS_PER_PART ..` of it).
+    pub fn part(key: Option<&DatasetKey>, index: u64, cv: &ContentHash) -> PartCipher {
+        PartCipher {
+            index,
+            key: key.map(|k| aes_key(&part_key(k, index, cv))),
+        }
+    }
+
+    /// The key of chunk `index`; `None` if the file has no part that far (a corrupt entry).
+    fn key_of(keys: &[LessSafeKey], index: u64) -> Option<&LessSafeKey> {
+        match keys {
+            [one] => Some(one),
+            many => many.get(usize::try_from(index / CHUNKS_PER_PART).ok()?),
+        }
     }
 
     /// Whether this cipher encrypts at all.
@@ -137,21 +167,8 @@ impl FileCipher {
     /// place, then its tag — to `out`, with no intermediate copy. Without a key the plaintext
     /// is appended as is.
     pub fn seal_chunk_into(&self, index: u64, plain: &[u8], out: &mut Vec<u8>) {
-        debug_assert!(plain.len() <= CHUNK);
-        let start = out.len();
-        out.extend_from_slice(plain);
-        if let Some(key) = &self.0 {
-            let tag = self.seal_chunk(key, index, &mut out[start..]);
-            out.extend_from_slice(tag.as_ref());
-        }
-    }
-
-    /// Encrypts chunk `index` in place and returns its tag.
-    fn seal_chunk(&self, key: &LessSafeKey, index: u64, chunk: &mut [u8]) -> Tag {
-        // Sealing fails only for inputs over ~64 GB; chunks are 64 KiB.
-        #[allow(clippy::expect_used)]
-        key.seal_in_place_separate_tag(nonce(index), Aad::empty(), chunk)
-            .expect("AES-GCM seal of a 64 KiB chunk")
+        let key = self.0.as_deref().map(|keys| sealing_key(keys, index));
+        seal_into(key, index, plain, out);
     }
 
     /// Decrypts stored chunk `index` (`ciphertext ‖ tag`, as sealed) in place and checks its tag;
@@ -166,10 +183,11 @@ impl FileCipher {
     /// Decrypts a stored chunk (`ciphertext ‖ tag`) in place; returns the plaintext length.
     fn open_chunk(
         &self,
-        key: &LessSafeKey,
+        keys: &[LessSafeKey],
         index: u64,
         stored: &mut [u8],
     ) -> Result<usize, CryptoError> {
+        let key = Self::key_of(keys, index).ok_or(CryptoError::ChunkAuth { chunk: index })?;
         if stored.len() < TAG_LEN {
             return Err(CryptoError::ChunkAuth { chunk: index });
         }
@@ -177,6 +195,73 @@ impl FileCipher {
             .map(|p| p.len())
             .map_err(|_| CryptoError::ChunkAuth { chunk: index })
     }
+}
+
+/// The key of one part of a large file, for sealing that part as it is read.
+#[derive(Debug)]
+pub struct PartCipher {
+    index: u64,
+    key: Option<LessSafeKey>,
+}
+
+impl PartCipher {
+    /// Whether this cipher encrypts at all.
+    pub fn is_encrypting(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The file's chunk index of this part's first chunk.
+    pub fn first_chunk(&self) -> u64 {
+        self.index * CHUNKS_PER_PART
+    }
+
+    /// Appends the stored form of the file's chunk `index` (one of this part's) to `out`, as
+    /// [`FileCipher::seal_chunk_into`] does.
+    pub fn seal_chunk_into(&self, index: u64, plain: &[u8], out: &mut Vec<u8>) {
+        debug_assert_eq!(index / CHUNKS_PER_PART, self.index);
+        seal_into(self.key.as_ref(), index, plain, out);
+    }
+}
+
+/// The key to seal chunk `index` with: sealing only ever runs on a cipher built for the whole
+/// file being sealed, which has a key for every chunk.
+fn sealing_key(keys: &[LessSafeKey], index: u64) -> &LessSafeKey {
+    #[allow(clippy::expect_used)]
+    FileCipher::key_of(keys, index).expect("a key for every chunk of the file being sealed")
+}
+
+fn aes_key(bytes: &[u8; 32]) -> LessSafeKey {
+    // A 32-byte key is always valid for AES-256.
+    #[allow(clippy::expect_used)]
+    let unbound = UnboundKey::new(&AES_256_GCM, bytes).expect("AES-256 key length");
+    LessSafeKey::new(unbound)
+}
+
+fn part_key(key: &DatasetKey, index: u64, cv: &ContentHash) -> [u8; 32] {
+    let mut extra = [0u8; 40];
+    extra[..32].copy_from_slice(&cv.0);
+    extra[32..].copy_from_slice(&index.to_le_bytes());
+    derive(PART_KEY_CONTEXT, key, &extra)
+}
+
+/// Appends chunk `index` — `plain` (at most [`CHUNK`] bytes) sealed in place under `key`, then
+/// its tag — to `out`; without a key, `plain` as is.
+fn seal_into(key: Option<&LessSafeKey>, index: u64, plain: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(plain.len() <= CHUNK);
+    let start = out.len();
+    out.extend_from_slice(plain);
+    if let Some(key) = key {
+        let tag = seal_chunk(key, index, &mut out[start..]);
+        out.extend_from_slice(tag.as_ref());
+    }
+}
+
+/// Encrypts chunk `index` in place and returns its tag.
+fn seal_chunk(key: &LessSafeKey, index: u64, chunk: &mut [u8]) -> Tag {
+    // Sealing fails only for inputs over ~64 GB; chunks are 64 KiB.
+    #[allow(clippy::expect_used)]
+    key.seal_in_place_separate_tag(nonce(index), Aad::empty(), chunk)
+        .expect("AES-GCM seal of a 64 KiB chunk")
 }
 
 /// Turns a file's plaintext, fed in pieces of any size, into its stored form.
@@ -199,7 +284,7 @@ impl Sealer {
 
     /// Feeds plaintext; `out` receives stored bytes and returns false to stop.
     pub fn push(&mut self, mut data: &[u8], out: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-        let Some(key) = self.cipher.0.clone() else {
+        let Some(keys) = self.cipher.0.clone() else {
             return out(data);
         };
         let mut buf = [0u8; STORED_CHUNK];
@@ -217,7 +302,11 @@ impl Sealer {
                 buf[..CHUNK].copy_from_slice(&self.pending);
                 self.pending.clear();
             }
-            let tag = self.cipher.seal_chunk(&key, self.index, &mut buf[..CHUNK]);
+            let tag = seal_chunk(
+                sealing_key(&keys, self.index),
+                self.index,
+                &mut buf[..CHUNK],
+            );
             buf[CHUNK..].copy_from_slice(tag.as_ref());
             self.index += 1;
             if !out(&buf) {
@@ -229,7 +318,7 @@ impl Sealer {
 
     /// Seals the last partial chunk.
     pub fn finish(mut self, out: &mut dyn FnMut(&[u8]) -> bool) -> bool {
-        let Some(key) = self.cipher.0.clone() else {
+        let Some(keys) = self.cipher.0.clone() else {
             return true;
         };
         if self.pending.is_empty() {
@@ -237,7 +326,7 @@ impl Sealer {
         }
         let n = self.pending.len();
         let mut chunk = std::mem::take(&mut self.pending);
-        let tag = self.cipher.seal_chunk(&key, self.index, &mut chunk);
+        let tag = seal_chunk(sealing_key(&keys, self.index), self.index, &mut chunk);
         chunk.extend_from_slice(tag.as_ref());
         debug_assert_eq!(chunk.len(), n + TAG_LEN);
         out(&chunk)
@@ -268,7 +357,7 @@ impl Opener {
         mut data: &[u8],
         out: &mut dyn FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let Some(key) = self.cipher.0.clone() else {
+        let Some(keys) = self.cipher.0.clone() else {
             return out(data);
         };
         while !data.is_empty() {
@@ -278,7 +367,7 @@ impl Opener {
             if self.pending.len() == STORED_CHUNK {
                 let n = self
                     .cipher
-                    .open_chunk(&key, self.index, &mut self.pending)?;
+                    .open_chunk(&keys, self.index, &mut self.pending)?;
                 out(&self.pending[..n])?;
                 self.pending.clear();
                 self.index += 1;
@@ -292,7 +381,7 @@ impl Opener {
         mut self,
         out: &mut dyn FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let Some(key) = self.cipher.0.clone() else {
+        let Some(keys) = self.cipher.0.clone() else {
             return Ok(());
         };
         if self.pending.is_empty() {
@@ -300,7 +389,7 @@ impl Opener {
         }
         let n = self
             .cipher
-            .open_chunk(&key, self.index, &mut self.pending)?;
+            .open_chunk(&keys, self.index, &mut self.pending)?;
         out(&self.pending[..n])
     }
 }

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod manifest;
 pub mod net;
 pub mod pack;
+pub mod parts;
 pub mod read;
 pub mod register;
 pub mod sample;

@@ -23,8 +23,9 @@ pub const ROOT_MAGIC: &[u8; 4] = b"GRNR";
 pub const MANIFEST_MAGIC: &[u8; 4] = b"GRNM";
 /// The root-record version this client writes and the newest it reads.
 pub const ROOT_VERSION: u8 = 1;
-/// The manifest version this client writes and the newest it reads.
-pub const MANIFEST_VERSION: u8 = 1;
+/// The manifest version this client writes and the newest it reads (it reads version 1 too:
+/// version 2 added [`EntryKind::File::parts`]).
+pub const MANIFEST_VERSION: u8 = 2;
 /// Placement hint meaning "not recorded".
 pub const NO_HINT: u16 = u16::MAX;
 
@@ -64,8 +65,11 @@ pub enum EntryKind {
         /// Where its bytes start in the dataset stream.
         offset: u64,
         /// Random key seed for data that could not be hashed before it was sent (stdin);
-        /// `None`: the key derives from `hash`.
+        /// `None`: the key derives from `hash`, or from `parts`.
         key_seed: Option<ContentHash>,
+        /// For a file larger than one [`crate::parts::PART`]: the BLAKE3 chaining value of each
+        /// part, from which that part's key derives (see [`crate::parts`]). Empty otherwise.
+        parts: Vec<ContentHash>,
     },
     /// A directory (kept so that empty ones survive).
     Dir,
@@ -197,6 +201,18 @@ fn decode_versioned<T: for<'de> Deserialize<'de>>(
     supported: u8,
     bytes: &[u8],
 ) -> Result<T, FormatError> {
+    let (version, body) = split_versioned(what, magic, supported, bytes)?;
+    debug_assert_eq!(version, supported);
+    decode_body(what, body)
+}
+
+/// Checks magic and version; returns the version and the body.
+fn split_versioned<'a>(
+    what: &'static str,
+    magic: &[u8; 4],
+    supported: u8,
+    bytes: &'a [u8],
+) -> Result<(u8, &'a [u8]), FormatError> {
     if bytes.len() < 5 || &bytes[..4] != magic {
         return Err(FormatError::Magic { what });
     }
@@ -214,11 +230,17 @@ fn decode_versioned<T: for<'de> Deserialize<'de>>(
             detail: "version 0".into(),
         });
     }
-    let (value, rest) =
-        postcard::take_from_bytes(&bytes[5..]).map_err(|e| FormatError::Corrupt {
-            what,
-            detail: e.to_string(),
-        })?;
+    Ok((version, &bytes[5..]))
+}
+
+fn decode_body<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    body: &[u8],
+) -> Result<T, FormatError> {
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| FormatError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })?;
     if !rest.is_empty() {
         return Err(FormatError::Corrupt {
             what,
@@ -309,7 +331,11 @@ impl Manifest {
 
     /// Parses a decrypted manifest and checks that every reference in it is in range.
     pub fn decode(bytes: &[u8]) -> Result<IndexedManifest, FormatError> {
-        let m: Self = decode_versioned("manifest", MANIFEST_MAGIC, MANIFEST_VERSION, bytes)?;
+        const W: &str = "manifest";
+        let m: Self = match split_versioned(W, MANIFEST_MAGIC, MANIFEST_VERSION, bytes)? {
+            (1, body) => decode_body::<v1::Manifest>(W, body)?.into(),
+            (_, body) => decode_body(W, body)?,
+        };
         m.index()
     }
 
@@ -329,13 +355,26 @@ impl Manifest {
                 what: W,
                 detail: format!("path {:?}: {detail}", e.display_path()),
             })?;
-            if let EntryKind::File { size, offset, .. } = e.kind
-                && offset.checked_add(size).is_none_or(|end| end > pos)
+            if let EntryKind::File {
+                size,
+                offset,
+                key_seed,
+                ref parts,
+                ..
+            } = e.kind
             {
-                return Err(FormatError::Invalid {
+                let bad = |detail: &str| FormatError::Invalid {
                     what: W,
-                    detail: format!("file {:?} lies outside the data stream", e.display_path()),
-                });
+                    detail: format!("file {:?} {detail}", e.display_path()),
+                };
+                if offset.checked_add(size).is_none_or(|end| end > pos) {
+                    return Err(bad("lies outside the data stream"));
+                }
+                if !parts.is_empty()
+                    && (key_seed.is_some() || crate::parts::count(size) != Some(parts.len() as u64))
+                {
+                    return Err(bad("has parts that do not match its size"));
+                }
             }
         }
         Ok(IndexedManifest {
@@ -388,6 +427,87 @@ impl IndexedManifest {
     }
 }
 
+/// Manifest version 1: files had no `parts` (a large file was read twice, to key it by its
+/// whole content hash).
+mod v1 {
+    use serde::Deserialize;
+
+    use super::{ContentHash, ErasureParams, SegmentDesc};
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Manifest {
+        pub(super) created_unix: u64,
+        pub(super) erasure: ErasureParams,
+        pub(super) segment_size: u32,
+        pub(super) nodes: Vec<[u8; 32]>,
+        pub(super) segments: Vec<SegmentDesc>,
+        pub(super) entries: Vec<Entry>,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Entry {
+        pub(super) path: Vec<u8>,
+        pub(super) mode: u32,
+        pub(super) mtime_ns: i64,
+        pub(super) kind: EntryKind,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) enum EntryKind {
+        File {
+            size: u64,
+            hash: ContentHash,
+            offset: u64,
+            key_seed: Option<ContentHash>,
+        },
+        Dir,
+        Symlink {
+            target: Vec<u8>,
+        },
+    }
+
+    impl From<Manifest> for super::Manifest {
+        fn from(m: Manifest) -> Self {
+            let entries = m
+                .entries
+                .into_iter()
+                .map(|e| super::Entry {
+                    path: e.path,
+                    mode: e.mode,
+                    mtime_ns: e.mtime_ns,
+                    kind: match e.kind {
+                        EntryKind::File {
+                            size,
+                            hash,
+                            offset,
+                            key_seed,
+                        } => super::EntryKind::File {
+                            size,
+                            hash,
+                            offset,
+                            key_seed,
+                            parts: Vec::new(),
+                        },
+                        EntryKind::Dir => super::EntryKind::Dir,
+                        EntryKind::Symlink { target } => super::EntryKind::Symlink { target },
+                    },
+                })
+                .collect();
+            Self {
+                created_unix: m.created_unix,
+                erasure: m.erasure,
+                segment_size: m.segment_size,
+                nodes: m.nodes,
+                segments: m.segments,
+                entries,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +533,7 @@ mod tests {
                     hash: ContentHash([2; 32]),
                     offset: 0,
                     key_seed: None,
+                    parts: vec![],
                 },
             }],
         }
@@ -427,7 +548,7 @@ mod tests {
         future[4] = MANIFEST_VERSION + 1;
         assert!(matches!(
             Manifest::decode(&future),
-            Err(FormatError::FutureVersion { found: 2, .. })
+            Err(FormatError::FutureVersion { found: 3, .. })
         ));
         assert!(matches!(
             Manifest::decode(&bytes[..bytes.len() - 3]),
@@ -449,11 +570,73 @@ mod tests {
             hash: ContentHash([2; 32]),
             offset: 0,
             key_seed: None,
+            parts: vec![],
         };
         assert!(matches!(
             Manifest::decode(&outside.encode()),
             Err(FormatError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn parts_must_match_the_size() {
+        let mut m = sample();
+        let size = crate::parts::PART + 1;
+        m.segments[0].len = size as u32;
+        m.segments[0].shard_len = m.erasure.shard_len(size as usize) as u32;
+        let file = |parts: usize, key_seed| EntryKind::File {
+            size,
+            hash: ContentHash([2; 32]),
+            offset: 0,
+            key_seed,
+            parts: vec![ContentHash([3; 32]); parts],
+        };
+        let decode = |kind| {
+            let mut m = m.clone();
+            m.entries[0].kind = kind;
+            Manifest::decode(&m.encode())
+        };
+        assert!(decode(file(2, None)).is_ok());
+        assert!(
+            decode(file(0, None)).is_ok(),
+            "version 1 kept large files whole"
+        );
+        for bad in [
+            file(1, None),
+            file(3, None),
+            file(2, Some(ContentHash([4; 32]))),
+        ] {
+            assert!(matches!(decode(bad), Err(FormatError::Invalid { .. })));
+        }
+    }
+
+    #[test]
+    fn version_1_manifests_still_read() {
+        let m = sample();
+        let old = v1::Manifest {
+            created_unix: m.created_unix,
+            erasure: m.erasure,
+            segment_size: m.segment_size,
+            nodes: m.nodes.clone(),
+            segments: m.segments.clone(),
+            entries: vec![v1::Entry {
+                path: b"a/b".to_vec(),
+                mode: 0o644,
+                mtime_ns: 0,
+                kind: v1::EntryKind::File {
+                    size: 100,
+                    hash: ContentHash([2; 32]),
+                    offset: 0,
+                    key_seed: None,
+                },
+            }],
+        };
+        let bytes = encode_versioned(MANIFEST_MAGIC, 1, &old);
+        assert_eq!(Manifest::decode(&bytes).unwrap().manifest, m);
+        // The same body under version 2 is not a valid version-2 manifest.
+        let mut as_v2 = bytes;
+        as_v2[4] = 2;
+        assert!(Manifest::decode(&as_v2).is_err());
     }
 
     #[test]

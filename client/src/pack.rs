@@ -2,9 +2,10 @@
 //!
 //! ```text
 //!  reader ──files──► producer ──segments──► encoder workers (N) ──shard ids──► collector
-//!  walk order,       hash, dedup, encrypt    RS-encode in place,   (caller's thread) orders
-//!  read each file    straight into the       outboards,            segments, builds the
-//!  once (≤ 16 MiB)   segment buffer, cut     store.put_segment     manifest and root record
+//!  walk order,       dedup, encrypt          RS-encode in place,   (caller's thread) orders
+//!  read and hash     straight into the       outboards,            segments, builds the
+//!  each file (or     segment buffer, cut     store.put_segment     manifest and root record
+//!  16 MiB part) once
 //! ```
 //! The channels are bounded, so memory stays at a few segments per worker whatever the
 //! dataset's size. Files are concatenated into one *dataset stream* cut into fixed-size
@@ -30,10 +31,11 @@ use granary_protocol::verified;
 
 use crate::{
     capability::Capability,
-    crypto::{self, FileCipher, Sealer},
+    crypto::{self, FileCipher, PartCipher, Sealer},
     erasure::{Coder, ErasureError, ErasureParams},
     ids::{ContentHash, DatasetId, DatasetKey, ShardId},
     manifest::{Entry, EntryKind, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc},
+    parts,
     store::{PutShard, ShardStore, StoreError},
     walk::{self, WalkEntry, WalkKind},
 };
@@ -58,15 +60,19 @@ pub fn default_shard_size(params: ErasureParams) -> u32 {
         .max(MIN_DEFAULT_SHARD_SIZE)
 }
 
-/// Files up to this size are read once, into memory, by the reader thread; larger ones are read
-/// twice in blocks (hash first, then encrypt while re-hashing), so memory stays bounded.
-pub const READ_ONCE_MAX: u64 = 16 << 20;
+/// Files up to this size (one [`parts::PART`]) are read once, whole, into memory by the reader
+/// thread, and encrypted under a key derived from their content hash. Larger ones are read a
+/// part at a time, each part keyed by its own BLAKE3 chaining value (see [`crate::parts`]), so
+/// memory stays bounded and each byte is read and hashed once. Only a large file whose size
+/// matches an earlier one (so that it may be a duplicate) is read twice: hashed first, to look
+/// it up, then stored.
+pub const READ_ONCE_MAX: u64 = parts::PART;
 /// The reader hands small files over in batches of about this many bytes.
 const BATCH_BYTES: usize = 4 << 20;
-/// Read block for large files.
+/// Read block for streams (stdin).
 const READ_BLOCK: usize = 1 << 20;
-/// Read block for the hashing pass over large files (hashed with rayon across cores).
-const HASH_BLOCK: usize = 8 << 20;
+/// Read block for large files read twice: one part.
+const PART_BLOCK: usize = parts::PART as usize;
 
 /// Asks the kernel to back `buf`'s allocation with transparent huge pages where it can: a
 /// pipeline buffer of several MiB is then faulted in a few 2 MiB steps instead of thousands of
@@ -333,15 +339,37 @@ impl Producer<'_> {
         true
     }
 
-    /// Appends the stored form of a whole file held in memory, sealing each chunk in place in
-    /// the segment buffer (no copy beyond the one into the segment).
-    fn append_file(&mut self, cipher: &FileCipher, data: &[u8]) -> bool {
+    /// Appends the stored form of a whole file held in memory (see [`Self::append_chunks`]).
+    fn append_sealed(&mut self, cipher: &FileCipher, data: &[u8]) -> bool {
         if !cipher.is_encrypting() {
             return self.append(data);
         }
+        self.append_chunks(data, 0, |i, chunk, out| {
+            cipher.seal_chunk_into(i, chunk, out)
+        })
+    }
+
+    /// Appends the stored form of one part of a large file (see [`Self::append_chunks`]).
+    fn append_part(&mut self, cipher: &PartCipher, data: &[u8]) -> bool {
+        if !cipher.is_encrypting() {
+            return self.append(data);
+        }
+        self.append_chunks(data, cipher.first_chunk(), |i, chunk, out| {
+            cipher.seal_chunk_into(i, chunk, out)
+        })
+    }
+
+    /// Appends plaintext whose chunks are a file's chunks `first..`, each sealed in place in
+    /// the segment buffer by `seal` (no copy beyond the one into the segment).
+    fn append_chunks(
+        &mut self,
+        data: &[u8],
+        first: u64,
+        seal: impl Fn(u64, &[u8], &mut Vec<u8>),
+    ) -> bool {
         for (i, chunk) in data.chunks(crypto::CHUNK).enumerate() {
             let before = self.bytes.len();
-            cipher.seal_chunk_into(i as u64, chunk, &mut self.bytes);
+            seal(first + i as u64, chunk, &mut self.bytes);
             self.stream_pos += (self.bytes.len() - before) as u64;
             if self.bytes.len() >= self.segment_size && !self.cut() {
                 return false;
@@ -426,10 +454,19 @@ impl FileStamp {
 
 /// What the reader thread made of one file, in walk order.
 enum Got {
-    /// Read once, unchanged during the read: the file's bytes are `buf[range]` of its batch.
-    Bytes(std::ops::Range<usize>),
-    /// Larger than [`READ_ONCE_MAX`]: opened, to be hashed and streamed by the producer.
+    /// Read once, unchanged during the read: the file's bytes are `buf[range]` of its batch,
+    /// with their BLAKE3 (hashed here, so that the producer only encrypts).
+    Bytes(std::ops::Range<usize>, ContentHash),
+    /// Larger than [`READ_ONCE_MAX`], of a size already seen: opened, to be hashed first and
+    /// then streamed by the producer (it may duplicate an earlier file).
     Large(fs::File, FileStamp),
+    /// Larger than [`READ_ONCE_MAX`], of a size not seen before (so no duplicate of an earlier
+    /// file): its parts follow as [`Got::Part`]s, then [`Got::End`] (or [`Got::Failed`]).
+    Streamed,
+    /// The next part of a streamed file: `buf[range]` of its batch, and its chaining value.
+    Part(std::ops::Range<usize>, ContentHash),
+    /// A streamed file was read whole and did not change: its BLAKE3.
+    End(ContentHash),
     /// Could not be opened and `skip_unreadable` is on: the warning.
     Skipped(String),
     /// Failed; the reader stops here.
@@ -449,6 +486,7 @@ struct Batch {
 fn read_files(
     files: &[&WalkEntry],
     skip_unreadable: bool,
+    mut seen_sizes: std::collections::HashSet<u64>,
     tx: &Sender<Batch>,
     pool: &Receiver<Vec<u8>>,
     abort: &AtomicBool,
@@ -464,22 +502,34 @@ fn read_files(
         })
     };
     let Some(mut batch) = fresh() else { return };
+    // Hands the batch over and starts a new one; false if the pipeline is shutting down.
+    let hand_over = |batch: &mut Batch| {
+        let Some(next) = fresh() else { return false };
+        tx.send(std::mem::replace(batch, next)).is_ok()
+    };
     for we in files {
         if abort.load(Ordering::Relaxed) {
             return;
         }
         let got = match open_one(we, skip_unreadable) {
             Err(got) => got,
-            Ok((f, before)) if before.len > READ_ONCE_MAX => Got::Large(f, before),
+            Ok((f, before)) if before.len > READ_ONCE_MAX && !seen_sizes.insert(before.len) => {
+                Got::Large(f, before)
+            }
+            Ok((f, before)) if before.len > READ_ONCE_MAX => {
+                batch.items.push_back(Got::Streamed);
+                match stream_into(we, f, before, &mut batch, &hand_over, abort, note) {
+                    Some(got) => got,
+                    None => return,
+                }
+            }
             Ok((f, before)) => {
                 if !batch.items.is_empty()
                     && batch.buf.len() as u64 + before.len > BATCH_BYTES as u64
+                    && !hand_over(&mut batch)
                 {
                     // Hand over what is read so far rather than growing the buffer.
-                    let Some(next) = fresh() else { return };
-                    if tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                        return;
-                    }
+                    return;
                 }
                 read_into(we, f, before, &mut batch.buf, note)
             }
@@ -491,16 +541,82 @@ fn read_files(
             let _ = tx.send(batch);
             return;
         }
-        if send {
-            let Some(next) = fresh() else { return };
-            if tx.send(std::mem::replace(&mut batch, next)).is_err() {
-                return;
-            }
+        if send && !hand_over(&mut batch) {
+            return;
         }
     }
     if !batch.items.is_empty() {
         let _ = tx.send(batch);
     }
+}
+
+/// Reads a large file to its end a part at a time, each part pushed to the batch as a
+/// [`Got::Part`] with its chaining value (full batches are handed over). Returns [`Got::End`]
+/// with the file's BLAKE3, or [`Got::Failed`] if the read failed or the file changed; `None` if
+/// the pipeline shut down.
+fn stream_into(
+    we: &WalkEntry,
+    mut f: fs::File,
+    before: FileStamp,
+    batch: &mut Batch,
+    hand_over: &dyn Fn(&mut Batch) -> bool,
+    abort: &AtomicBool,
+    note: &dyn Fn(usize),
+) -> Option<Got> {
+    let read_err = |source| {
+        Some(Got::Failed(PackError::Read {
+            path: we.abs.display().to_string(),
+            source,
+        }))
+    };
+    let changed = |what| {
+        Some(Got::Failed(PackError::FileChanged {
+            path: we.abs.display().to_string(),
+            what,
+        }))
+    };
+    let mut cvs = Vec::new();
+    let mut total = 0u64;
+    while total < before.len {
+        if batch.buf.capacity() - batch.buf.len() < PART_BLOCK && !hand_over(batch) {
+            return None;
+        }
+        if abort.load(Ordering::Relaxed) {
+            return None;
+        }
+        let start = batch.buf.len();
+        let want = parts::PART.min(before.len - total);
+        if let Err(e) = (&mut f).take(want).read_to_end(&mut batch.buf) {
+            return read_err(e);
+        }
+        let n = batch.buf.len() - start;
+        if n as u64 != want {
+            return changed("it shrank during the read");
+        }
+        let cv = parts::part_cv(cvs.len() as u64, &batch.buf[start..]);
+        cvs.push(cv);
+        total += n as u64;
+        note(n);
+        batch.items.push_back(Got::Part(start..start + n, cv));
+        if batch.buf.len() >= BATCH_BYTES && !hand_over(batch) {
+            return None;
+        }
+    }
+    match f.read(&mut [0u8; 1]) {
+        Ok(0) => {}
+        Ok(_) => return changed("it grew during the read"),
+        Err(e) => return read_err(e),
+    }
+    let after = match f.metadata() {
+        Ok(md) => FileStamp::of(&md),
+        Err(e) => return read_err(e),
+    };
+    if after != before {
+        return changed("its size or modification time changed during the read");
+    }
+    Some(Got::End(ContentHash(
+        *parts::root_of_parts(&cvs).as_bytes(),
+    )))
 }
 
 /// Opens a file and takes its stamp.
@@ -562,7 +678,8 @@ fn read_into(
             what: "its size or modification time changed during the read",
         });
     }
-    Got::Bytes(start..start + n)
+    let hash = ContentHash(*blake3::hash(&buf[start..]).as_bytes());
+    Got::Bytes(start..start + n, hash)
 }
 
 /// The producer's end of the reader thread's channel.
@@ -591,7 +708,8 @@ impl Incoming {
 struct FilePacker<'a, 'p> {
     out: &'a mut Producer<'p>,
     key: Option<&'a DatasetKey>,
-    dedup: HashMap<ContentHash, (u64, u64)>,
+    /// Stored files by content: offset, size and key seed of their stored bytes.
+    dedup: HashMap<ContentHash, Stored>,
     warnings: Vec<String>,
     dedup_files: u64,
     /// Read block for large files and streams, kept from one file to the next.
@@ -602,6 +720,15 @@ enum Packed {
     Kind(EntryKind),
     Skipped,
     Aborted,
+}
+
+/// Where a file's stored bytes are and how they are keyed, for later duplicates to refer to.
+#[derive(Clone)]
+struct Stored {
+    offset: u64,
+    size: u64,
+    key_seed: Option<ContentHash>,
+    parts: Vec<ContentHash>,
 }
 
 impl FilePacker<'_, '_> {
@@ -616,24 +743,28 @@ impl FilePacker<'_, '_> {
             what,
         };
         let (mut f, before) = match got {
-            Got::Bytes(range) => {
-                // Read once by the reader thread: the bytes hashed are the bytes stored.
+            Got::Bytes(range, hash) => {
+                // Read and hashed once by the reader thread: the bytes hashed are the bytes
+                // stored.
                 let data = &buf[range];
                 let size = data.len() as u64;
-                let hash = ContentHash(*blake3::hash(data).as_bytes());
-                if let Some(&(offset, _)) = self.dedup.get(&hash).filter(|(_, s)| *s == size) {
-                    self.dedup_files += 1;
-                    return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
+                if let Some(kind) = self.duplicate(hash, size) {
+                    return Ok(Packed::Kind(kind));
                 }
                 let offset = self.out.stream_pos;
                 if !self
                     .out
-                    .append_file(&FileCipher::new(self.key, &hash), data)
+                    .append_sealed(&FileCipher::new(self.key, &hash), data)
                 {
                     return Ok(Packed::Aborted);
                 }
-                self.dedup.insert(hash, (offset, size));
-                return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
+                return Ok(Packed::Kind(self.stored(
+                    hash,
+                    offset,
+                    size,
+                    None,
+                    Vec::new(),
+                )));
             }
             Got::Skipped(warning) => {
                 self.warnings.push(warning);
@@ -641,13 +772,19 @@ impl FilePacker<'_, '_> {
             }
             Got::Failed(e) => return Err(e),
             Got::Large(f, before) => (f, before),
+            Got::Streamed | Got::Part(..) | Got::End(_) => {
+                return Err(PackError::Options(format!(
+                    "internal error: {path} arrived out of order from the reader thread"
+                )));
+            }
         };
         let size = before.len;
-        // Large: hash first (the key derives from the content), then read again to store,
-        // hashing again to prove the bytes stored are the bytes hashed.
+        // Large, of a size seen before: hash first (it may be a duplicate), then, if it is
+        // not, read it again part by part to store it, checking that the parts hash to the
+        // same value (the bytes stored are the bytes hashed).
         // The encoders are idle while a large file is hashed: hash on every core, in big reads.
         let mut block = std::mem::take(&mut self.block);
-        block.resize(HASH_BLOCK, 0);
+        block.resize(PART_BLOCK, 0);
         let mut hasher = blake3::Hasher::new();
         let mut n_total = 0u64;
         loop {
@@ -661,26 +798,99 @@ impl FilePacker<'_, '_> {
         if n_total != size {
             return Err(changed("its size changed during the read"));
         }
-        self.block = block;
         let hash = ContentHash(*hasher.finalize().as_bytes());
-        if let Some(&(offset, _)) = self.dedup.get(&hash).filter(|(_, s)| *s == size) {
-            self.dedup_files += 1;
-            return Ok(Packed::Kind(file_kind(size, hash, offset, None)));
+        if let Some(kind) = self.duplicate(hash, size) {
+            self.block = block;
+            return Ok(Packed::Kind(kind));
         }
         f.rewind().map_err(read_err)?;
         let offset = self.out.stream_pos;
-        let (pos, check) = match self.seal_stream(&mut f, FileCipher::new(self.key, &hash), size) {
-            Ok(Some(done)) => done,
-            Ok(None) => return Ok(Packed::Aborted),
-            Err(StreamFail::Grew) => return Err(changed("it grew during the read")),
-            Err(StreamFail::Io(e)) => return Err(read_err(e)),
-        };
+        let mut cvs = Vec::new();
+        let mut pos = 0u64;
+        loop {
+            let n = read_full(&mut f, &mut block).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            pos += n as u64;
+            if pos > size {
+                return Err(changed("it grew during the read"));
+            }
+            self.out.note_read(n);
+            let cv = parts::part_cv(cvs.len() as u64, &block[..n]);
+            let cipher = FileCipher::part(self.key, cvs.len() as u64, &cv);
+            cvs.push(cv);
+            if !self.out.append_part(&cipher, &block[..n]) {
+                return Ok(Packed::Aborted);
+            }
+        }
+        self.block = block;
         let after = FileStamp::of(&f.metadata().map_err(read_err)?);
-        if pos != size || check != hash.as_hash() || after != before {
+        if pos != size || after != before || parts::root_of_parts(&cvs) != hash.as_hash() {
             return Err(changed("its content differs between the two reads"));
         }
-        self.dedup.insert(hash, (offset, size));
-        Ok(Packed::Kind(file_kind(size, hash, offset, None)))
+        Ok(Packed::Kind(self.stored(hash, offset, size, None, cvs)))
+    }
+
+    /// Stores a streamed file (see [`Got::Streamed`]) as its parts arrive, each under its own
+    /// key: it cannot duplicate an earlier file (no earlier file has its size), so its hash is
+    /// not needed first.
+    fn pack_streamed(&mut self, incoming: &mut Incoming) -> Result<Packed, PackError> {
+        let offset = self.out.stream_pos;
+        let mut size = 0u64;
+        let mut cvs = Vec::new();
+        loop {
+            let Some((got, buf)) = incoming.next() else {
+                return Ok(Packed::Aborted);
+            };
+            match got {
+                Got::Part(range, cv) => {
+                    let cipher = FileCipher::part(self.key, cvs.len() as u64, &cv);
+                    cvs.push(cv);
+                    size += range.len() as u64;
+                    if !self.out.append_part(&cipher, &buf[range]) {
+                        return Ok(Packed::Aborted);
+                    }
+                }
+                Got::End(hash) => {
+                    return Ok(Packed::Kind(self.stored(hash, offset, size, None, cvs)));
+                }
+                Got::Failed(e) => return Err(e),
+                _ => {
+                    return Err(PackError::Options(
+                        "internal error: a large file's parts arrived out of order".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// An earlier file with this content, if any: the entry kind that refers to its bytes.
+    fn duplicate(&mut self, hash: ContentHash, size: u64) -> Option<EntryKind> {
+        let s = self.dedup.get(&hash).filter(|s| s.size == size)?;
+        self.dedup_files += 1;
+        Some(file_kind(size, hash, s.offset, s.key_seed, s.parts.clone()))
+    }
+
+    /// Records a file just stored at `offset`, for later duplicates; returns its entry kind.
+    fn stored(
+        &mut self,
+        hash: ContentHash,
+        offset: u64,
+        size: u64,
+        key_seed: Option<ContentHash>,
+        parts: Vec<ContentHash>,
+    ) -> EntryKind {
+        self.dedup.insert(
+            hash,
+            Stored {
+                offset,
+                size,
+                key_seed,
+                parts: parts.clone(),
+            },
+        );
+        file_kind(size, hash, offset, key_seed, parts)
     }
 
     fn pack_reader(&mut self, reader: &mut dyn Read) -> Result<Packed, PackError> {
@@ -698,7 +908,13 @@ impl FilePacker<'_, '_> {
             }
         };
         let hash = ContentHash(*hash.as_bytes());
-        Ok(Packed::Kind(file_kind(pos, hash, offset, Some(seed))))
+        Ok(Packed::Kind(file_kind(
+            pos,
+            hash,
+            offset,
+            Some(seed),
+            Vec::new(),
+        )))
     }
 
     /// Reads `reader` to its end in blocks, hashing the plaintext and appending its sealed form
@@ -762,12 +978,14 @@ fn file_kind(
     hash: ContentHash,
     offset: u64,
     key_seed: Option<ContentHash>,
+    parts: Vec<ContentHash>,
 ) -> EntryKind {
     EntryKind::File {
         size,
         hash,
         offset,
         key_seed,
+        parts,
     }
 }
 
@@ -802,17 +1020,32 @@ fn produce(
                 .collect()
         })
         .unwrap_or_default();
+    // Files of the base version, by content (for duplicates) and the sizes of its large ones
+    // (a large file of such a size is hashed before it is stored, to find it).
     let mut dedup = HashMap::new();
+    let mut seen_sizes = std::collections::HashSet::new();
     if let Some(b) = &opts.base {
         for e in &b.manifest.entries {
             if let EntryKind::File {
                 size,
                 hash,
                 offset,
-                key_seed: None,
+                key_seed,
+                ref parts,
             } = e.kind
             {
-                dedup.insert(hash, (offset, size));
+                dedup.insert(
+                    hash,
+                    Stored {
+                        offset,
+                        size,
+                        key_seed,
+                        parts: parts.clone(),
+                    },
+                );
+                if size > READ_ONCE_MAX {
+                    seen_sizes.insert(size);
+                }
             }
         }
     }
@@ -864,7 +1097,7 @@ fn produce(
                         .get(we.rel.as_slice())
                         .filter(|b| {
                             b.mtime_ns == we.mtime_ns
-                                && matches!(b.kind, EntryKind::File { size: s, key_seed: None, .. } if s == *size)
+                                && matches!(b.kind, EntryKind::File { size: s, .. } if s == *size)
                         })
                         .map(|b| b.kind.clone()),
                     _ => None,
@@ -892,9 +1125,15 @@ fn produce(
             let skip = opts.skip_unreadable;
             let done = std::thread::scope(|s| {
                 spawn_named(s, "pack-read", move || {
-                    read_files(&to_read, skip, &batch_tx, &recycle_rx, abort, &|n| {
-                        note_read(read_bytes, &progress, n)
-                    });
+                    read_files(
+                        &to_read,
+                        skip,
+                        seen_sizes,
+                        &batch_tx,
+                        &recycle_rx,
+                        abort,
+                        &|n| note_read(read_bytes, &progress, n),
+                    );
                 });
                 let mut incoming = Incoming {
                     rx: batch_rx,
@@ -916,7 +1155,12 @@ fn produce(
                                 let Some((got, buf)) = incoming.next() else {
                                     return Ok(false);
                                 };
-                                match fp.pack_file(we, got, buf)? {
+                                let packed = if matches!(got, Got::Streamed) {
+                                    fp.pack_streamed(&mut incoming)?
+                                } else {
+                                    fp.pack_file(we, got, buf)?
+                                };
+                                match packed {
                                     Packed::Kind(k) => k,
                                     Packed::Skipped => continue,
                                     Packed::Aborted => return Ok(false),

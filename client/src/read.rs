@@ -420,6 +420,7 @@ impl Dataset {
             .as_ref()
             .filter(|_| self.root.key_check.is_some());
         match &entry.kind {
+            EntryKind::File { parts, .. } if !parts.is_empty() => FileCipher::of_parts(key, parts),
             EntryKind::File { hash, key_seed, .. } => {
                 FileCipher::new(key, key_seed.as_ref().unwrap_or(hash))
             }
@@ -674,6 +675,7 @@ impl<'a> Group<'a> {
                 hash,
                 offset,
                 key_seed,
+                ..
             } => (*size, *hash, *offset, key_seed.unwrap_or(*hash)),
             _ => (0, ContentHash([0; 32]), 0, ContentHash([0; 32])),
         };
