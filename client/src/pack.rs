@@ -513,14 +513,16 @@ fn read_files(
         }
         let got = match open_one(we, skip_unreadable) {
             Err(got) => got,
-            Ok((f, before)) if before.len > READ_ONCE_MAX && !seen_sizes.insert(before.len) => {
-                Got::Large(f, before)
-            }
+            // A large file of a size not seen before cannot duplicate an earlier file.
             Ok((f, before)) if before.len > READ_ONCE_MAX => {
-                batch.items.push_back(Got::Streamed);
-                match stream_into(we, f, before, &mut batch, &hand_over, abort, note) {
-                    Some(got) => got,
-                    None => return,
+                if seen_sizes.insert(before.len) {
+                    batch.items.push_back(Got::Streamed);
+                    match stream_into(we, f, before, &mut batch, &hand_over, abort, note) {
+                        Some(got) => got,
+                        None => return,
+                    }
+                } else {
+                    Got::Large(f, before)
                 }
             }
             Ok((f, before)) => {
@@ -896,14 +898,13 @@ impl FilePacker<'_, '_> {
     fn pack_reader(&mut self, reader: &mut dyn Read) -> Result<Packed, PackError> {
         let seed = crypto::random_seed();
         let offset = self.out.stream_pos;
-        let (pos, hash) = match self.seal_stream(reader, FileCipher::new(self.key, &seed), u64::MAX)
-        {
+        let (pos, hash) = match self.seal_stream(reader, FileCipher::new(self.key, &seed)) {
             Ok(Some(done)) => done,
             Ok(None) => return Ok(Packed::Aborted),
-            Err(fail) => {
+            Err(source) => {
                 return Err(PackError::Read {
                     path: "<stdin>".into(),
-                    source: fail.into_io(),
+                    source,
                 });
             }
         };
@@ -917,15 +918,14 @@ impl FilePacker<'_, '_> {
         )))
     }
 
-    /// Reads `reader` to its end in blocks, hashing the plaintext and appending its sealed form
-    /// to the stream. Returns the bytes read and their BLAKE3, or `None` if the pipeline shut
-    /// down; more than `limit` bytes is [`StreamFail::Grew`].
+    /// Reads a stream to its end in blocks, hashing the plaintext and appending its sealed form
+    /// to the dataset stream. Returns the bytes read and their BLAKE3, or `None` if the
+    /// pipeline shut down.
     fn seal_stream(
         &mut self,
         reader: &mut dyn Read,
         cipher: FileCipher,
-        limit: u64,
-    ) -> Result<Option<(u64, blake3::Hash)>, StreamFail> {
+    ) -> std::io::Result<Option<(u64, blake3::Hash)>> {
         let mut sealer = Sealer::new(cipher);
         let mut block = std::mem::take(&mut self.block);
         block.resize(READ_BLOCK.max(block.len()), 0);
@@ -936,11 +936,8 @@ impl FilePacker<'_, '_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StreamFail::Io(e)),
+                Err(e) => return Err(e),
             };
-            if pos + n as u64 > limit {
-                return Err(StreamFail::Grew);
-            }
             hasher.update(&block[..n]);
             self.out.note_read(n);
             let out = &mut *self.out;
@@ -955,21 +952,6 @@ impl FilePacker<'_, '_> {
             return Ok(None);
         }
         Ok(Some((pos, hasher.finalize())))
-    }
-}
-
-/// Why [`FilePacker::seal_stream`] stopped.
-enum StreamFail {
-    Io(std::io::Error),
-    Grew,
-}
-
-impl StreamFail {
-    fn into_io(self) -> std::io::Error {
-        match self {
-            Self::Io(e) => e,
-            Self::Grew => std::io::Error::other("more bytes than expected"),
-        }
     }
 }
 
