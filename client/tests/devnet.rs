@@ -691,12 +691,14 @@ fn put_interrupted(
 /// do not hold yet (it asks before sending).
 ///
 /// Encrypted: the dataset key derives from the owner's key and the source path, so the second
-/// put produces the same shards as the interrupted one.
+/// put produces the same shards as the interrupted one, for small files (keyed by content) and
+/// for a file over 16 MiB (keyed per part by each part's hash) alike.
 #[test]
 fn client_killed_during_put_then_put_again() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    big_dataset(&data, 30, 1_000_000);
+    big_dataset(&data, 12, 1_000_000);
+    fs::write(data.join("large.bin"), bytes(20_000_000, 99)).expect("write");
 
     // What a clean put of the same data stores and sends.
     // Devnets are stopped together at the end (each stop can take a while).
