@@ -75,7 +75,14 @@ pub enum CryptoError {
 /// The cipher of one file; without a key (public datasets) it stores plaintext as is. A file
 /// has one key, or one per [`parts::PART`] (chunk `i` uses key `i / CHUNKS_PER_PART`).
 #[derive(Clone)]
-pub struct FileCipher(Option<Arc<[LessSafeKey]>>);
+pub struct FileCipher(Option<Arc<Keys>>);
+
+/// The keys of a file: one for every chunk, or those of parts `first..` of a file split into
+/// parts (only the parts a read needs are derived).
+struct Keys {
+    keys: Box<[LessSafeKey]>,
+    first_part: Option<u64>,
+}
 
 impl std::fmt::Debug for FileCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,16 +108,26 @@ pub struct StoredSpan {
 impl FileCipher {
     /// The cipher for a file whose key material is `seed` (its content hash, or a random seed).
     pub fn new(key: Option<&DatasetKey>, seed: &ContentHash) -> Self {
-        Self(key.map(|k| Arc::from([aes_key(&derive(FILE_KEY_CONTEXT, k, &seed.0))])))
+        Self(key.map(|k| {
+            Arc::new(Keys {
+                keys: Box::new([aes_key(&derive(FILE_KEY_CONTEXT, k, &seed.0))]),
+                first_part: None,
+            })
+        }))
     }
 
-    /// The cipher of a file split into parts, from its parts' chaining values.
-    pub fn of_parts(key: Option<&DatasetKey>, cvs: &[ContentHash]) -> Self {
+    /// The cipher of parts `parts` of a file split into parts, from the chaining values of all
+    /// its parts (a file of many parts read in a small range needs only a key or two).
+    pub fn of_parts(key: Option<&DatasetKey>, cvs: &[ContentHash], parts: Range<usize>) -> Self {
+        let end = parts.end.min(cvs.len());
+        let start = parts.start.min(end);
         Self(key.map(|k| {
-            cvs.iter()
-                .enumerate()
-                .map(|(i, cv)| aes_key(&part_key(k, i as u64, cv)))
-                .collect()
+            Arc::new(Keys {
+                keys: (start..end)
+                    .map(|i| aes_key(&part_key(k, i as u64, &cvs[i])))
+                    .collect(),
+                first_part: Some(start as u64),
+            })
         }))
     }
 
@@ -122,11 +139,15 @@ impl FileCipher {
         }
     }
 
-    /// The key of chunk `index`; `None` if the file has no part that far (a corrupt entry).
-    fn key_of(keys: &[LessSafeKey], index: u64) -> Option<&LessSafeKey> {
-        match keys {
-            [one] => Some(one),
-            many => many.get(usize::try_from(index / CHUNKS_PER_PART).ok()?),
+    /// The key of chunk `index`; `None` if this cipher has no key for its part (a corrupt
+    /// entry, or a part outside the parts it was made for).
+    fn key_of(keys: &Keys, index: u64) -> Option<&LessSafeKey> {
+        match keys.first_part {
+            None => keys.keys.first(),
+            Some(first) => {
+                let part = (index / CHUNKS_PER_PART).checked_sub(first)?;
+                keys.keys.get(usize::try_from(part).ok()?)
+            }
         }
     }
 
@@ -181,12 +202,7 @@ impl FileCipher {
     }
 
     /// Decrypts a stored chunk (`ciphertext ‖ tag`) in place; returns the plaintext length.
-    fn open_chunk(
-        &self,
-        keys: &[LessSafeKey],
-        index: u64,
-        stored: &mut [u8],
-    ) -> Result<usize, CryptoError> {
+    fn open_chunk(&self, keys: &Keys, index: u64, stored: &mut [u8]) -> Result<usize, CryptoError> {
         let key = Self::key_of(keys, index).ok_or(CryptoError::ChunkAuth { chunk: index })?;
         if stored.len() < TAG_LEN {
             return Err(CryptoError::ChunkAuth { chunk: index });
@@ -225,7 +241,7 @@ impl PartCipher {
 
 /// The key to seal chunk `index` with: sealing only ever runs on a cipher built for the whole
 /// file being sealed, which has a key for every chunk.
-fn sealing_key(keys: &[LessSafeKey], index: u64) -> &LessSafeKey {
+fn sealing_key(keys: &Keys, index: u64) -> &LessSafeKey {
     #[allow(clippy::expect_used)]
     FileCipher::key_of(keys, index).expect("a key for every chunk of the file being sealed")
 }

@@ -413,14 +413,26 @@ impl Dataset {
         }
     }
 
+    /// The cipher of a whole file.
     fn cipher(&self, entry: &Entry) -> FileCipher {
+        self.cipher_for(entry, 0..u64::MAX)
+    }
+
+    /// The cipher of a file for reading plaintext `range` (of a file split into parts, only the
+    /// parts that hold it are keyed).
+    fn cipher_for(&self, entry: &Entry, range: Range<u64>) -> FileCipher {
         let key = self
             .capability
             .key
             .as_ref()
             .filter(|_| self.root.key_check.is_some());
         match &entry.kind {
-            EntryKind::File { parts, .. } if !parts.is_empty() => FileCipher::of_parts(key, parts),
+            EntryKind::File { parts, .. } if !parts.is_empty() => {
+                let first = range.start / crate::parts::PART;
+                let end = range.end.saturating_sub(1) / crate::parts::PART + 1;
+                let to_usize = |p: u64| usize::try_from(p).unwrap_or(usize::MAX);
+                FileCipher::of_parts(key, parts, to_usize(first)..to_usize(end))
+            }
             EntryKind::File { hash, key_seed, .. } => {
                 FileCipher::new(key, key_seed.as_ref().unwrap_or(hash))
             }
@@ -462,7 +474,7 @@ impl Dataset {
                 size,
             });
         }
-        let cipher = self.cipher(entry);
+        let cipher = self.cipher_for(entry, range.clone());
         let span = cipher.stored_span(range.clone(), size);
         let mut opener = Opener::new(cipher, span.first_chunk);
         let mut skip = span.skip;
@@ -665,6 +677,8 @@ struct Group<'a> {
     stored: u64,
     hash: ContentHash,
     seed: ContentHash,
+    /// Made once: a file split into many parts has a key per part.
+    cipher: FileCipher,
 }
 
 impl<'a> Group<'a> {
@@ -679,13 +693,15 @@ impl<'a> Group<'a> {
             } => (*size, *hash, *offset, key_seed.unwrap_or(*hash)),
             _ => (0, ContentHash([0; 32]), 0, ContentHash([0; 32])),
         };
+        let cipher = ds.cipher(e);
         Self {
             entries: vec![e],
             offset,
             size,
-            stored: ds.cipher(e).stored_len(size),
+            stored: cipher.stored_len(size),
             hash,
             seed,
+            cipher,
         }
     }
 
@@ -918,9 +934,7 @@ impl Dataset {
             }
             groups.push(g);
         }
-        let encrypted = files
-            .first()
-            .is_some_and(|e| self.cipher(e).is_encrypting());
+        let encrypted = groups.first().is_some_and(|g| g.cipher.is_encrypting());
         let mut order: Vec<usize> = Vec::new();
         let mut seg_groups: Vec<Vec<usize>> = Vec::new();
         let mut covered: Vec<bool> = Vec::new();
@@ -972,9 +986,8 @@ impl Dataset {
         let seg_end = seg_start + buf.len() as u64;
         for &gi in &plan.seg_groups[pos] {
             let g = &plan.groups[gi];
-            let cipher = self.cipher(g.entries[0]);
             for (j, r) in g.chunks_inside(true, seg_start, seg_end) {
-                cipher.open_chunk_in_place(j, &mut buf[r])?;
+                g.cipher.open_chunk_in_place(j, &mut buf[r])?;
             }
         }
         Ok(())
@@ -1288,7 +1301,7 @@ impl Dataset {
         files: &[OutFile],
         stats: &mut ReadStats,
     ) -> Result<blake3::Hash, ReadError> {
-        let cipher = self.cipher(g.entries[0]);
+        let cipher = g.cipher.clone();
         let sc = STORED_CHUNK as u64;
         let mut hasher = blake3::Hasher::new();
         let mut n = 0u64;

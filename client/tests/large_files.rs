@@ -92,7 +92,7 @@ fn each_part_has_its_own_key() {
         granary_client::ids::ContentHash([1; 32]),
         granary_client::ids::ContentHash([2; 32]),
     ];
-    let whole = FileCipher::of_parts(Some(&key), &cvs);
+    let whole = FileCipher::of_parts(Some(&key), &cvs, 0..2);
     let plain = vec![7u8; 100];
     // Chunk 0 of part 0 and chunk 0 of part 1, both sealed by the whole-file cipher, equal
     // what each part's own cipher seals, and differ from each other.
@@ -112,9 +112,15 @@ fn each_part_has_its_own_key() {
     // A chunk beyond the last part has no key: opening it fails instead of panicking.
     let mut stored = w1.clone();
     assert!(whole.open_chunk_in_place(2 * first, &mut stored).is_err());
-    let mut stored = w1;
+    let mut stored = w1.clone();
     assert_eq!(whole.open_chunk_in_place(first, &mut stored), Ok(100));
     assert_eq!(stored[..100], plain[..]);
+    // A cipher made for part 1 alone (a range read) opens part 1 and has no key for part 0.
+    let second = FileCipher::of_parts(Some(&key), &cvs, 1..5);
+    let mut stored = w1;
+    assert_eq!(second.open_chunk_in_place(first, &mut stored), Ok(100));
+    let mut stored = w0;
+    assert!(second.open_chunk_in_place(0, &mut stored).is_err());
 }
 
 /// A put that is repeated or resumed must produce the same shards, or everything is sent again.
