@@ -131,12 +131,15 @@ impl FileCipher {
         }))
     }
 
-    /// The cipher of part `index` alone (sealing chunks `index * CHUNKS_PER_PART ..` of it).
-    pub fn part(key: Option<&DatasetKey>, index: u64, cv: &ContentHash) -> PartCipher {
-        PartCipher {
-            index,
-            key: key.map(|k| aes_key(&part_key(k, index, cv))),
-        }
+    /// The cipher of part `index` of a file split into parts alone (its chunks
+    /// `index * CHUNKS_PER_PART ..`), from that part's chaining value.
+    pub fn part(key: Option<&DatasetKey>, index: u64, cv: &ContentHash) -> Self {
+        Self(key.map(|k| {
+            Arc::new(Keys {
+                keys: Box::new([aes_key(&part_key(k, index, cv))]),
+                first_part: Some(index),
+            })
+        }))
     }
 
     /// The key of chunk `index`; `None` if this cipher has no key for its part (a corrupt
@@ -213,37 +216,11 @@ impl FileCipher {
     }
 }
 
-/// The key of one part of a large file, for sealing that part as it is read.
-#[derive(Debug)]
-pub struct PartCipher {
-    index: u64,
-    key: Option<LessSafeKey>,
-}
-
-impl PartCipher {
-    /// Whether this cipher encrypts at all.
-    pub fn is_encrypting(&self) -> bool {
-        self.key.is_some()
-    }
-
-    /// The file's chunk index of this part's first chunk.
-    pub fn first_chunk(&self) -> u64 {
-        self.index * CHUNKS_PER_PART
-    }
-
-    /// Appends the stored form of the file's chunk `index` (one of this part's) to `out`, as
-    /// [`FileCipher::seal_chunk_into`] does.
-    pub fn seal_chunk_into(&self, index: u64, plain: &[u8], out: &mut Vec<u8>) {
-        debug_assert_eq!(index / CHUNKS_PER_PART, self.index);
-        seal_into(self.key.as_ref(), index, plain, out);
-    }
-}
-
-/// The key to seal chunk `index` with: sealing only ever runs on a cipher built for the whole
-/// file being sealed, which has a key for every chunk.
+/// The key to seal chunk `index` with: sealing only ever runs on a cipher built for the chunks
+/// being sealed (the whole file, or the part being read), which has a key for each.
 fn sealing_key(keys: &Keys, index: u64) -> &LessSafeKey {
     #[allow(clippy::expect_used)]
-    FileCipher::key_of(keys, index).expect("a key for every chunk of the file being sealed")
+    FileCipher::key_of(keys, index).expect("a key for every chunk being sealed")
 }
 
 fn aes_key(bytes: &[u8; 32]) -> LessSafeKey {

@@ -31,7 +31,7 @@ use granary_protocol::verified;
 
 use crate::{
     capability::Capability,
-    crypto::{self, FileCipher, PartCipher, Sealer},
+    crypto::{self, FileCipher, Sealer},
     erasure::{Coder, ErasureError, ErasureParams},
     ids::{ContentHash, DatasetId, DatasetKey, ShardId},
     manifest::{Entry, EntryKind, IndexedManifest, Manifest, NO_HINT, RootRecord, SegmentDesc},
@@ -339,37 +339,15 @@ impl Producer<'_> {
         true
     }
 
-    /// Appends the stored form of a whole file held in memory (see [`Self::append_chunks`]).
-    fn append_sealed(&mut self, cipher: &FileCipher, data: &[u8]) -> bool {
+    /// Appends the stored form of plaintext whose chunks are a file's chunks `first..`, sealing
+    /// each chunk in place in the segment buffer (no copy beyond the one into the segment).
+    fn append_sealed(&mut self, cipher: &FileCipher, first: u64, data: &[u8]) -> bool {
         if !cipher.is_encrypting() {
             return self.append(data);
         }
-        self.append_chunks(data, 0, |i, chunk, out| {
-            cipher.seal_chunk_into(i, chunk, out)
-        })
-    }
-
-    /// Appends the stored form of one part of a large file (see [`Self::append_chunks`]).
-    fn append_part(&mut self, cipher: &PartCipher, data: &[u8]) -> bool {
-        if !cipher.is_encrypting() {
-            return self.append(data);
-        }
-        self.append_chunks(data, cipher.first_chunk(), |i, chunk, out| {
-            cipher.seal_chunk_into(i, chunk, out)
-        })
-    }
-
-    /// Appends plaintext whose chunks are a file's chunks `first..`, each sealed in place in
-    /// the segment buffer by `seal` (no copy beyond the one into the segment).
-    fn append_chunks(
-        &mut self,
-        data: &[u8],
-        first: u64,
-        seal: impl Fn(u64, &[u8], &mut Vec<u8>),
-    ) -> bool {
         for (i, chunk) in data.chunks(crypto::CHUNK).enumerate() {
             let before = self.bytes.len();
-            seal(first + i as u64, chunk, &mut self.bytes);
+            cipher.seal_chunk_into(first + i as u64, chunk, &mut self.bytes);
             self.stream_pos += (self.bytes.len() - before) as u64;
             if self.bytes.len() >= self.segment_size && !self.cut() {
                 return false;
@@ -710,8 +688,8 @@ impl Incoming {
 struct FilePacker<'a, 'p> {
     out: &'a mut Producer<'p>,
     key: Option<&'a DatasetKey>,
-    /// Stored files by content: offset, size and key seed of their stored bytes.
-    dedup: HashMap<ContentHash, Stored>,
+    /// Stored files by content: the entry kind that refers to their stored bytes.
+    dedup: HashMap<ContentHash, EntryKind>,
     warnings: Vec<String>,
     dedup_files: u64,
     /// Read block for large files and streams, kept from one file to the next.
@@ -722,15 +700,6 @@ enum Packed {
     Kind(EntryKind),
     Skipped,
     Aborted,
-}
-
-/// Where a file's stored bytes are and how they are keyed, for later duplicates to refer to.
-#[derive(Clone)]
-struct Stored {
-    offset: u64,
-    size: u64,
-    key_seed: Option<ContentHash>,
-    parts: Vec<ContentHash>,
 }
 
 impl FilePacker<'_, '_> {
@@ -756,7 +725,7 @@ impl FilePacker<'_, '_> {
                 let offset = self.out.stream_pos;
                 if !self
                     .out
-                    .append_sealed(&FileCipher::new(self.key, &hash), data)
+                    .append_sealed(&FileCipher::new(self.key, &hash), 0, data)
                 {
                     return Ok(Packed::Aborted);
                 }
@@ -820,9 +789,7 @@ impl FilePacker<'_, '_> {
             }
             self.out.note_read(n);
             let cv = parts::part_cv(cvs.len() as u64, &block[..n]);
-            let cipher = FileCipher::part(self.key, cvs.len() as u64, &cv);
-            cvs.push(cv);
-            if !self.out.append_part(&cipher, &block[..n]) {
+            if !self.append_part(&mut cvs, cv, &block[..n]) {
                 return Ok(Packed::Aborted);
             }
         }
@@ -847,10 +814,8 @@ impl FilePacker<'_, '_> {
             };
             match got {
                 Got::Part(range, cv) => {
-                    let cipher = FileCipher::part(self.key, cvs.len() as u64, &cv);
-                    cvs.push(cv);
                     size += range.len() as u64;
-                    if !self.out.append_part(&cipher, &buf[range]) {
+                    if !self.append_part(&mut cvs, cv, &buf[range]) {
                         return Ok(Packed::Aborted);
                     }
                 }
@@ -867,11 +832,24 @@ impl FilePacker<'_, '_> {
         }
     }
 
+    /// Appends part `cvs.len()` of a large file (`data`, whose chaining value is `cv`) under
+    /// its own key, and records `cv`; false if the pipeline shut down.
+    fn append_part(&mut self, cvs: &mut Vec<ContentHash>, cv: ContentHash, data: &[u8]) -> bool {
+        let index = cvs.len() as u64;
+        cvs.push(cv);
+        let cipher = FileCipher::part(self.key, index, &cv);
+        self.out
+            .append_sealed(&cipher, index * crypto::CHUNKS_PER_PART, data)
+    }
+
     /// An earlier file with this content, if any: the entry kind that refers to its bytes.
     fn duplicate(&mut self, hash: ContentHash, size: u64) -> Option<EntryKind> {
-        let s = self.dedup.get(&hash).filter(|s| s.size == size)?;
+        let kind = self
+            .dedup
+            .get(&hash)
+            .filter(|k| matches!(k, EntryKind::File { size: s, .. } if *s == size))?;
         self.dedup_files += 1;
-        Some(file_kind(size, hash, s.offset, s.key_seed, s.parts.clone()))
+        Some(kind.clone())
     }
 
     /// Records a file just stored at `offset`, for later duplicates; returns its entry kind.
@@ -883,16 +861,9 @@ impl FilePacker<'_, '_> {
         key_seed: Option<ContentHash>,
         parts: Vec<ContentHash>,
     ) -> EntryKind {
-        self.dedup.insert(
-            hash,
-            Stored {
-                offset,
-                size,
-                key_seed,
-                parts: parts.clone(),
-            },
-        );
-        file_kind(size, hash, offset, key_seed, parts)
+        let kind = file_kind(size, hash, offset, key_seed, parts);
+        self.dedup.insert(hash, kind.clone());
+        kind
     }
 
     fn pack_reader(&mut self, reader: &mut dyn Read) -> Result<Packed, PackError> {
@@ -1008,23 +979,8 @@ fn produce(
     let mut seen_sizes = std::collections::HashSet::new();
     if let Some(b) = &opts.base {
         for e in &b.manifest.entries {
-            if let EntryKind::File {
-                size,
-                hash,
-                offset,
-                key_seed,
-                ref parts,
-            } = e.kind
-            {
-                dedup.insert(
-                    hash,
-                    Stored {
-                        offset,
-                        size,
-                        key_seed,
-                        parts: parts.clone(),
-                    },
-                );
+            if let EntryKind::File { size, hash, .. } = e.kind {
+                dedup.insert(hash, e.kind.clone());
                 if size > READ_ONCE_MAX {
                     seen_sizes.insert(size);
                 }

@@ -431,6 +431,12 @@ impl NetStore {
         self
     }
 
+    /// A node already held a shard this put was storing: counted, and puts keep asking first.
+    fn held_shard(&self) {
+        self.probe.held();
+        self.upload.held_shards.fetch_add(1, Relaxed);
+    }
+
     /// What this store's puts have sent so far.
     pub fn upload_stats(&self) -> UploadStats {
         UploadStats {
@@ -566,8 +572,7 @@ impl NetStore {
                     .await
                 {
                     Ok(o) if o.first() == Some(&TagOutcome::Tagged) => {
-                        self.probe.held();
-                        self.upload.held_shards.fetch_add(1, Relaxed);
+                        self.held_shard();
                         return Ok(node.id);
                     }
                     Ok(_) => self.probe.new_shard(),
@@ -590,8 +595,7 @@ impl NetStore {
             {
                 Ok(outcome) => {
                     if outcome == StoreOutcome::AlreadyHeld {
-                        self.probe.held();
-                        self.upload.held_shards.fetch_add(1, Relaxed);
+                        self.held_shard();
                     }
                     return Ok(node.id);
                 }
@@ -782,11 +786,12 @@ impl NetStore {
                     out[i] = Some(r);
                 }
                 None => {
-                    if since.elapsed() >= hedge_after(first_answer) {
+                    let bound = hedge_after(first_answer);
+                    if since.elapsed() >= bound {
                         plan.hedge();
                         since = Instant::now();
                     }
-                    let left = hedge_after(first_answer).saturating_sub(since.elapsed());
+                    let left = bound.saturating_sub(since.elapsed());
                     hedge = Box::pin(tokio::time::sleep(
                         left.clamp(Duration::from_millis(1), RECHECK),
                     ));
